@@ -1,0 +1,100 @@
+"""Elementwise ops with numpy broadcasting (numpy).
+
+float16/bfloat16 inputs are computed in float32 and rounded once at the end,
+as the Triton kernels do. Twins live in ``kernels/elementwise.py``.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+_LOW = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
+def _up(x):
+    """float32 view of the math for a low-precision buffer (no-op otherwise)."""
+    return x.astype(np.float32) if isinstance(x, np.ndarray) and x.dtype in _LOW else x
+
+
+def _sigmoid(x, out=None):
+    # exp(-|x|) never overflows; branch on sign for the two stable forms
+    e = np.exp(-np.abs(x))
+    r = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    if out is None:
+        return r.astype(x.dtype, copy=False)
+    out[...] = r
+    return out
+
+
+_UNARY = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+}
+
+_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal,
+}
+COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+
+
+def unary(x, op):
+    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid; same dtype as ``x``."""
+    with np.errstate(all="ignore"):
+        r = _UNARY[op](_up(x))
+    return r.astype(x.dtype, copy=False)
+
+
+def binary(a, b, op):
+    """``op(a, b)`` with broadcasting; ``b`` may be a Python scalar.
+
+    Operands share one dtype (the caller promotes); comparisons return bool.
+    """
+    with np.errstate(all="ignore"):
+        r = _BINARY[op](_up(a), _up(b))
+    if op in COMPARISONS:
+        return r
+    return r.astype(a.dtype, copy=False)
+
+
+def where(cond, a, b):
+    return np.where(cond, a, b)
+
+
+def accumulate_(dst, src):
+    """``dst += src`` in place (gradient accumulation); ``src`` broadcasts to ``dst``."""
+    if dst.dtype in _LOW:
+        dst[...] = (dst.astype(np.float32) + src.astype(np.float32)).astype(dst.dtype)
+    else:
+        np.add(dst, src, out=dst)
+
+
+def sum_to_shape(g, shape):
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (the backward of broadcasting)."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    r = _up(g).sum(axis=axes, keepdims=True, dtype=np.float32 if g.dtype in _LOW else None)
+    if lead:
+        r = r.reshape(r.shape[lead:])
+    return r.reshape(shape).astype(g.dtype, copy=False)
+
+
+def relu_fwd(x):
+    """max(x, 0); NaN stays NaN, as in PyTorch."""
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+def relu_bwd(grad, out):
+    """grad * (out > 0): ReLU's gradient is 0 at exactly 0, as in PyTorch."""
+    return np.where(out > 0, grad, np.zeros((), grad.dtype))

@@ -1,0 +1,66 @@
+"""Matrix products and the fused linear layer (numpy, straight to BLAS).
+
+Twins in ``kernels/matmul.py``. float16/bfloat16 multiply in float32 and round
+the result once, matching a float32-accumulating GEMM.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .elementwise import _LOW
+
+
+def _f32(x):
+    return x.astype(np.float32) if x.dtype in _LOW else x
+
+
+def matmul(a, b):
+    """``a @ b`` for 1-D, 2-D and batched (broadcast) operands, numpy semantics."""
+    if a.dtype in _LOW:
+        return np.matmul(_f32(a), _f32(b)).astype(a.dtype)
+    return np.matmul(a, b)
+
+
+def linear_fwd(x, w, b, relu):
+    """``out = x @ w.T (+ b) (then ReLU)`` for x (M, K), w (N, K), b (N,) or None.
+
+    One BLAS call writes the product; bias and ReLU then run in place on that
+    buffer, so the layer allocates exactly one (M, N) array.
+    """
+    if x.dtype in _LOW:
+        out = np.matmul(_f32(x), _f32(w).T)
+        if b is not None:
+            out += _f32(b)
+        if relu:
+            np.maximum(out, 0.0, out=out)
+        return out.astype(x.dtype)
+    out = np.matmul(x, w.T)
+    if b is not None:
+        out += b
+    if relu:
+        np.maximum(out, 0, out=out)
+    return out
+
+
+def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
+    """Gradients of ``linear_fwd``: returns ``(dx, dw, db)``, None where not needed.
+
+    With ``relu`` the saved forward output ``out`` is the mask: the upstream
+    gradient is zeroed where out <= 0 as it is read (PyTorch's convention at 0).
+    """
+    g = _f32(grad_out)
+    if relu:
+        g = np.where(out > 0, g, np.zeros((), g.dtype))
+    dx = dw = db = None
+    if need_dx:
+        dx = np.matmul(g, _f32(w))
+    if need_dw:
+        dw = np.matmul(g.T, _f32(x))
+    if need_db:
+        db = g.sum(axis=0)
+    if grad_out.dtype in _LOW:
+        dt = grad_out.dtype
+        dx = None if dx is None else dx.astype(dt)
+        dw = None if dw is None else dw.astype(dt)
+        db = None if db is None else db.astype(dt)
+    return dx, dw, db

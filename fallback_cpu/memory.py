@@ -1,0 +1,96 @@
+"""Buffers on the host: creation, conversion, views and joins (numpy).
+
+A cpu buffer is a plain ``numpy.ndarray`` of any strides. Every function here
+has a twin of the same name and signature in ``kernels/memory.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def from_numpy(array: np.ndarray, dtype):
+    """A buffer holding a copy of ``array`` converted to ``dtype``."""
+    return np.array(array, dtype=dtype.np, copy=True)
+
+
+def to_numpy(x) -> np.ndarray:
+    """The buffer's values as a numpy array (the buffer itself on the host)."""
+    return x
+
+
+def empty(shape, dtype):
+    return np.empty(shape, dtype=dtype.np)
+
+
+def full(shape, value, dtype):
+    return np.full(shape, value, dtype=dtype.np)
+
+
+def arange(start, stop, step, dtype):
+    n = max(0, -(-(stop - start) // step)) if isinstance(step, int) else None
+    if n is not None and all(isinstance(v, int) for v in (start, stop)):
+        return (np.arange(n, dtype=np.int64) * step + start).astype(dtype.np)
+    return np.arange(start, stop, step, dtype=np.float64).astype(dtype.np)
+
+
+def cast(x, dtype):
+    """A new buffer with ``x``'s values converted to ``dtype`` (float -> int truncates)."""
+    return x.astype(dtype.np, copy=True)
+
+
+def contiguous(x):
+    """``x`` itself when row-major contiguous, else a contiguous copy."""
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def copy_(dst, src):
+    """Write ``src`` (broadcast to ``dst``'s shape) into ``dst`` in place."""
+    np.copyto(dst, src, casting="unsafe")
+
+
+def reshape(x, shape):
+    """A view when the strides allow it, else a copy, as torch.reshape."""
+    return x.reshape(shape)
+
+
+def permute(x, dims):
+    return x.transpose(dims)
+
+
+def expand(x, shape):
+    """A read-only broadcast view (stride 0 on expanded dims)."""
+    return np.broadcast_to(x, shape)
+
+
+def getitem(x, index):
+    """Basic indexing (ints, slices, None, Ellipsis) as a view; an int64 index buffer gathers."""
+    return x[index]
+
+
+def cat(xs, dim):
+    return np.concatenate(xs, axis=dim)
+
+
+def stack(xs, dim):
+    return np.stack(xs, axis=dim)
+
+
+def index_add(dst, index, src):
+    """``dst[index] += src`` in place (repeated advanced indices accumulate); returns dst."""
+    if any(isinstance(i, np.ndarray) for i in (index if isinstance(index, tuple) else (index,))):
+        np.add.at(dst, index, src)
+    else:
+        dst[index] += src
+    return dst
+
+
+def exclusively_owned(buf, extra_refs):
+    """True when ``buf`` owns its memory and no one but the caller (``extra_refs`` references) holds it."""
+    import sys
+    # getrefcount's own argument adds one reference
+    return buf.base is None and buf.flags.owndata and sys.getrefcount(buf) <= extra_refs + 1
+
+
+def setitem(x, index, value):
+    """``x[index] = value`` in place (value a buffer or a Python number, broadcast)."""
+    x[index] = value

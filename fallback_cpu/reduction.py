@@ -1,0 +1,47 @@
+"""Reductions along dimensions (numpy); float16/bfloat16 accumulate in float32."""
+from __future__ import annotations
+
+import numpy as np
+
+from .elementwise import _LOW, _up
+
+
+def reduce(x, dims, keepdim, op):
+    """``op`` in sum, mean, max, min over ``dims`` (a tuple; empty means all)."""
+    axis = tuple(dims) if dims else None
+    xf = _up(x)
+    if op == "sum":
+        r = np.sum(xf, axis=axis, keepdims=keepdim)
+    elif op == "mean":
+        r = np.mean(xf, axis=axis, keepdims=keepdim)
+    elif op == "max":
+        r = np.max(xf, axis=axis, keepdims=keepdim)
+    elif op == "min":
+        r = np.min(xf, axis=axis, keepdims=keepdim)
+    else:
+        raise KeyError(op)
+    r = np.asarray(r)
+    # bool/int sums count in int64, as torch does
+    if op == "sum" and (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer)):
+        return r.astype(np.int64, copy=False)
+    return r.astype(x.dtype, copy=False)
+
+
+def argmax(x, dim, keepdim):
+    """Index (int64) of the first maximum along ``dim`` (all elements, flattened, when None)."""
+    if dim is None:
+        r = np.asarray(np.argmax(x))
+        return r.reshape((1,) * x.ndim) if keepdim else r.astype(np.int64)
+    r = np.argmax(x, axis=dim)
+    if keepdim:
+        r = np.expand_dims(r, dim)
+    return np.asarray(r, dtype=np.int64)
+
+
+def max_bwd(grad, x, indices, dim, keepdim):
+    """Route ``grad`` of ``x.max(dim)`` to the position of the (first) maximum."""
+    out = np.zeros(x.shape, dtype=grad.dtype)
+    idx = indices if keepdim else np.expand_dims(indices, dim)
+    g = grad if keepdim else np.expand_dims(grad, dim)
+    np.put_along_axis(out, idx, g, axis=dim)
+    return out

@@ -1,0 +1,135 @@
+"""Softmax, log-softmax and the fused softmax-cross-entropy (numpy).
+
+Every log-sum-exp subtracts the row maximum first; float16/bfloat16 rows are
+computed in float32. Twins in ``kernels/softmax.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .elementwise import _LOW, _up
+
+
+def _acc(x):
+    """The accumulation dtype for ``x``: float64 stays float64, all else float32."""
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def _lse(x, dim):
+    m = np.max(x, axis=dim, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)            # all -inf rows: lse = -inf, not NaN
+    return m + np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
+
+
+def softmax_fwd(x, dim):
+    xf = x.astype(_acc(x), copy=False)
+    m = np.max(xf, axis=dim, keepdims=True)
+    e = np.exp(xf - m)
+    e /= np.sum(e, axis=dim, keepdims=True)
+    return e.astype(x.dtype, copy=False)
+
+
+def softmax_bwd(grad, y, dim):
+    """dx = y * (g - sum(g * y)) along ``dim``."""
+    g, yf = _up(grad), _up(y)
+    return (yf * (g - np.sum(g * yf, axis=dim, keepdims=True))).astype(grad.dtype, copy=False)
+
+
+def log_softmax_fwd(x, dim):
+    xf = x.astype(_acc(x), copy=False)
+    return (xf - _lse(xf, dim)).astype(x.dtype, copy=False)
+
+
+def log_softmax_bwd(grad, y, dim):
+    """dx = g - exp(y) * sum(g) along ``dim``."""
+    g, yf = _up(grad), _up(y)
+    return (g - np.exp(yf) * np.sum(g, axis=dim, keepdims=True)).astype(grad.dtype, copy=False)
+
+
+def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
+    """Loss of softmax cross-entropy over rows of ``logits`` (N, C) with int64 ``target`` (N,).
+
+    Returns ``(loss, lse)``: ``loss`` per row (reduction "none", 0 at ignored
+    rows) or a 0-d sum/mean over the rows that are not ignored, in the logits'
+    dtype; ``lse`` is each row's log-sum-exp in the accumulation dtype, saved
+    for the backward. With smoothing eps and C classes, row i's loss is
+    ``lse_i - (1 - eps) * x[i, t_i] - eps / C * sum_c x[i, c]``.
+    """
+    acc = _acc(logits)
+    x = logits.astype(acc, copy=False)
+    n, c = x.shape
+    valid = target != ignore_index
+    safe_t = np.where(valid, target, 0)
+    lse = _lse(x, 1)[:, 0]
+    picked = x[np.arange(n), safe_t]
+    loss = lse - (1.0 - label_smoothing) * picked
+    if label_smoothing:
+        loss = loss - (label_smoothing / c) * np.sum(x, axis=1)
+    loss = np.where(valid, loss, 0).astype(acc)
+    if reduction == "none":
+        return loss.astype(logits.dtype), lse
+    total = np.sum(loss, dtype=acc)
+    if reduction == "mean":
+        with np.errstate(all="ignore"):
+            total = total / acc(np.count_nonzero(valid))
+    return np.asarray(total, dtype=logits.dtype), lse
+
+
+def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, label_smoothing,
+                              reduction, inplace):
+    """d loss / d logits = (softmax - (1 - eps) * onehot - eps / C) * scale per row.
+
+    ``scale`` is the upstream gradient (divided by the count of rows not
+    ignored for "mean"); ignored rows get 0. With ``inplace`` the result is
+    written into ``logits`` itself and returned (the tape allows this only when
+    nothing else holds those logits).
+    """
+    acc = _acc(logits)
+    n, c = logits.shape
+    valid = target != ignore_index
+    g = np.asarray(grad_loss, dtype=acc)
+    if reduction == "none":
+        scale = g.reshape(n)
+    elif reduction == "mean":
+        scale = np.full(n, g / max(int(np.count_nonzero(valid)), 1), dtype=acc) \
+            if np.count_nonzero(valid) else np.full(n, np.nan, dtype=acc)
+    else:
+        scale = np.full(n, g, dtype=acc)
+    scale = np.where(valid, scale, 0).astype(acc)
+    d = np.exp(logits.astype(acc, copy=False) - lse[:, None].astype(acc))
+    if label_smoothing:
+        d -= label_smoothing / c
+    rows = np.arange(n)
+    d[rows, np.where(valid, target, 0)] -= (1.0 - label_smoothing)
+    d *= scale[:, None]
+    if inplace:
+        logits[...] = d
+        return logits
+    return d.astype(logits.dtype, copy=False)
+
+
+def bce_with_logits_fwd(x, y, reduction):
+    """Binary cross-entropy on logits, stable for any x: max(x,0) - x*y + log1p(exp(-|x|))."""
+    acc = _acc(x)
+    xf, yf = x.astype(acc, copy=False), y.astype(acc, copy=False)
+    loss = np.maximum(xf, 0) - xf * yf + np.log1p(np.exp(-np.abs(xf)))
+    if reduction == "none":
+        return loss.astype(x.dtype)
+    r = loss.sum(dtype=acc)
+    if reduction == "mean":
+        r = r / acc(loss.size)
+    return np.asarray(r, dtype=x.dtype)
+
+
+def bce_with_logits_bwd(grad_loss, x, y, reduction):
+    """d/dx = (sigmoid(x) - y) * upstream (/ numel for "mean"); also d/dy = -x * upstream."""
+    acc = _acc(x)
+    xf, yf = x.astype(acc, copy=False), y.astype(acc, copy=False)
+    g = np.asarray(grad_loss, dtype=acc)
+    if reduction == "mean":
+        g = g / acc(xf.size)
+    e = np.exp(-np.abs(xf))
+    sig = np.where(xf >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    dx = ((sig - yf) * g).astype(x.dtype)
+    dy = (-xf * g).astype(y.dtype)
+    return dx, dy

@@ -1,0 +1,6 @@
+"""Layers: ``Module``, ``Parameter``, ``Linear``, ``ReLU``, ``Sigmoid``, ``Sequential``, and ``functional``."""
+from . import functional
+from .modules import Identity, Linear, Module, Parameter, ReLU, Sequential, Sigmoid
+
+__all__ = ["Module", "Parameter", "Linear", "ReLU", "Sigmoid", "Sequential", "Identity",
+           "functional"]

@@ -1,0 +1,774 @@
+"""The op table: every differentiable op, its checks, its forward and its backward rule.
+
+Each op validates its operands (raising a tritonnn error that names the op and
+the operands), runs its forward through the backend of its device (numpy for
+"cpu", Triton for "cuda"), and, when an input requires grad, records a tape
+node whose backward rule is written right under the forward. Backward rules
+work on raw backend buffers, never mutate the gradient they are handed, and
+return one gradient (or None) per input.
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import dtypes as D
+from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
+from .tape import Node, _GradMode, edge
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _wrap(buf, dtype, device, backend):
+    from .tensor import Tensor
+    return Tensor._make(buf, dtype, device, backend)
+
+
+def _record(out, name, backward, inputs):
+    """Attach a node to ``out`` when grad mode is on and some input requires grad."""
+    if _GradMode.enabled:
+        for t in inputs:
+            if t is not None and t.requires_grad:
+                out._node = Node(name, backward, tuple(None if i is None else edge(i) for i in inputs))
+                out.requires_grad = True
+                break
+    return out
+
+
+def _same_device(op, *ts):
+    dev = ts[0].device
+    for t in ts[1:]:
+        if t.device != dev:
+            raise DeviceError(f"{op}: operands are on different devices: "
+                              + ", ".join(f"{tuple(x.shape)} on {x.device}" for x in ts)
+                              + "; move them with .to(device) first")
+    return dev
+
+
+def _norm_dim(op, dim, ndim):
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TritonnnError(f"{op}: dim must be an int, got {dim!r}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexOutOfRange(f"{op}: dim {dim} is out of range for a tensor of {ndim} "
+                              f"dimension(s) (expected in [{-n}, {n - 1}])")
+    return dim % n
+
+
+def broadcast_shapes(op, a, b):
+    """numpy's broadcasting of two shapes, or a ShapeError naming both."""
+    out = []
+    for i in range(max(len(a), len(b))):
+        x = a[len(a) - 1 - i] if i < len(a) else 1
+        y = b[len(b) - 1 - i] if i < len(b) else 1
+        if x != y and x != 1 and y != 1:
+            raise ShapeError(f"{op}: shapes {tuple(a)} and {tuple(b)} cannot be broadcast together "
+                             f"(dimension {-1 - i}: {x} vs {y})")
+        out.append(max(x, y) if x != 0 and y != 0 else 0)
+    return tuple(reversed(out))
+
+
+def _float_ops(op, t):
+    if not t.dtype.is_floating:
+        raise DTypeError(f"{op}: expected a floating-point tensor, got {t.dtype} "
+                         f"(convert with .to(tn.float32))")
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise
+# ----------------------------------------------------------------------------------------------
+
+_ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**",
+          "maximum": "maximum", "minimum": "minimum"}
+_CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _scalar_type(s):
+    if isinstance(s, bool):
+        return D.bool_
+    if isinstance(s, numbers.Integral):
+        return D.int64
+    if isinstance(s, numbers.Real):
+        return D.float32
+    raise DTypeError(f"unsupported operand of type {type(s).__name__}")
+
+
+def _promote(op, a, b):
+    """Result dtype of a tensor op with a tensor or a Python scalar, PyTorch-style, strict on floats."""
+    from .tensor import Tensor
+    if not isinstance(b, Tensor):
+        st = _scalar_type(b)
+        if a.dtype.is_floating:
+            return a.dtype
+        if st is D.float32:
+            return D.float32
+        if a.dtype is D.bool_ and st is D.int64:
+            return D.int64
+        return a.dtype
+    if a.dtype is b.dtype:
+        return a.dtype
+    fa, fb = a.dtype.is_floating, b.dtype.is_floating
+    if fa and fb:
+        raise DTypeError(f"{op}: operands have different dtypes {a.dtype} {tuple(a.shape)} and "
+                         f"{b.dtype} {tuple(b.shape)}; convert one with .to(dtype)")
+    if fa:
+        return a.dtype
+    if fb:
+        return b.dtype
+    return D.promote(a.dtype, b.dtype)
+
+
+def binary(a, b, op, reverse=False):
+    """``a op b`` (``b op a`` with ``reverse``) for a tensor ``a`` and a tensor or scalar ``b``."""
+    from .tensor import Tensor
+    sym = _ARITH.get(op) or _CMP[op]
+    if isinstance(b, Tensor):
+        _same_device(sym, a, b)
+        shape = broadcast_shapes(sym, a.shape, b.shape)
+    elif isinstance(b, (numbers.Number,)) and not isinstance(b, complex):
+        shape = a.shape
+    else:
+        return NotImplemented
+    if op == "pow" and isinstance(b, Tensor):
+        raise TritonnnError("**: only a scalar exponent is supported (tensor ** number)")
+    dt = _promote(sym, a, b)
+    if op in ("div", "pow") and not dt.is_floating:
+        dt = D.float32
+    if op in _CMP and isinstance(b, Tensor) is False and not a.dtype.is_floating \
+            and _scalar_type(b) is D.float32:
+        dt = D.float32
+    a_ = a if a.dtype is dt else a.to(dt)
+    b_ = b.to(dt) if isinstance(b, Tensor) and b.dtype is not dt else b
+    if not isinstance(b_, Tensor) and not dt.is_floating:
+        b_ = int(b_)
+    B = a._backend
+    x, y = (b_, a_) if reverse else (a_, b_)
+    xb = x._data if isinstance(x, Tensor) else x
+    yb = y._data if isinstance(y, Tensor) else y
+    if reverse and not isinstance(x, Tensor):
+        # scalar on the left: materialize it as a 0-d buffer of the result dtype
+        xb = B.full((), x, dt)
+    out_buf = B.binary(xb, yb, op)
+    if op in _CMP:
+        return _wrap(out_buf, D.bool_, a.device, B)
+    out = _wrap(out_buf, dt, a.device, B)
+    if not dt.is_floating:
+        return out
+    xs = x.shape if isinstance(x, Tensor) else ()
+    ys = y.shape if isinstance(y, Tensor) else ()
+    xt = isinstance(x, Tensor)
+    yt = isinstance(y, Tensor)
+
+    def reduce_to(g, s):
+        return B.sum_to_shape(g, s)
+
+    if op == "add":
+        def backward(g):
+            return (reduce_to(g, xs) if xt else None, reduce_to(g, ys) if yt else None)
+    elif op == "sub":
+        def backward(g):
+            return (reduce_to(g, xs) if xt else None,
+                    reduce_to(B.unary(g, "neg"), ys) if yt else None)
+    elif op == "mul":
+        def backward(g):
+            return (reduce_to(B.binary(g, yb, "mul"), xs) if xt else None,
+                    reduce_to(B.binary(g, xb, "mul"), ys) if yt else None)
+    elif op == "div":
+        def backward(g):
+            gx = reduce_to(B.binary(g, yb, "div"), xs) if xt else None
+            gy = None
+            if yt:
+                q = B.binary(B.binary(g, xb, "mul"), B.binary(yb, yb, "mul"), "div")
+                gy = reduce_to(B.unary(q, "neg"), ys)
+            return gx, gy
+    elif op == "pow":
+        if reverse:
+            raise TritonnnError("**: a number raised to a tensor power is not supported")
+        e = float(yb)
+
+        def backward(g):
+            d = B.binary(B.binary(xb, e - 1.0, "pow"), e, "mul") if e != 1.0 else None
+            return (g if d is None else B.binary(g, d, "mul"), None)
+    elif op in ("maximum", "minimum"):
+        def backward(g):
+            # the winner takes the gradient; ties split it evenly, as torch does
+            zero = B.full((), 0, dt)
+            win_x = B.binary(xb, yb, "gt" if op == "maximum" else "lt")
+            tie = B.binary(xb, yb, "eq")
+            half = B.binary(g, 0.5, "mul")
+            gx = B.where(win_x, g, B.where(tie, half, zero))
+            gy = B.where(win_x, zero, B.where(tie, half, g))
+            return (reduce_to(gx, xs) if xt else None, reduce_to(gy, ys) if yt else None)
+    else:  # pragma: no cover - table and rules above are kept in step
+        raise TritonnnError(f"{sym}: no backward rule")
+    return _record(out, op, backward, (x if xt else None, y if yt else None))
+
+
+def _one_minus(B, y):
+    return B.binary(B.unary(y, "neg"), 1, "add")
+
+
+def _sign(B, x):
+    dt = _dtype_of(B, x)
+    one, zero = B.full((), 1, dt), B.full((), 0, dt)
+    pos = B.where(B.binary(x, 0, "gt"), one, zero)
+    neg = B.where(B.binary(x, 0, "lt"), one, zero)
+    return B.binary(pos, neg, "sub")
+
+
+# op -> gradient of its input, given (backend, upstream g, input x, output y)
+_UNARY_RULES = {
+    "neg": lambda B, g, x, y: B.unary(g, "neg"),
+    "exp": lambda B, g, x, y: B.binary(g, y, "mul"),
+    "log": lambda B, g, x, y: B.binary(g, x, "div"),
+    "sqrt": lambda B, g, x, y: B.binary(B.binary(g, y, "div"), 0.5, "mul"),
+    "abs": lambda B, g, x, y: B.binary(g, _sign(B, x), "mul"),
+    "tanh": lambda B, g, x, y: B.binary(g, _one_minus(B, B.binary(y, y, "mul")), "mul"),
+    "sigmoid": lambda B, g, x, y: B.binary(g, B.binary(y, _one_minus(B, y), "mul"), "mul"),
+}
+
+
+def _dtype_of(B, buf):
+    return D.from_numpy(buf.dtype) if B.NAME == "numpy" else B.buffers.dtype_of(buf)
+
+
+def unary(x, op):
+    if op != "neg" or x.dtype is D.bool_:
+        _float_ops(op, x)
+    elif not (x.dtype.is_floating or x.dtype.is_integer):
+        raise DTypeError(f"neg: unsupported dtype {x.dtype}")
+    B = x._backend
+    xb = x._data
+    yb = B.unary(xb, op)
+    out = _wrap(yb, x.dtype, x.device, B)
+    if not x.dtype.is_floating:
+        return out
+    rule = _UNARY_RULES[op]
+    return _record(out, op, lambda g: (rule(B, g, xb, yb),), (x,))
+
+
+def relu(x):
+    if not (x.dtype.is_floating or x.dtype.is_integer):
+        raise DTypeError(f"relu: unsupported dtype {x.dtype}")
+    B = x._backend
+    yb = B.relu_fwd(x._data)
+    out = _wrap(yb, x.dtype, x.device, B)
+    return _record(out, "relu", lambda g: (B.relu_bwd(g, yb),), (x,))
+
+
+def where(cond, a, b):
+    from .tensor import Tensor, tensor
+    if not isinstance(cond, Tensor) or cond.dtype is not D.bool_:
+        raise DTypeError("where: condition must be a bool tensor")
+    a = a if isinstance(a, Tensor) else tensor(a, device=cond.device)
+    b = b if isinstance(b, Tensor) else tensor(b, device=cond.device)
+    _same_device("where", cond, a, b)
+    dt = _promote("where", a, b)
+    a, b = a.to(dt), b.to(dt)
+    shape = broadcast_shapes("where", broadcast_shapes("where", cond.shape, a.shape), b.shape)
+    B = a._backend
+    out = _wrap(B.where(cond._data, a._data, b._data), dt, a.device, B)
+    cb = cond._data
+    zero = B.full((), 0, dt)
+
+    def backward(g):
+        return (B.sum_to_shape(B.where(cb, g, zero), a.shape),
+                B.sum_to_shape(B.where(cb, zero, g), b.shape))
+    del shape
+    return _record(out, "where", backward, (a, b))
+
+
+# ----------------------------------------------------------------------------------------------
+# reductions
+# ----------------------------------------------------------------------------------------------
+
+
+def _dims(op, dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        ds = tuple(_norm_dim(op, d, ndim) for d in dim)
+        if len(set(ds)) != len(ds):
+            raise TritonnnError(f"{op}: dim {tuple(dim)} names a dimension twice")
+        return ds
+    return (_norm_dim(op, dim, ndim),)
+
+
+def _keep_shape(shape, dims):
+    return tuple(1 if i in dims else s for i, s in enumerate(shape))
+
+
+def reduce(x, op, dim=None, keepdim=False):
+    """sum / mean / max / min over ``dim`` (None: all dims)."""
+    if op == "mean" and not x.dtype.is_floating:
+        raise DTypeError(f"mean: expected a floating-point tensor, got {x.dtype}")
+    dims = _dims(op, dim, x.ndim) if x.ndim else ()
+    if op in ("max", "min") and any(x.shape[d] == 0 for d in dims) or (op in ("max", "min") and x.numel() == 0):
+        raise ShapeError(f"{op}: cannot reduce an empty dimension of shape {x.shape}")
+    B = x._backend
+    yb = B.reduce(x._data, dims, keepdim, op)
+    out_dt = D.int64 if (op == "sum" and not x.dtype.is_floating) else x.dtype
+    out = _wrap(yb, out_dt, x.device, B)
+    if not x.dtype.is_floating:
+        return out
+    shape, kshape = x.shape, _keep_shape(x.shape, dims)
+    count = 1
+    for d in dims:
+        count *= shape[d]
+    xb = x._data
+
+    if op in ("sum", "mean"):
+        def backward(g):
+            g = B.reshape(g, kshape)
+            if op == "mean":
+                g = B.binary(g, 1.0 / max(count, 1), "mul")
+            return (B.expand(g, shape),)
+    else:
+        def backward(g):
+            # every element equal to the extreme shares the gradient evenly (torch's amax rule)
+            y = B.reshape(yb, kshape)
+            hit = B.cast(B.binary(xb, y, "eq"), x.dtype)
+            n = B.reduce(hit, dims, True, "sum")
+            return (B.binary(hit, B.binary(B.reshape(g, kshape), n, "div"), "mul"),)
+    return _record(out, op, backward, (x,))
+
+
+def max_dim(x, dim, keepdim=False):
+    """``(values, indices)`` of the maximum along ``dim``, as torch.max(x, dim)."""
+    d = _norm_dim("max", dim, x.ndim)
+    if x.ndim and x.shape[d] == 0:
+        raise ShapeError(f"max: cannot reduce an empty dimension of shape {x.shape}")
+    B = x._backend
+    idx = B.argmax(x._data, d, keepdim)
+    vals = B.reduce(x._data, (d,) if x.ndim else (), keepdim, "max")
+    v = _wrap(vals, x.dtype, x.device, B)
+    i = _wrap(idx, D.int64, x.device, B)
+    if x.dtype.is_floating:
+        xb = x._data
+        v = _record(v, "max", lambda g: (B.max_bwd(g, xb, idx, d, keepdim),), (x,))
+    return v, i
+
+
+def argmax(x, dim=None, keepdim=False):
+    d = None if dim is None else _norm_dim("argmax", dim, x.ndim)
+    if x.numel() == 0:
+        raise ShapeError(f"argmax: cannot take the argmax of an empty tensor of shape {x.shape}")
+    if x.dtype is D.bool_:
+        x = x.to(D.uint8)
+    B = x._backend
+    return _wrap(B.argmax(x._data, d, keepdim), D.int64, x.device, B)
+
+
+# ----------------------------------------------------------------------------------------------
+# products
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_float_pair(op, a, b):
+    if a.dtype is not b.dtype:
+        raise DTypeError(f"{op}: operands have different dtypes {a.dtype} {a.shape} and {b.dtype} "
+                         f"{b.shape}; convert one with .to(dtype)")
+    if not a.dtype.is_floating:
+        raise DTypeError(f"{op}: expected floating-point operands, got {a.dtype}")
+
+
+def _swap_last(B, buf, ndim):
+    dims = list(range(ndim))
+    dims[-1], dims[-2] = dims[-2], dims[-1]
+    return B.permute(buf, tuple(dims))
+
+
+def matmul(a, b):
+    """Matrix product with numpy's rules for 1-D and batched operands."""
+    from .tensor import Tensor
+    if not isinstance(b, Tensor):
+        raise TritonnnError(f"matmul: expected a tensor operand, got {type(b).__name__}")
+    _same_device("matmul", a, b)
+    _check_float_pair("matmul", a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: both operands need at least 1 dimension, got {a.shape} @ {b.shape}")
+    if a.ndim == 1:
+        return matmul(a.unsqueeze(0), b).squeeze(-2)
+    if b.ndim == 1:
+        return matmul(a, b.unsqueeze(1)).squeeze(-1)
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
+                         f"({a.shape[-1]} != {b.shape[-2]})")
+    broadcast_shapes("matmul (batch dims)", a.shape[:-2], b.shape[:-2])
+    B = a._backend
+    ab, bb = a._data, b._data
+    out = _wrap(B.matmul(ab, bb), a.dtype, a.device, B)
+    sa, sb = a.shape, b.shape
+    need_a, need_b = a.requires_grad, b.requires_grad
+
+    def backward(g):
+        ga = B.sum_to_shape(B.matmul(g, _swap_last(B, bb, len(sb))), sa) if need_a else None
+        gb = B.sum_to_shape(B.matmul(_swap_last(B, ab, len(sa)), g), sb) if need_b else None
+        return ga, gb
+    return _record(out, "matmul", backward, (a, b))
+
+
+def linear(x, weight, bias=None, activation=None):
+    """``x @ weight.T + bias``, then ReLU when ``activation == "relu"``: one fused op."""
+    from .tensor import Tensor
+    if activation not in (None, "relu"):
+        raise TritonnnError(f"linear: activation must be None or 'relu', got {activation!r}")
+    ops = (x, weight) if bias is None else (x, weight, bias)
+    for t in ops:
+        if not isinstance(t, Tensor):
+            raise TritonnnError(f"linear: expected tensors, got {type(t).__name__}")
+    _same_device("linear", *ops)
+    for t in ops[1:]:
+        if t.dtype is not x.dtype:
+            raise DTypeError(f"linear: input is {x.dtype} but weight/bias is {t.dtype}")
+    _float_ops("linear", x)
+    if weight.ndim != 2 or x.ndim < 1:
+        raise ShapeError(f"linear: weight must be 2-D (out, in) and input at least 1-D, "
+                         f"got input {x.shape} and weight {weight.shape}")
+    if x.shape[-1] != weight.shape[1]:
+        raise ShapeError(f"linear: input {x.shape} has {x.shape[-1]} features but weight "
+                         f"{weight.shape} expects {weight.shape[1]}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ShapeError(f"linear: bias {bias.shape} does not match weight {weight.shape} "
+                         f"(expected ({weight.shape[0]},))")
+    lead = x.shape[:-1]
+    x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    B = x._backend
+    relu_ = activation == "relu"
+    xb, wb = x2._data, weight._data
+    yb = B.linear_fwd(xb, wb, None if bias is None else bias._data, relu_)
+    out = _wrap(yb, x.dtype, x.device, B)
+    need = (x2.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    if any(need) and _GradMode.enabled:
+        saved_out = yb if relu_ else None      # the ReLU mask is the output itself
+
+        def backward(g):
+            dx, dw, db = B.linear_bwd(g, xb, wb, saved_out, relu_, *need)
+            return dx, dw, db
+        out = _record(out, "linear_relu" if relu_ else "linear", backward,
+                      (x2, weight, bias) if bias is not None else (x2, weight))
+    return out if x.ndim == 2 else out.reshape(*lead, weight.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# views and joins
+# ----------------------------------------------------------------------------------------------
+
+
+def reshape(x, shape):
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
+    if any(s < -1 for s in shape):
+        raise ShapeError(f"reshape: invalid size in {shape}")
+    n = x.numel()
+    if -1 in shape:
+        known = 1
+        for s in shape:
+            if s != -1:
+                known *= s
+        if known == 0 or n % known:
+            raise ShapeError(f"reshape: cannot reshape {x.shape} ({n} elements) into {shape}")
+        shape = tuple(n // known if s == -1 else s for s in shape)
+    total = 1
+    for s in shape:
+        total *= s
+    if total != n:
+        raise ShapeError(f"reshape: cannot reshape {x.shape} ({n} elements) into {shape} "
+                         f"({total} elements)")
+    if shape == x.shape:
+        return x
+    B = x._backend
+    out = _wrap(B.reshape(x._data, shape), x.dtype, x.device, B)
+    src = x.shape
+    return _record(out, "reshape", lambda g: (B.reshape(B.contiguous(g), src),), (x,))
+
+
+def permute(x, dims):
+    dims = tuple(_norm_dim("permute", d, x.ndim) for d in dims)
+    if sorted(dims) != list(range(x.ndim)):
+        raise ShapeError(f"permute: {dims} is not a permutation of the {x.ndim} dims of {x.shape}")
+    B = x._backend
+    out = _wrap(B.permute(x._data, dims), x.dtype, x.device, B)
+    inv = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inv[d] = i
+    inv = tuple(inv)
+    return _record(out, "permute", lambda g: (B.permute(g, inv),), (x,))
+
+
+def transpose(x, d0, d1):
+    d0 = _norm_dim("transpose", d0, x.ndim)
+    d1 = _norm_dim("transpose", d1, x.ndim)
+    if x.ndim < 2:
+        return x
+    dims = list(range(x.ndim))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return permute(x, dims)
+
+
+def expand(x, shape):
+    shape = tuple(shape)
+    if len(shape) < x.ndim:
+        raise ShapeError(f"expand: cannot expand {x.shape} to fewer dims {shape}")
+    shape = tuple(x.shape[i - (len(shape) - x.ndim)] if s == -1 else s for i, s in enumerate(shape))
+    if broadcast_shapes("expand", x.shape, shape) != shape:
+        raise ShapeError(f"expand: cannot expand {x.shape} to {shape}")
+    B = x._backend
+    out = _wrap(B.expand(x._data, shape), x.dtype, x.device, B)
+    src = x.shape
+    return _record(out, "expand", lambda g: (B.sum_to_shape(g, src),), (x,))
+
+
+def _norm_index(x, index):
+    """Check basic/advanced indices against ``x``'s shape; return what the backend takes."""
+    from .tensor import Tensor
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    dim = 0
+    n_explicit = sum(1 for i in index if i is not None and i is not Ellipsis)
+    for i in index:
+        if i is None:
+            out.append(None)
+            continue
+        if i is Ellipsis:
+            out.append(Ellipsis)
+            dim += x.ndim - n_explicit
+            continue
+        if dim >= x.ndim:
+            raise IndexOutOfRange(f"index: too many indices for a tensor of shape {x.shape}")
+        size = x.shape[dim]
+        if isinstance(i, Tensor):
+            if i.dtype is D.bool_ or i.dtype.is_integer:
+                if i.device != x.device:
+                    raise DeviceError(f"index: index tensor on {i.device}, tensor on {x.device}")
+                out.append(i._data)
+            else:
+                raise DTypeError(f"index: index tensors must be integer or bool, got {i.dtype}")
+        elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
+            if not -size <= i < size:
+                raise IndexOutOfRange(f"index: index {i} is out of bounds for dimension {dim} "
+                                      f"with size {size} (shape {x.shape})")
+            out.append(int(i))
+        elif isinstance(i, slice):
+            if i.step is not None and i.step <= 0:
+                raise TritonnnError(f"index: slice step must be positive, got {i.step}")
+            out.append(i)
+        elif isinstance(i, (list,)):
+            from .tensor import tensor
+            out.append(tensor(i, device=x.device)._data)
+        else:
+            raise TritonnnError(f"index: unsupported index {i!r} of type {type(i).__name__}")
+        dim += 1
+    return tuple(out)
+
+
+def getitem(x, index):
+    idx = _norm_index(x, index)
+    B = x._backend
+    yb = B.getitem(x._data, idx)
+    out = _wrap(yb, x.dtype, x.device, B)
+    if not x.dtype.is_floating:
+        return out
+    src, dt = x.shape, x.dtype
+
+    def backward(g):
+        z = B.full(src, 0, dt)
+        return (B.index_add(z, idx, g),)
+    return _record(out, "index", backward, (x,))
+
+
+def squeeze(x, dim=None):
+    if dim is None:
+        return reshape(x, tuple(s for s in x.shape if s != 1))
+    d = _norm_dim("squeeze", dim, x.ndim)
+    if x.ndim == 0 or x.shape[d] != 1:
+        return x
+    return reshape(x, x.shape[:d] + x.shape[d + 1:])
+
+
+def unsqueeze(x, dim):
+    d = _norm_dim("unsqueeze", dim, x.ndim + 1)
+    return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
+
+
+def cat(tensors, dim=0, op="cat"):
+    from .tensor import Tensor
+    tensors = list(tensors)
+    if not tensors:
+        raise TritonnnError(f"{op}: expected a non-empty list of tensors")
+    for t in tensors:
+        if not isinstance(t, Tensor):
+            raise TritonnnError(f"{op}: expected tensors, got {type(t).__name__}")
+    _same_device(op, *tensors)
+    first = tensors[0]
+    for t in tensors[1:]:
+        if t.dtype is not first.dtype:
+            raise DTypeError(f"{op}: tensors have different dtypes {first.dtype} and {t.dtype}")
+    if op == "stack":
+        for t in tensors[1:]:
+            if t.shape != first.shape:
+                raise ShapeError(f"stack: tensors must have the same shape, got {first.shape} "
+                                 f"and {t.shape}")
+        d = _norm_dim("stack", dim, first.ndim + 1)
+        tensors = [t.unsqueeze(d) for t in tensors]
+        first = tensors[0]
+    else:
+        d = _norm_dim("cat", dim, first.ndim)
+        for t in tensors[1:]:
+            if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
+                                           if i != d):
+                raise ShapeError(f"cat: shapes {first.shape} and {t.shape} differ outside dim {d}")
+    B = first._backend
+    out = _wrap(B.cat([t._data for t in tensors], d), first.dtype, first.device, B)
+    if not first.dtype.is_floating:
+        return out
+    sizes = [t.shape[d] for t in tensors]
+
+    def backward(g):
+        grads, start = [], 0
+        for s in sizes:
+            idx = (slice(None),) * d + (slice(start, start + s),)
+            grads.append(B.getitem(g, idx))
+            start += s
+        return tuple(grads)
+    return _record(out, "cat", backward, tuple(tensors))
+
+
+def cast(x, dtype):
+    """``x`` converted to ``dtype`` (a new buffer); gradients flow back between float dtypes."""
+    if dtype is x.dtype:
+        return x
+    B = x._backend
+    out = _wrap(B.cast(x._data, dtype), dtype, x.device, B)
+    if not (x.dtype.is_floating and dtype.is_floating):
+        return out
+    src = x.dtype
+    return _record(out, "cast", lambda g: (B.cast(g, src),), (x,))
+
+
+def to_device(x, device):
+    """``x`` copied to ``device`` through the host; gradients copy back."""
+    from .device import backend
+    if device == x.device:
+        return x
+    src_B, dst_B = x._backend, backend(device)
+    host = src_B.to_numpy(x._data)
+    out = _wrap(dst_B.from_numpy(host, x.dtype), x.dtype, device, dst_B)
+    dt = x.dtype
+
+    def backward(g):
+        return (src_B.from_numpy(dst_B.to_numpy(g), dt),)
+    return _record(out, "to", backward, (x,))
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax family and losses
+# ----------------------------------------------------------------------------------------------
+
+
+def softmax(x, dim=-1, log=False):
+    op = "log_softmax" if log else "softmax"
+    _float_ops(op, x)
+    d = _norm_dim(op, dim, x.ndim)
+    B = x._backend
+    fwd, bwd = (B.log_softmax_fwd, B.log_softmax_bwd) if log else (B.softmax_fwd, B.softmax_bwd)
+    if x.ndim == 0:
+        yb = fwd(B.reshape(x._data, (1,)), 0)
+        yb = B.reshape(yb, ())
+    else:
+        yb = fwd(x._data, d)
+    out = _wrap(yb, x.dtype, x.device, B)
+    if x.ndim == 0:
+        return _record(out, op, lambda g: (B.full((), 0, x.dtype),), (x,))
+    return _record(out, op, lambda g: (bwd(g, yb, d),), (x,))
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Fused softmax-cross-entropy of (N, C) logits against (N,) integer class indices."""
+    from .tensor import Tensor
+    op = "cross_entropy"
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise TritonnnError(f"{op}: expected tensors for logits and target")
+    _same_device(op, logits, target)
+    if reduction not in _REDUCTIONS:
+        raise TritonnnError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise TritonnnError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _float_ops(op, logits)
+    if not target.dtype.is_integer:
+        raise DTypeError(f"{op}: target must hold integer class indices, got {target.dtype} "
+                         f"(convert with .to(tn.int64))")
+    if logits.ndim != 2:
+        raise ShapeError(f"{op}: logits must be 2-D (batch, classes), got {logits.shape}; "
+                         f"flatten leading dims with reshape(-1, classes)")
+    if target.shape != (logits.shape[0],):
+        raise ShapeError(f"{op}: target {target.shape} does not match logits {logits.shape} "
+                         f"(expected ({logits.shape[0]},))")
+    n, c = logits.shape
+    if n == 0:
+        raise ShapeError(f"{op}: empty batch (logits {logits.shape})")
+    if c == 0:
+        raise ShapeError(f"{op}: logits {logits.shape} have no classes")
+    tgt = target if target.dtype is D.int64 else target.to(D.int64)
+    B = logits._backend
+    tb = tgt._data
+    _check_targets(op, B, tb, c, ignore_index)
+    lb = logits._data
+    loss_b, lse = B.softmax_cross_entropy_fwd(lb, tb, ignore_index, float(label_smoothing), reduction)
+    out = _wrap(loss_b, logits.dtype, logits.device, B)
+    if not (_GradMode.enabled and logits.requires_grad):
+        return out
+    saved = [lb]    # a list, so the rule can drop its reference before asking who else holds it
+    del lb
+
+    def backward(g):
+        logits_buf = saved.pop()
+        # in place into the logits buffer only if this rule holds the last reference to it
+        inplace = B.exclusively_owned(logits_buf, 1)
+        return (B.softmax_cross_entropy_bwd(g, logits_buf, tb, lse, ignore_index,
+                                            float(label_smoothing), reduction, inplace), None)
+    return _record(out, op, backward, (logits, None))
+
+
+def _check_targets(op, B, tb, c, ignore_index):
+    if B.NAME == "numpy":
+        bad = (tb != ignore_index) & ((tb < 0) | (tb >= c))
+        if bad.any():
+            v = int(tb[bad][0])
+            raise IndexOutOfRange(f"{op}: target {v} is out of range for {c} classes "
+                                  f"(and is not ignore_index={ignore_index})")
+    else:
+        v = B.first_bad_target(tb, c, ignore_index)
+        if v is not None:
+            raise IndexOutOfRange(f"{op}: target {v} is out of range for {c} classes "
+                                  f"(and is not ignore_index={ignore_index})")
+
+
+def binary_cross_entropy_with_logits(x, y, reduction="mean"):
+    from .tensor import Tensor
+    op = "binary_cross_entropy_with_logits"
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TritonnnError(f"{op}: expected tensors for input and target")
+    _same_device(op, x, y)
+    if reduction not in _REDUCTIONS:
+        raise TritonnnError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _float_ops(op, x)
+    if y.dtype is not x.dtype:
+        if y.dtype.is_floating:
+            raise DTypeError(f"{op}: input is {x.dtype} but target is {y.dtype}")
+        y = y.to(x.dtype)
+    if x.shape != y.shape:
+        raise ShapeError(f"{op}: target shape {y.shape} must equal input shape {x.shape}")
+    B = x._backend
+    xb, yb = x._data, y._data
+    out = _wrap(B.bce_with_logits_fwd(xb, yb, reduction), x.dtype, x.device, B)
+
+    def backward(g):
+        return B.bce_with_logits_bwd(g, xb, yb, reduction)
+    return _record(out, op, backward, (x, y))

@@ -1,0 +1,110 @@
+"""Optimizers: SGD and AdamW with PyTorch's semantics, updating parameters in place.
+
+Each step is one fused backend call per parameter (``sgd_step``/``adamw_step``),
+numpy on "cpu" and a Triton kernel on "cuda".
+"""
+from __future__ import annotations
+
+from .errors import DTypeError, TritonnnError
+from .tensor import Tensor
+
+
+class Optimizer:
+    """Holds the parameters and per-parameter state; ``zero_grad``, ``step``, ``backward_step``."""
+
+    def __init__(self, params, name):
+        if isinstance(params, Tensor):
+            raise TritonnnError(f"{name}: params must be an iterable of tensors, not a single tensor")
+        self.params = list(params)
+        if not self.params:
+            raise TritonnnError(f"{name}: got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor):
+                raise TritonnnError(f"{name}: parameter {i} is a {type(p).__name__}, not a tensor")
+            if not p.dtype.is_floating:
+                raise DTypeError(f"{name}: parameter {i} has dtype {p.dtype}; only floating-point "
+                                 f"tensors can be optimized")
+            if not p.is_leaf:
+                raise TritonnnError(f"{name}: parameter {i} is not a leaf tensor")
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise TritonnnError(f"{name}: a parameter appears more than once")
+        self.state = {}
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+    def backward_step(self, loss):
+        """Zero the gradients, backpropagate ``loss`` and take one step (the seed's backward_step)."""
+        self.zero_grad()
+        loss.backward()
+        self.step()
+
+    def _grads(self):
+        for p in self.params:
+            g = p.grad
+            if g is None:
+                continue
+            if g.device != p.device or g.dtype is not p.dtype or g.shape != p.shape:
+                raise TritonnnError(f"{type(self).__name__}.step: gradient {g.shape} {g.dtype} on "
+                                    f"{g.device} does not match its parameter {p.shape} {p.dtype} "
+                                    f"on {p.device}")
+            yield p, g
+
+
+def _check(name, value, low, what, high=None, high_open=False):
+    ok = value >= low and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        raise TritonnnError(f"{name}: invalid {what} {value}")
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov and weight decay."""
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        _check("SGD", lr, 0.0, "learning rate")
+        _check("SGD", momentum, 0.0, "momentum")
+        _check("SGD", weight_decay, 0.0, "weight_decay")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise TritonnnError("SGD: nesterov momentum needs momentum > 0 and dampening 0")
+        super().__init__(params, "SGD")
+        self.lr, self.momentum, self.dampening = float(lr), float(momentum), float(dampening)
+        self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+
+    def step(self):
+        for p, g in self._grads():
+            B = p._backend
+            buf = self.state.get(id(p))
+            first = buf is None
+            if self.momentum and first:
+                buf = B.empty(p.shape, p.dtype)
+                self.state[id(p)] = buf
+            B.sgd_step(p._data, g._data, buf if self.momentum else None, self.lr, self.momentum,
+                       self.weight_decay, self.dampening, self.nesterov, first)
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's defaults."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        _check("AdamW", lr, 0.0, "learning rate")
+        _check("AdamW", eps, 0.0, "epsilon")
+        _check("AdamW", weight_decay, 0.0, "weight_decay")
+        if len(betas) != 2:
+            raise TritonnnError(f"AdamW: betas must be a pair, got {betas!r}")
+        _check("AdamW", betas[0], 0.0, "beta1", 1.0, high_open=True)
+        _check("AdamW", betas[1], 0.0, "beta2", 1.0, high_open=True)
+        super().__init__(params, "AdamW")
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def step(self):
+        b1, b2 = self.betas
+        for p, g in self._grads():
+            B = p._backend
+            st = self.state.get(id(p))
+            if st is None:
+                st = self.state[id(p)] = [0, B.full(p.shape, 0, p.dtype), B.full(p.shape, 0, p.dtype)]
+            st[0] += 1
+            B.adamw_step(p._data, g._data, st[1], st[2], st[0], self.lr, b1, b2, self.eps,
+                         self.weight_decay)

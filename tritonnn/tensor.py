@@ -1,0 +1,607 @@
+"""The Tensor: a buffer on a device, its dtype, and its place on the autograd tape.
+
+Tensor methods only check arguments and dispatch: the math lives in the op
+table (``ops.py``) and, below it, in the device's backend (``fallback_cpu``
+for "cpu", ``kernels`` for "cuda").
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import dtypes as D
+from . import ops
+from . import random as _random
+from .device import Device, as_device, backend
+from .errors import DTypeError, ShapeError, TritonnnError
+from .tape import no_grad, run_backward, seed_gradient
+
+
+class Tensor:
+    """An n-dimensional array on "cpu" or "cuda" that can take part in autograd."""
+
+    __slots__ = ("_data", "dtype", "device", "requires_grad", "grad", "_node", "_backend",
+                 "__weakref__")
+    __array_priority__ = 1000   # numpy scalars on the left defer to our operators
+
+    @classmethod
+    def _make(cls, data, dtype, device, backend_mod):
+        t = object.__new__(cls)
+        t._data = data
+        t.dtype = dtype
+        t.device = device
+        t.requires_grad = False
+        t.grad = None
+        t._node = None
+        t._backend = backend_mod
+        return t
+
+    def __init__(self, *args, **kwargs):
+        raise TritonnnError("Tensor: create tensors with tn.tensor(...), tn.zeros(...), "
+                            "tn.from_numpy(...) and the other factories")
+
+    # -- metadata ------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._data.shape)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[ops._norm_dim("size", dim, self.ndim)]
+
+    def numel(self) -> int:
+        n = 1
+        for s in self._data.shape:
+            n *= s
+        return n
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TritonnnError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    # -- autograd ------------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not self.dtype.is_floating:
+            raise DTypeError(f"requires_grad: only floating-point tensors can require gradients, "
+                             f"got {self.dtype}")
+        if not requires_grad and self._node is not None:
+            raise TritonnnError("requires_grad_(False): only leaves can stop requiring grad; "
+                                "use detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self):
+        """The same buffer, cut from the tape."""
+        return Tensor._make(self._data, self.dtype, self.device, self._backend)
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Walk the tape back from here; returns a ``tn.Gradients`` and accumulates leaves' ``.grad``."""
+        seed = seed_gradient(self, gradient, "backward")
+        return run_backward(self, seed, retain_graph)
+
+    # -- conversion ----------------------------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        """``to(dtype)``, ``to(device)`` or ``to(device, dtype)``."""
+        for a in args:
+            if isinstance(a, D.DType):
+                dtype = a
+            elif isinstance(a, (str, Device)):
+                try:
+                    dtype = D.from_name(a) if isinstance(a, str) and a in D._BY_NAME else dtype
+                except DTypeError:
+                    pass
+                if not (isinstance(a, str) and a in D._BY_NAME):
+                    device = a
+            else:
+                raise TritonnnError(f"to: expected a dtype or a device, got {a!r}")
+        out = self
+        if device is not None:
+            out = ops.to_device(out, as_device(device))
+        if dtype is not None:
+            out = ops.cast(out, D.as_dtype(dtype))
+        return out
+
+    def to_dtype(self, dtype):
+        return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(D.float32)
+
+    def double(self):
+        return self.to(D.float64)
+
+    def long(self):
+        return self.to(D.int64)
+
+    def int(self):
+        return self.to(D.int32)
+
+    def bool(self):
+        return self.to(D.bool_)
+
+    def half(self):
+        return self.to(D.float16)
+
+    def bfloat16(self):
+        return self.to(D.bfloat16)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def numpy(self) -> np.ndarray:
+        """The values as a numpy array (a copy when on a GPU)."""
+        if self.requires_grad:
+            raise TritonnnError("numpy: can't call numpy() on a tensor that requires grad; "
+                                "use tensor.detach().numpy()")
+        return self._backend.to_numpy(self._data)
+
+    def tolist(self):
+        a = self._backend.to_numpy(self._data)
+        if self.dtype is D.bfloat16 or self.dtype is D.float16:
+            a = a.astype(np.float32)
+        return a.tolist()
+
+    def item(self):
+        if self.numel() != 1:
+            raise ShapeError(f"item: only a one-element tensor can be converted to a Python "
+                             f"scalar, got shape {self.shape}")
+        a = self._backend.to_numpy(self._data)
+        if self.dtype is D.bfloat16:
+            a = a.astype(np.float32)
+        return a.reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise TritonnnError(f"bool: the truth value of a tensor with {self.numel()} elements "
+                                f"is ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.is_integer and self.numel() == 1:
+            return int(self.item())
+        raise TritonnnError("only integer tensors of a single element can be used as an index")
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.detach().numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self):
+        a = self._backend.to_numpy(self._data)
+        if self.dtype is D.bfloat16:
+            a = a.astype(np.float32)
+        body = np.array2string(a, separator=", ", threshold=1000, edgeitems=3, precision=4,
+                               prefix="tensor(", floatmode="maxprec")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return (f"tensor({body}, shape={self.shape}, dtype={self.dtype}, "
+                f"device={self.device}{extra})")
+
+    __str__ = __repr__
+
+    def __hash__(self):
+        return id(self)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- views and indexing --------------------------------------------------------------------
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.reshape(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s = ops._norm_dim("flatten", start_dim, self.ndim)
+        e = ops._norm_dim("flatten", end_dim, self.ndim)
+        if s > e:
+            raise TritonnnError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+
+    def t(self):
+        if self.ndim > 2:
+            raise ShapeError(f"t: expects a tensor with <= 2 dimensions, got {self.shape}; "
+                             f"use transpose(d0, d1)")
+        return ops.transpose(self, 0, 1) if self.ndim == 2 else self
+
+    @property
+    def T(self):
+        return self.t() if self.ndim <= 2 else ops.permute(self, tuple(reversed(range(self.ndim))))
+
+    def transpose(self, dim0, dim1):
+        return ops.transpose(self, dim0, dim1)
+
+    def permute(self, *dims):
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return ops.permute(self, dims)
+
+    def unsqueeze(self, dim):
+        return ops.unsqueeze(self, dim)
+
+    def squeeze(self, dim=None):
+        return ops.squeeze(self, dim)
+
+    def expand(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.expand(self, shape)
+
+    def contiguous(self):
+        c = self._backend.contiguous(self._data)
+        if c is self._data:
+            return self
+        out = Tensor._make(c, self.dtype, self.device, self._backend)
+        return ops._record(out, "contiguous", lambda g: (g,), (self,))
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    def __setitem__(self, index, value):
+        if self.requires_grad:
+            raise TritonnnError("setitem: a tensor that requires grad can't be modified in place")
+        idx = ops._norm_index(self, index)
+        if isinstance(value, Tensor):
+            if value.device != self.device:
+                from .errors import DeviceError
+                raise DeviceError(f"setitem: value on {value.device}, tensor on {self.device}")
+            src = value._data if value.dtype is self.dtype else value.to(self.dtype)._data
+        elif isinstance(value, numbers.Number):
+            src = value
+        else:
+            raise TritonnnError(f"setitem: value must be a tensor or a number, "
+                                f"got {type(value).__name__}")
+        view = self._backend.getitem(self._data, idx)
+        target_shape = tuple(view.shape)
+        if isinstance(value, Tensor):
+            ops.broadcast_shapes("setitem", value.shape, target_shape)
+        self._backend.setitem(self._data, idx, src)
+
+    # -- arithmetic ----------------------------------------------------------------------------
+    def __add__(self, o):
+        return ops.binary(self, o, "add")
+
+    def __radd__(self, o):
+        return ops.binary(self, o, "add", reverse=True)
+
+    def __sub__(self, o):
+        return ops.binary(self, o, "sub")
+
+    def __rsub__(self, o):
+        return ops.binary(self, o, "sub", reverse=True)
+
+    def __mul__(self, o):
+        return ops.binary(self, o, "mul")
+
+    def __rmul__(self, o):
+        return ops.binary(self, o, "mul", reverse=True)
+
+    def __truediv__(self, o):
+        return ops.binary(self, o, "div")
+
+    def __rtruediv__(self, o):
+        return ops.binary(self, o, "div", reverse=True)
+
+    def __pow__(self, o):
+        return ops.binary(self, o, "pow")
+
+    def __rpow__(self, o):
+        return ops.binary(self, o, "pow", reverse=True)
+
+    def __neg__(self):
+        return ops.unary(self, "neg")
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return ops.unary(self, "abs")
+
+    def __matmul__(self, o):
+        return ops.matmul(self, o)
+
+    def __rmatmul__(self, o):
+        return NotImplemented
+
+    def matmul(self, o):
+        return ops.matmul(self, o)
+
+    def add(self, o):
+        return self + o
+
+    def sub(self, o):
+        return self - o
+
+    def mul(self, o):
+        return self * o
+
+    def div(self, o):
+        return self / o
+
+    def pow(self, o):
+        return self ** o
+
+    def maximum(self, o):
+        return ops.binary(self, o, "maximum")
+
+    def minimum(self, o):
+        return ops.binary(self, o, "minimum")
+
+    def __eq__(self, o):
+        return ops.binary(self, o, "eq")
+
+    def __ne__(self, o):
+        return ops.binary(self, o, "ne")
+
+    def __lt__(self, o):
+        return ops.binary(self, o, "lt")
+
+    def __le__(self, o):
+        return ops.binary(self, o, "le")
+
+    def __gt__(self, o):
+        return ops.binary(self, o, "gt")
+
+    def __ge__(self, o):
+        return ops.binary(self, o, "ge")
+
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+
+    # -- elementwise functions -----------------------------------------------------------------
+    def exp(self):
+        return ops.unary(self, "exp")
+
+    def log(self):
+        return ops.unary(self, "log")
+
+    def sqrt(self):
+        return ops.unary(self, "sqrt")
+
+    def abs(self):
+        return ops.unary(self, "abs")
+
+    def tanh(self):
+        return ops.unary(self, "tanh")
+
+    def sigmoid(self):
+        return ops.unary(self, "sigmoid")
+
+    def relu(self):
+        return ops.relu(self)
+
+    def neg(self):
+        return ops.unary(self, "neg")
+
+    def softmax(self, dim=-1):
+        return ops.softmax(self, dim)
+
+    def log_softmax(self, dim=-1):
+        return ops.softmax(self, dim, log=True)
+
+    # -- reductions ----------------------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False):
+        return ops.reduce(self, "sum", dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return ops.reduce(self, "mean", dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        """The maximum (dim None), or ``(values, indices)`` along ``dim`` as torch.max."""
+        if dim is None:
+            return ops.reduce(self, "max")
+        return ops.max_dim(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        if dim is None:
+            return ops.reduce(self, "min")
+        return ops.reduce(self, "min", dim, keepdim)
+
+    def amax(self, dim=None, keepdim=False):
+        return ops.reduce(self, "max", dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return ops.argmax(self, dim, keepdim)
+
+    def any(self):
+        return self.to(D.bool_).sum().item() > 0
+
+    def all(self):
+        return self.to(D.bool_).sum().item() == self.numel()
+
+
+# ----------------------------------------------------------------------------------------------
+# factories
+# ----------------------------------------------------------------------------------------------
+
+def _infer(data):
+    """numpy array and tritonnn dtype for Python data (float -> float32, int -> int64)."""
+    if isinstance(data, np.ndarray):
+        return data, D.from_numpy(data.dtype)
+    if isinstance(data, np.generic):
+        return np.asarray(data), D.from_numpy(data.dtype)
+    try:
+        a = np.asarray(data)
+    except ValueError as e:
+        raise ShapeError(f"tensor: nested sequences must be rectangular ({e})") from None
+    if a.dtype == object:
+        if any(isinstance(x, Tensor) for x in _flat(data)):
+            raise TritonnnError("tensor: use tn.stack() to join tensors")
+        raise DTypeError(f"tensor: can't make a tensor from {type(data).__name__} data")
+    if a.dtype.kind == "f":
+        return a, D.float32
+    if a.dtype.kind in "iu":
+        return a, D.int64
+    if a.dtype.kind == "b":
+        return a, D.bool_
+    raise DTypeError(f"tensor: unsupported data of numpy kind {a.dtype}")
+
+
+def _flat(data):
+    if isinstance(data, (list, tuple)):
+        for x in data:
+            yield from _flat(x)
+    else:
+        yield data
+
+
+def _finish(buf, dt, dev, B, requires_grad):
+    t = Tensor._make(buf, dt, dev, B)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A new tensor from a scalar, nested lists, a numpy array or another tensor (copied)."""
+    if isinstance(data, Tensor):
+        out = data.detach().to(device or data.device, dtype or data.dtype)
+        if out is data or out._data is data._data:
+            out = Tensor._make(out._backend.contiguous(out._backend.cast(out._data, out.dtype)),
+                               out.dtype, out.device, out._backend)
+        return _finish(out._data, out.dtype, out.device, out._backend, requires_grad)
+    arr, dt = _infer(data)
+    dt = D.as_dtype(dtype) if dtype is not None else dt
+    dev = as_device(device)
+    B = backend(dev)
+    return _finish(B.from_numpy(arr, dt), dt, dev, B, requires_grad)
+
+
+def from_numpy(a: np.ndarray) -> Tensor:
+    if not isinstance(a, np.ndarray):
+        raise TritonnnError(f"from_numpy: expected a numpy array, got {type(a).__name__}")
+    return tensor(a)
+
+
+def _shape(op, shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, numbers.Integral) or s < 0:
+            raise ShapeError(f"{op}: sizes must be non-negative ints, got {tuple(shape)}")
+    return tuple(int(s) for s in shape)
+
+
+def _factory(op, shape, dtype, device, requires_grad, make):
+    shape = _shape(op, shape)
+    dt = D.as_dtype(dtype) if dtype is not None else D.float32
+    dev = as_device(device)
+    B = backend(dev)
+    return _finish(make(B, shape, dt), dt, dev, B, requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    return _factory("zeros", shape, dtype, device, requires_grad, lambda B, s, d: B.full(s, 0, d))
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False):
+    return _factory("ones", shape, dtype, device, requires_grad, lambda B, s, d: B.full(s, 1, d))
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False):
+    return _factory("empty", shape, dtype, device, requires_grad, lambda B, s, d: B.empty(s, d))
+
+
+def full(shape, value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = ops._scalar_type(value)
+    if isinstance(shape, numbers.Integral):
+        shape = (shape,)
+    return _factory("full", tuple(shape), dtype, device, requires_grad,
+                    lambda B, s, d: B.full(s, value, d))
+
+
+def zeros_like(t, dtype=None):
+    return zeros(*t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
+def ones_like(t, dtype=None):
+    return ones(*t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None):
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise TritonnnError("arange: step must be non-zero")
+    ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+    dt = D.as_dtype(dtype) if dtype is not None else (D.int64 if ints else D.float32)
+    dev = as_device(device)
+    B = backend(dev)
+    return Tensor._make(B.arange(start, end, step, dt), dt, dev, B)
+
+
+def _random_factory(op, shape, dtype, device, requires_grad, normal):
+    shape = _shape(op, shape)
+    dt = D.as_dtype(dtype) if dtype is not None else D.float32
+    if not dt.is_floating:
+        raise DTypeError(f"{op}: expects a floating-point dtype, got {dt}")
+    dev = as_device(device)
+    B = backend(dev)
+    n = 1
+    for s in shape:
+        n *= s
+    seed, offset = _random.take(n)
+    buf = (B.randn if normal else B.rand)(shape, dt, seed, offset)
+    return _finish(buf, dt, dev, B, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False):
+    """Uniform [0, 1) numbers (Philox; reproducible from tn.manual_seed on every device)."""
+    return _random_factory("rand", shape, dtype, device, requires_grad, normal=False)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False):
+    """Standard normal numbers (Philox + Box-Muller)."""
+    return _random_factory("randn", shape, dtype, device, requires_grad, normal=True)
+
+
+def stack(tensors, dim=0):
+    return ops.cat(tensors, dim, op="stack")
+
+
+def cat(tensors, dim=0):
+    return ops.cat(tensors, dim)
+
+
+def where(cond, a, b):
+    return ops.where(cond, a, b)
+
+
+def maximum(a, b):
+    return ops.binary(a, b, "maximum")
+
+
+def minimum(a, b):
+    return ops.binary(a, b, "minimum")
+
+
+__all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "empty", "full", "arange", "rand",
+           "randn", "stack", "cat", "where", "no_grad", "zeros_like", "ones_like"]
