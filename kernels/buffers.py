@@ -1,0 +1,152 @@
+"""Every torch call tritonnn makes, in one place: torch is only the device-buffer allocator.
+
+Allocation, host <-> device copies, views (reshape/permute/expand/slicing),
+strides and data pointers, synchronisation and memory statistics. No math:
+every computation on a "cuda" buffer is a Triton kernel. Under
+``TRITONNN_INTERPRET=1`` buffers are torch CPU tensors and the Triton
+interpreter runs the kernels on them.
+"""
+from __future__ import annotations
+
+import sys
+
+import ml_dtypes
+import numpy as np
+import torch
+
+from .. import dtypes as D
+from ..device import interpreting
+
+DEVICE = torch.device("cpu") if interpreting() else torch.device("cuda")
+
+TORCH_DTYPE = {
+    D.float32: torch.float32, D.float64: torch.float64, D.float16: torch.float16,
+    D.bfloat16: torch.bfloat16, D.int64: torch.int64, D.int32: torch.int32,
+    D.uint32: torch.uint32, D.uint8: torch.uint8, D.bool_: torch.bool,
+}
+_FROM_TORCH = {v: k for k, v in TORCH_DTYPE.items()}
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def device_count() -> int:
+    return torch.cuda.device_count()
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if gpu_available() and not interpreting() else "interpreter"
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def memory_allocated() -> int:
+    return torch.cuda.memory_allocated() if DEVICE.type == "cuda" else 0
+
+
+def max_memory_allocated() -> int:
+    return torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else 0
+
+
+def reset_peak_memory_stats() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def dtype_of(buf):
+    return _FROM_TORCH[buf.dtype]
+
+
+# -- allocation and copies ---------------------------------------------------------------------
+
+def empty(shape, dtype):
+    return torch.empty(tuple(shape), dtype=TORCH_DTYPE[dtype], device=DEVICE)
+
+
+def empty_like(buf):
+    return torch.empty(buf.shape, dtype=buf.dtype, device=buf.device)
+
+
+def empty_strided(shape, strides, dtype):
+    return torch.empty_strided(tuple(shape), tuple(strides), dtype=TORCH_DTYPE[dtype], device=DEVICE)
+
+
+def upload(a: np.ndarray, dtype):
+    """A device buffer with a copy of host array ``a`` (already of ``dtype``)."""
+    a = np.ascontiguousarray(a)
+    if dtype is D.bfloat16:
+        host = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    elif dtype is D.uint32:
+        host = torch.from_numpy(a.view(np.int32)).view(torch.uint32)
+    else:
+        host = torch.from_numpy(a)
+    if DEVICE.type == "cpu":
+        return host.clone()
+    return host.to(DEVICE, non_blocking=False)
+
+
+def download(buf) -> np.ndarray:
+    """A host numpy copy of a device buffer (bfloat16 as ml_dtypes.bfloat16)."""
+    t = buf.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        return t.contiguous().view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
+    if t.dtype == torch.uint32:
+        return t.contiguous().view(torch.int32).numpy().copy().view(np.uint32)
+    return t.contiguous().numpy().copy() if t.device.type == DEVICE.type else t.numpy()
+
+
+def copy_(dst, src) -> None:
+    """Raw same-dtype copy of ``src`` into ``dst`` (a device memcpy, no conversion)."""
+    assert dst.dtype == src.dtype, "copy_ moves bytes; cast with the cast kernel first"
+    dst.copy_(src)
+
+
+# -- views and metadata ------------------------------------------------------------------------
+
+def reshape(buf, shape):
+    return buf.reshape(tuple(shape))
+
+
+def permute(buf, dims):
+    return buf.permute(tuple(dims))
+
+
+def expand(buf, shape):
+    return buf.expand(tuple(shape))
+
+
+def view_index(buf, index):
+    """Basic indexing (ints, slices, None, Ellipsis): a strided view."""
+    return buf[index]
+
+
+def as_index(buf):
+    return buf
+
+
+def is_contiguous(buf) -> bool:
+    return buf.is_contiguous()
+
+
+def strides(buf):
+    return buf.stride()
+
+
+def shape(buf):
+    return tuple(buf.shape)
+
+
+def exclusively_owned(buf, extra_refs) -> bool:
+    """No view and no other Python reference holds ``buf``'s memory besides ``extra_refs``.
+
+    A torch view keeps a Python reference to its base, so the reference count
+    also counts views (as numpy's ``.base`` does on the cpu path).
+    """
+    # getrefcount's own argument adds one reference
+    return buf._base is None and sys.getrefcount(buf) <= extra_refs + 1
