@@ -261,8 +261,13 @@ def where(cond, a, b):
     from .tensor import Tensor, tensor
     if not isinstance(cond, Tensor) or cond.dtype is not D.bool_:
         raise DTypeError("where: condition must be a bool tensor")
-    a = a if isinstance(a, Tensor) else tensor(a, device=cond.device)
-    b = b if isinstance(b, Tensor) else tensor(b, device=cond.device)
+
+    def operand(v, other):   # a Python scalar takes the tensor operand's dtype, as in torch
+        if isinstance(v, Tensor):
+            return v
+        like = isinstance(other, Tensor) and (other.dtype.is_floating or not isinstance(v, float))
+        return tensor(v, dtype=other.dtype if like else None, device=cond.device)
+    a, b = operand(a, b), operand(b, a)
     _same_device("where", cond, a, b)
     dt = _promote("where", a, b)
     a, b = a.to(dt), b.to(dt)
@@ -389,7 +394,8 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both operands need at least 1 dimension, got {a.shape} @ {b.shape}")
     if a.ndim == 1:
-        return matmul(a.unsqueeze(0), b).squeeze(-2)
+        out = matmul(a.unsqueeze(0), b)
+        return out.squeeze(-2) if b.ndim > 1 else out.squeeze(0)   # 1-D @ 1-D: a 0-d dot
     if b.ndim == 1:
         return matmul(a, b.unsqueeze(1)).squeeze(-1)
     if a.shape[-1] != b.shape[-2]:
@@ -730,7 +736,10 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     def backward(g):
         logits_buf = saved.pop()
         # in place into the logits buffer only if this rule holds the last reference to it
-        inplace = B.exclusively_owned(logits_buf, 1)
+        # and the walk frees the graph (retain_graph=True may run this rule again)
+        inplace = not _GradMode.retaining and B.exclusively_owned(logits_buf, 1)
+        if not inplace:
+            saved.append(logits_buf)
         return (B.softmax_cross_entropy_bwd(g, logits_buf, tb, lse, ignore_index,
                                             float(label_smoothing), reduction, inplace), None)
     return _record(out, op, backward, (logits, None))

@@ -19,6 +19,7 @@ from .errors import ShapeError, TritonnnError
 
 class _GradMode:
     enabled = True
+    retaining = False   # the current backward walk keeps its graph (no in-place tricks then)
 
 
 def is_grad_enabled() -> bool:
@@ -168,6 +169,7 @@ def run_backward(root, grad, retain_graph, wanted=None):
         to_leaf(root, grad)
     else:
         consumers = _reachable(root_node)
+        _GradMode.retaining = bool(retain_graph)
         pending = {root_node: grad}
         ready = [root_node]
         while ready:
