@@ -10,6 +10,7 @@ return one gradient (or None) per input.
 from __future__ import annotations
 
 import numbers
+import operator
 
 from . import dtypes as D
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
@@ -128,8 +129,11 @@ def binary(a, b, op, reverse=False):
         shape = broadcast_shapes(sym, a.shape, b.shape)
     elif isinstance(b, (numbers.Number,)) and not isinstance(b, complex):
         shape = a.shape
+    elif op in ("eq", "ne"):
+        return NotImplemented      # Python falls back to identity, as torch's ``t == None``
     else:
-        return NotImplemented
+        raise DTypeError(f"{sym}: unsupported operand of type {type(b).__name__} with a tensor "
+                         f"{a.shape} {a.dtype}; use a tensor or a Python number")
     if op == "pow" and isinstance(b, Tensor):
         raise TritonnnError("**: only a scalar exponent is supported (tensor ** number)")
     dt = _promote(sym, a, b)
@@ -393,6 +397,9 @@ def matmul(a, b):
     _check_float_pair("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both operands need at least 1 dimension, got {a.shape} @ {b.shape}")
+    k_a, k_b = a.shape[-1], b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:      # checked here so the message shows the caller's shapes, not unsqueezed ones
+        raise ShapeError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} ({k_a} != {k_b})")
     if a.ndim == 1:
         out = matmul(a.unsqueeze(0), b)
         return out.squeeze(-2) if b.ndim > 1 else out.squeeze(0)   # 1-D @ 1-D: a 0-d dot
@@ -401,7 +408,11 @@ def matmul(a, b):
     if a.shape[-1] != b.shape[-2]:
         raise ShapeError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
                          f"({a.shape[-1]} != {b.shape[-2]})")
-    broadcast_shapes("matmul (batch dims)", a.shape[:-2], b.shape[:-2])
+    try:
+        broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(f"matmul: batch dimensions of {a.shape} @ {b.shape} cannot be broadcast "
+                         f"together") from None
     B = a._backend
     ab, bb = a._data, b._data
     out = _wrap(B.matmul(ab, bb), a.dtype, a.device, B)
@@ -463,7 +474,11 @@ def linear(x, weight, bias=None, activation=None):
 
 
 def reshape(x, shape):
-    shape = tuple(int(s) for s in shape)
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise ShapeError(f"reshape: sizes must be ints, got {tuple(shape)} for a tensor of shape "
+                         f"{x.shape}") from None
     if shape.count(-1) > 1:
         raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
     if any(s < -1 for s in shape):
@@ -546,11 +561,17 @@ def _norm_index(x, index):
         if dim >= x.ndim:
             raise IndexOutOfRange(f"index: too many indices for a tensor of shape {x.shape}")
         size = x.shape[dim]
+        if isinstance(i, list):
+            from .tensor import tensor
+            i = tensor(i, dtype=None if i else D.int64, device=x.device)
         if isinstance(i, Tensor):
             if i.dtype is D.bool_ or i.dtype.is_integer:
                 if i.device != x.device:
                     raise DeviceError(f"index: index tensor on {i.device}, tensor on {x.device}")
+                _check_index_values(x, i, dim)
                 out.append(i._data)
+                if i.dtype is D.bool_ and i.ndim > 1:
+                    dim += i.ndim - 1       # a k-D mask consumes k dims
             else:
                 raise DTypeError(f"index: index tensors must be integer or bool, got {i.dtype}")
         elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
@@ -562,13 +583,28 @@ def _norm_index(x, index):
             if i.step is not None and i.step <= 0:
                 raise TritonnnError(f"index: slice step must be positive, got {i.step}")
             out.append(i)
-        elif isinstance(i, (list,)):
-            from .tensor import tensor
-            out.append(tensor(i, device=x.device)._data)
         else:
             raise TritonnnError(f"index: unsupported index {i!r} of type {type(i).__name__}")
         dim += 1
     return tuple(out)
+
+
+def _check_index_values(x, idx, dim):
+    """An index tensor's values (or a mask's shape) against ``x``'s dims, read on the host."""
+    if idx.dtype is D.bool_:
+        covered = x.shape[dim:dim + idx.ndim]
+        if idx.ndim and idx.shape != covered:
+            raise IndexOutOfRange(f"index: boolean mask of shape {idx.shape} does not match "
+                                  f"dims {dim}.. of the indexed tensor of shape {x.shape}")
+        return
+    vals = idx._backend.to_numpy(idx._data)
+    if vals.size == 0:
+        return
+    size = x.shape[dim]
+    lo, hi = int(vals.min()), int(vals.max())
+    if lo < -size or hi >= size:
+        raise IndexOutOfRange(f"index: index {lo if lo < -size else hi} is out of bounds for "
+                              f"dimension {dim} with size {size} (shape {x.shape})")
 
 
 def getitem(x, index):

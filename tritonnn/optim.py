@@ -5,6 +5,8 @@ numpy on "cpu" and a Triton kernel on "cuda".
 """
 from __future__ import annotations
 
+import numbers
+
 from .errors import DTypeError, TritonnnError
 from .tensor import Tensor
 
@@ -53,6 +55,8 @@ class Optimizer:
 
 
 def _check(name, value, low, what, high=None, high_open=False):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TritonnnError(f"{name}: {what} must be a number, got {value!r}")
     ok = value >= low and (high is None or (value < high if high_open else value <= high))
     if not ok:
         raise TritonnnError(f"{name}: invalid {what} {value}")
@@ -90,7 +94,7 @@ class AdamW(Optimizer):
         _check("AdamW", lr, 0.0, "learning rate")
         _check("AdamW", eps, 0.0, "epsilon")
         _check("AdamW", weight_decay, 0.0, "weight_decay")
-        if len(betas) != 2:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TritonnnError(f"AdamW: betas must be a pair, got {betas!r}")
         _check("AdamW", betas[0], 0.0, "beta1", 1.0, high_open=True)
         _check("AdamW", betas[1], 0.0, "beta2", 1.0, high_open=True)
