@@ -12,12 +12,26 @@ import numpy as np
 from .elementwise import _LOW
 
 
+_scratch_cache: dict = {}
+
+
+def _scratch(like, slot=0):
+    """A reusable scratch array shaped like ``like`` (optimizer steps run one at a time)."""
+    key = (like.shape, like.dtype, slot)
+    buf = _scratch_cache.get(key)
+    if buf is None:
+        if len(_scratch_cache) > 64:
+            _scratch_cache.clear()
+        buf = _scratch_cache[key] = np.empty_like(like)
+    return buf
+
+
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, nesterov, first_step):
     """One SGD update of ``param`` (and ``momentum_buf`` when momentum != 0), in place.
 
     d = grad + weight_decay * param; buf = d on the first step, else
     momentum * buf + (1 - dampening) * d; param -= lr * (d + momentum * buf if
-    nesterov else buf).
+    nesterov else buf). Every pass writes into an existing array: no temporaries.
     """
     if param.dtype in _LOW:
         p = param.astype(np.float32)
@@ -30,19 +44,30 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, n
         return
     d = grad
     if weight_decay:
-        d = grad + weight_decay * param
+        d = _scratch(param)
+        np.multiply(param, weight_decay, out=d)
+        d += grad
     if momentum:
         if first_step:
-            momentum_buf[...] = d
+            np.copyto(momentum_buf, d)
         else:
             momentum_buf *= momentum
-            momentum_buf += (1.0 - dampening) * d if dampening else d
-        d = d + momentum * momentum_buf if nesterov else momentum_buf
-    if lr == 1.0:
-        param -= d
-    else:
-        # param -= lr * d without a temporary when d is a scratch array we own
-        param -= lr * d
+            if dampening:
+                t = _scratch(param, 1)
+                np.multiply(d, 1.0 - dampening, out=t)
+                momentum_buf += t
+            else:
+                momentum_buf += d
+        if nesterov:
+            t = _scratch(param, 1)
+            np.multiply(momentum_buf, momentum, out=t)
+            t += d
+            d = t
+        else:
+            d = momentum_buf
+    s = _scratch(param)
+    np.multiply(d, lr, out=s)
+    param -= s
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
@@ -56,14 +81,21 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
         adamw_step(p, grad.astype(np.float32), m, v, step, lr, beta1, beta2, eps, weight_decay)
         param[...], exp_avg[...], exp_avg_sq[...] = p, m, v
         return
+    s = _scratch(param)
     if weight_decay:
         param *= 1.0 - lr * weight_decay
-    exp_avg += (grad - exp_avg) * (1.0 - beta1)
+    np.subtract(grad, exp_avg, out=s)
+    s *= 1.0 - beta1
+    exp_avg += s
     exp_avg_sq *= beta2
-    exp_avg_sq += (1.0 - beta2) * grad * grad
+    np.multiply(grad, grad, out=s)
+    s *= 1.0 - beta2
+    exp_avg_sq += s
     bias1 = 1.0 - beta1 ** step
     bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    denom = np.sqrt(exp_avg_sq)
-    denom /= bias2_sqrt
-    denom += eps
-    param -= (lr / bias1) * exp_avg / denom
+    np.sqrt(exp_avg_sq, out=s)
+    s /= bias2_sqrt
+    s += eps
+    np.divide(exp_avg, s, out=s)
+    s *= lr / bias1
+    param -= s
