@@ -3,7 +3,17 @@
 Each name here has a Triton twin of the same name and signature in
 ``tritonnn.kernels``; the numpy version is the reference the kernels are
 tested against. Buffers are ``numpy.ndarray``.
+
+Like torch, ops here turn overflow and 0/0 into inf and NaN silently. Rather
+than pay for ``np.errstate`` on every call, numpy's floating-point
+RuntimeWarnings are ignored when raised from this package's own modules
+(users' numpy code keeps its warnings).
 """
+import warnings
+
+warnings.filterwarnings("ignore", category=RuntimeWarning,
+                        message=r"(overflow|invalid value|divide by zero|underflow) encountered",
+                        module=r"tritonnn\.fallback_cpu")
 from .elementwise import (accumulate_, binary, relu_bwd, relu_fwd, sum_to_shape, unary,
                           where)
 from .matmul import linear_bwd, linear_fwd, matmul

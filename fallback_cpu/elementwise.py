@@ -47,9 +47,9 @@ COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 def unary(x, op):
     """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid; same dtype as ``x``."""
-    with np.errstate(all="ignore"):
-        r = _UNARY[op](_up(x))
-    return r.astype(x.dtype, copy=False)
+    if x.dtype in _LOW:
+        return _UNARY[op](x.astype(np.float32)).astype(x.dtype)
+    return _UNARY[op](x)
 
 
 def binary(a, b, op):
@@ -57,11 +57,11 @@ def binary(a, b, op):
 
     Operands share one dtype (the caller promotes); comparisons return bool.
     """
-    with np.errstate(all="ignore"):
-        r = _BINARY[op](_up(a), _up(b))
-    if op in COMPARISONS:
-        return r
-    return r.astype(a.dtype, copy=False)
+    f = _BINARY[op]
+    if a.dtype in _LOW:
+        r = f(_up(a), _up(b))
+        return r if op in COMPARISONS else r.astype(a.dtype)
+    return f(a, b)
 
 
 def where(cond, a, b):

@@ -16,13 +16,14 @@ from . import dtypes as D
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .tape import Node, _GradMode, edge
 
+Tensor = None   # tritonnn.tensor.Tensor, bound by tensor.py once it is defined (import cycle)
+
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
 
 
 def _wrap(buf, dtype, device, backend):
-    from .tensor import Tensor
     return Tensor._make(buf, dtype, device, backend)
 
 
@@ -31,7 +32,8 @@ def _record(out, name, backward, inputs):
     if _GradMode.enabled:
         for t in inputs:
             if t is not None and t.requires_grad:
-                out._node = Node(name, backward, tuple(None if i is None else edge(i) for i in inputs))
+                out._node = Node(name, backward, tuple([None if i is None else edge(i)
+                                                        for i in inputs]))
                 out.requires_grad = True
                 break
     return out
@@ -97,7 +99,6 @@ def _scalar_type(s):
 
 def _promote(op, a, b):
     """Result dtype of a tensor op with a tensor or a Python scalar, PyTorch-style, strict on floats."""
-    from .tensor import Tensor
     if not isinstance(b, Tensor):
         st = _scalar_type(b)
         if a.dtype.is_floating:
@@ -122,91 +123,113 @@ def _promote(op, a, b):
 
 def binary(a, b, op, reverse=False):
     """``a op b`` (``b op a`` with ``reverse``) for a tensor ``a`` and a tensor or scalar ``b``."""
-    from .tensor import Tensor
-    sym = _ARITH.get(op) or _CMP[op]
-    if isinstance(b, Tensor):
-        _same_device(sym, a, b)
-        shape = broadcast_shapes(sym, a.shape, b.shape)
-    elif isinstance(b, (numbers.Number,)) and not isinstance(b, complex):
-        shape = a.shape
-    elif op in ("eq", "ne"):
-        return NotImplemented      # Python falls back to identity, as torch's ``t == None``
-    else:
-        raise DTypeError(f"{sym}: unsupported operand of type {type(b).__name__} with a tensor "
-                         f"{a.shape} {a.dtype}; use a tensor or a Python number")
-    if op == "pow" and isinstance(b, Tensor):
-        raise TritonnnError("**: only a scalar exponent is supported (tensor ** number)")
-    dt = _promote(sym, a, b)
-    if op in ("div", "pow") and not dt.is_floating:
-        dt = D.float32
-    if op in _CMP and isinstance(b, Tensor) is False and not a.dtype.is_floating \
-            and _scalar_type(b) is D.float32:
-        dt = D.float32
+    bt = isinstance(b, Tensor)
+    if bt:
+        if a.device is not b.device and a.device != b.device:
+            _same_device(_ARITH.get(op) or _CMP[op], a, b)
+        if a._data.shape != b._data.shape:
+            broadcast_shapes(_ARITH.get(op) or _CMP[op], a.shape, b.shape)
+        if op == "pow":
+            raise TritonnnError("**: only a scalar exponent is supported (tensor ** number)")
+    elif not isinstance(b, numbers.Number) or isinstance(b, complex):
+        if op in ("eq", "ne"):
+            return NotImplemented      # Python falls back to identity, as torch's ``t == None``
+        raise DTypeError(f"{_ARITH.get(op) or _CMP[op]}: unsupported operand of type "
+                         f"{type(b).__name__} with a tensor {a.shape} {a.dtype}; use a tensor or "
+                         f"a Python number")
+    dt = a.dtype if (bt and a.dtype is b.dtype) else _promote(_ARITH.get(op) or _CMP[op], a, b)
+    if not dt.is_floating:
+        if op in ("div", "pow"):
+            dt = D.float32
+        elif op in _CMP and not bt and _scalar_type(b) is D.float32:
+            dt = D.float32
     a_ = a if a.dtype is dt else a.to(dt)
-    b_ = b.to(dt) if isinstance(b, Tensor) and b.dtype is not dt else b
-    if not isinstance(b_, Tensor) and not dt.is_floating:
-        b_ = int(b_)
+    if bt:
+        b_ = b if b.dtype is dt else b.to(dt)
+    else:
+        b_ = b if dt.is_floating else int(b)
     B = a._backend
     x, y = (b_, a_) if reverse else (a_, b_)
-    xb = x._data if isinstance(x, Tensor) else x
-    yb = y._data if isinstance(y, Tensor) else y
-    if reverse and not isinstance(x, Tensor):
+    xt, yt = (bt, True) if reverse else (True, bt)
+    xb = x._data if xt else x
+    yb = y._data if yt else y
+    if reverse and not xt:
+        if op == "pow":
+            raise TritonnnError("**: a number raised to a tensor power is not supported")
         # scalar on the left: materialize it as a 0-d buffer of the result dtype
         xb = B.full((), x, dt)
+        xt = None      # a constant: no gradient, but a buffer for the rules
     out_buf = B.binary(xb, yb, op)
     if op in _CMP:
-        return _wrap(out_buf, D.bool_, a.device, B)
-    out = _wrap(out_buf, dt, a.device, B)
-    if not dt.is_floating:
+        return Tensor._make(out_buf, D.bool_, a.device, B)
+    out = Tensor._make(out_buf, dt, a.device, B)
+    if not dt.is_floating or not _GradMode.enabled:
         return out
-    xs = x.shape if isinstance(x, Tensor) else ()
-    ys = y.shape if isinstance(y, Tensor) else ()
-    xt = isinstance(x, Tensor)
-    yt = isinstance(y, Tensor)
+    nx, ny = bool(xt) and x.requires_grad, bool(yt) and y.requires_grad
+    if not (nx or ny):
+        return out
+    rule = _BINARY_RULES[op](B, xb, yb, dt, nx, ny)
+    xs, ys = xb.shape if xt else (), yb.shape if yt else ()
+    if xs == ys:
+        backward = rule
+    else:
+        def backward(g):
+            gx, gy = rule(g)
+            return (None if gx is None else B.sum_to_shape(gx, xs),
+                    None if gy is None else B.sum_to_shape(gy, ys))
+    return _record(out, op, backward, (x if xt else None, y if yt else None))
 
-    def reduce_to(g, s):
-        return B.sum_to_shape(g, s)
 
-    if op == "add":
-        def backward(g):
-            return (reduce_to(g, xs) if xt else None, reduce_to(g, ys) if yt else None)
-    elif op == "sub":
-        def backward(g):
-            return (reduce_to(g, xs) if xt else None,
-                    reduce_to(B.unary(g, "neg"), ys) if yt else None)
-    elif op == "mul":
-        def backward(g):
-            return (reduce_to(B.binary(g, yb, "mul"), xs) if xt else None,
-                    reduce_to(B.binary(g, xb, "mul"), ys) if yt else None)
-    elif op == "div":
-        def backward(g):
-            gx = reduce_to(B.binary(g, yb, "div"), xs) if xt else None
-            gy = None
-            if yt:
-                q = B.binary(B.binary(g, xb, "mul"), B.binary(yb, yb, "mul"), "div")
-                gy = reduce_to(B.unary(q, "neg"), ys)
-            return gx, gy
-    elif op == "pow":
-        if reverse:
-            raise TritonnnError("**: a number raised to a tensor power is not supported")
-        e = float(yb)
+# The backward rules of the binary ops: op -> factory(backend, x, y, dtype, need_x, need_y)
+# returning ``backward(g) -> (dx, dy)`` on the broadcast shape (``binary`` sums them back
+# down); a gradient that is not needed is None.
+def _add_rule(B, xb, yb, dt, nx, ny):
+    return lambda g: (g if nx else None, g if ny else None)
 
-        def backward(g):
-            d = B.binary(B.binary(xb, e - 1.0, "pow"), e, "mul") if e != 1.0 else None
-            return (g if d is None else B.binary(g, d, "mul"), None)
-    elif op in ("maximum", "minimum"):
+
+def _sub_rule(B, xb, yb, dt, nx, ny):
+    return lambda g: (g if nx else None, B.unary(g, "neg") if ny else None)
+
+
+def _mul_rule(B, xb, yb, dt, nx, ny):
+    return lambda g: (B.binary(g, yb, "mul") if nx else None,
+                      B.binary(g, xb, "mul") if ny else None)
+
+
+def _div_rule(B, xb, yb, dt, nx, ny):
+    def backward(g):
+        gx = B.binary(g, yb, "div")
+        # d(x/y)/dy = -x/y^2, computed as -(g/y) * (x/y)
+        gy = B.unary(B.binary(gx, B.binary(xb, yb, "div"), "mul"), "neg") if ny else None
+        return (gx if nx else None), gy
+    return backward
+
+
+def _pow_rule(B, xb, yb, dt, nx, ny):
+    e = float(yb)
+    if e == 1.0:
+        return lambda g: (g, None)
+    return lambda g: (B.binary(g, B.binary(B.binary(xb, e - 1.0, "pow"), e, "mul"), "mul"), None)
+
+
+def _extreme_rule(win):
+    def factory(B, xb, yb, dt, nx, ny):
         def backward(g):
             # the winner takes the gradient; ties split it evenly, as torch does
             zero = B.full((), 0, dt)
-            win_x = B.binary(xb, yb, "gt" if op == "maximum" else "lt")
+            win_x = B.binary(xb, yb, win)
             tie = B.binary(xb, yb, "eq")
             half = B.binary(g, 0.5, "mul")
-            gx = B.where(win_x, g, B.where(tie, half, zero))
-            gy = B.where(win_x, zero, B.where(tie, half, g))
-            return (reduce_to(gx, xs) if xt else None, reduce_to(gy, ys) if yt else None)
-    else:  # pragma: no cover - table and rules above are kept in step
-        raise TritonnnError(f"{sym}: no backward rule")
-    return _record(out, op, backward, (x if xt else None, y if yt else None))
+            return (B.where(win_x, g, B.where(tie, half, zero)),
+                    B.where(win_x, zero, B.where(tie, half, g)))
+        return backward
+    return factory
+
+
+_BINARY_RULES = {
+    "add": _add_rule, "sub": _sub_rule, "mul": _mul_rule, "div": _div_rule, "pow": _pow_rule,
+    "maximum": _extreme_rule("gt"), "minimum": _extreme_rule("lt"),
+}
 
 
 def _one_minus(B, y):
@@ -390,7 +413,6 @@ def _swap_last(B, buf, ndim):
 
 def matmul(a, b):
     """Matrix product with numpy's rules for 1-D and batched operands."""
-    from .tensor import Tensor
     if not isinstance(b, Tensor):
         raise TritonnnError(f"matmul: expected a tensor operand, got {type(b).__name__}")
     _same_device("matmul", a, b)
@@ -428,7 +450,6 @@ def matmul(a, b):
 
 def linear(x, weight, bias=None, activation=None):
     """``x @ weight.T + bias``, then ReLU when ``activation == "relu"``: one fused op."""
-    from .tensor import Tensor
     if activation not in (None, "relu"):
         raise TritonnnError(f"linear: activation must be None or 'relu', got {activation!r}")
     ops = (x, weight) if bias is None else (x, weight, bias)
@@ -544,7 +565,6 @@ def expand(x, shape):
 
 def _norm_index(x, index):
     """Check basic/advanced indices against ``x``'s shape; return what the backend takes."""
-    from .tensor import Tensor
     if not isinstance(index, tuple):
         index = (index,)
     out = []
@@ -637,7 +657,6 @@ def unsqueeze(x, dim):
 
 
 def cat(tensors, dim=0, op="cat"):
-    from .tensor import Tensor
     tensors = list(tensors)
     if not tensors:
         raise TritonnnError(f"{op}: expected a non-empty list of tensors")
@@ -733,7 +752,6 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Fused softmax-cross-entropy of (N, C) logits against (N,) integer class indices."""
-    from .tensor import Tensor
     op = "cross_entropy"
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
         raise TritonnnError(f"{op}: expected tensors for logits and target")
@@ -796,7 +814,6 @@ def _check_targets(op, B, tb, c, ignore_index):
 
 
 def binary_cross_entropy_with_logits(x, y, reduction="mean"):
-    from .tensor import Tensor
     op = "binary_cross_entropy_with_logits"
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TritonnnError(f"{op}: expected tensors for input and target")
