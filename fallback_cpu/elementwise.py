@@ -48,8 +48,8 @@ COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 def unary(x, op):
     """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid; same dtype as ``x``."""
     if x.dtype in _LOW:
-        return _UNARY[op](x.astype(np.float32)).astype(x.dtype)
-    return _UNARY[op](x)
+        return _arr(_UNARY[op](x.astype(np.float32))).astype(x.dtype)
+    return _arr(_UNARY[op](x))
 
 
 def binary(a, b, op):
@@ -60,8 +60,13 @@ def binary(a, b, op):
     f = _BINARY[op]
     if a.dtype in _LOW:
         r = f(_up(a), _up(b))
-        return r if op in COMPARISONS else r.astype(a.dtype)
-    return f(a, b)
+        return _arr(r) if op in COMPARISONS else _arr(r).astype(a.dtype)
+    return _arr(f(a, b))
+
+
+def _arr(r):
+    """numpy turns 0-d results into numpy scalars; buffers are always ndarrays."""
+    return r if type(r) is np.ndarray else np.asarray(r)
 
 
 def where(cond, a, b):
@@ -92,7 +97,7 @@ def sum_to_shape(g, shape):
 
 def relu_fwd(x):
     """max(x, 0); NaN stays NaN, as in PyTorch."""
-    return np.maximum(x, np.zeros((), x.dtype))
+    return _arr(np.maximum(x, np.zeros((), x.dtype)))
 
 
 def relu_bwd(grad, out):

@@ -64,7 +64,8 @@ def expand(x, shape):
 
 def getitem(x, index):
     """Basic indexing (ints, slices, None, Ellipsis) as a view; an int64 index buffer gathers."""
-    return x[index]
+    r = x[index]
+    return r if type(r) is np.ndarray else np.asarray(r)    # a full int index gives a numpy scalar
 
 
 def cat(xs, dim):

@@ -422,3 +422,17 @@ def test_stack_cat(rng):
         tn.cat([tn.zeros(2, 3), tn.zeros(2, 4)])
     with pytest.raises(tn.TritonnnError):
         tn.cat([])
+
+
+def test_zero_dim_results_are_arrays():
+    m = tn.tensor([[1.0, 2.0], [3.0, 4.0]])
+    x = tn.tensor(2.0)
+    for t in (x * 3, 3 - x, x.exp(), -x, x.relu(), m[1, 0], m.sum(), x == 2,
+              tn.tensor(2.0, dtype=tn.float16) * 2, m[0] @ m[1]):
+        a = t.numpy()
+        assert isinstance(a, np.ndarray) and a.shape == (), type(a)
+    assert (m[0] @ m[1]).item() == 11.0
+    b = tn.tensor(0.5, requires_grad=True)
+    (b * 2.0).backward()
+    (b * 2.0).backward()                  # accumulation into a 0-d leaf
+    assert b.grad.item() == 4.0
