@@ -1,0 +1,441 @@
+"""Matrix products and the fused linear layer (Triton).
+
+Twins of ``fallback_cpu/matmul.py`` (same names, same signatures):
+
+* ``linear_fwd(x, w, b, relu)``: ``relu(x @ w.T + b)`` in one GEMM kernel, bias
+  and ReLU applied to the float32 accumulator in the epilogue.
+* ``linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db)``: dX and
+  dW as two GEMMs that read the upstream gradient through the ReLU mask
+  (``out > 0``) as they load it; db is the row sum of the dW GEMM's A operand
+  (``g.T``), taken by the programs of the first column of output tiles, so it
+  needs no atomics and is bit-for-bit reproducible.
+* ``matmul(a, b)``: 2-D and batched (numpy broadcasting of batch dims) with
+  arbitrary strides; 1-D operands are reshaped by ``ops.matmul`` before this.
+
+Everything is one kernel, ``_gemm_kernel``: ``C[z] = epilogue(A[z] @ B[z])``
+with A (M, K), B (K, N), C (M, N) given by strides (a transpose is a stride
+swap, never a copy) and up to two batch dims ``z = (z0, z1)``. float16 and
+bfloat16 multiply on tensor cores with a float32 accumulator; float32 is IEEE
+(FMA) unless ``tritonnn.precision.allow_tf32()``; float64 uses the fp64 MMA of
+sm_80+ with a float64 accumulator. Outputs come back in the input dtype.
+
+Ahead-of-time compile list
+--------------------------
+``KERNELS`` (here and in every kernel module) lists example specializations
+that ``tests/test_aot_compile.py`` compiles for sm_80 and sm_90 with
+``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget(...))``.
+Each entry is a dict:
+
+``name``        a unique label for reports, e.g. ``"gemm_bf16_128x256x64"``
+``fn``          the ``@triton.jit`` function (unwrapped from ``triton.autotune``:
+                pass ``kernel.fn``)
+``signature``   ``{arg name: type}`` for EVERY parameter, in order: ``"*fp32"``,
+                ``"*bf16"``, ``"i32"``, ``"i64"``, ``"fp32"``..., and
+                ``"constexpr"`` for meta-parameters
+``constexprs``  ``{name: value}`` for every ``"constexpr"`` in ``signature``
+``num_warps``, ``num_stages``   launch options (defaults 4 and 3)
+``ptx_contains`` optional ``{arch: [substring, ...]}`` the PTX for that
+                compute capability must contain (e.g. ``{90: ["wgmma.mma_async"]}``)
+"""
+from __future__ import annotations
+
+import itertools
+
+import triton
+import triton.language as tl
+
+from .. import dtypes as D
+from ..device import interpreting
+from ..precision import allow_tf32
+from . import buffers
+
+# ----------------------------------------------------------------------------------------------
+# tile configurations
+# ----------------------------------------------------------------------------------------------
+
+
+def _cfg(bm, bn, bk, warps, stages, group_m=8):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
+                         num_warps=warps, num_stages=stages)
+
+
+# float16 / bfloat16: tensor-core tiles. 128x256x64 with 8 warps is the wgmma-sized tile for
+# sm_90 (two warpgroups of m64n256); the 128x128 tiles are the sm_80 mma.sync workhorses;
+# the 64-wide ones keep enough programs in flight for small M or N.
+_CONFIGS_16 = [
+    _cfg(128, 256, 64, 8, 3),
+    _cfg(256, 128, 64, 8, 3),
+    _cfg(128, 128, 64, 8, 4),
+    _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
+]
+# float32: the IEEE path is FMA-bound and register-hungry, TF32 goes to tensor cores; the
+# same tiles serve both (a 128x128 fp32 accumulator is 64 registers/thread at 8 warps).
+_CONFIGS_32 = [
+    _cfg(128, 128, 32, 8, 3),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
+    _cfg(32, 64, 32, 4, 4),
+]
+# float64: fp64 MMA (m8n8k4); the accumulator takes twice the registers, so smaller tiles.
+_CONFIGS_64 = [
+    _cfg(64, 64, 16, 4, 3),
+    _cfg(64, 32, 16, 4, 3),
+    _cfg(32, 64, 16, 4, 3),
+]
+# The interpreter runs each block as one numpy op, so one big tile is fastest there.
+_CONFIG_INTERPRET = _cfg(64, 64, 64, 4, 1)
+
+_CONFIGS_BY_TAG = {"16": _CONFIGS_16, "32": _CONFIGS_32, "64": _CONFIGS_64}
+
+
+def _all_configs():
+    if interpreting():
+        return [_CONFIG_INTERPRET]
+    seen, out = set(), []
+    for c in _CONFIGS_16 + _CONFIGS_32 + _CONFIGS_64:
+        key = (tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def _dtype_tag(ptr):
+    name = str(ptr.dtype)
+    if name.endswith(("float16", "bfloat16")):
+        return "16"
+    return "64" if name.endswith("float64") else "32"
+
+
+def _prune_by_dtype(configs, named_args, **kwargs):
+    """Keep only the tiles written for the operands' dtype (autotune's early prune hook)."""
+    wanted = _CONFIGS_BY_TAG[_dtype_tag(named_args["a_ptr"])]
+    ids = {id(c) for c in wanted}
+    kept = [c for c in configs if id(c) in ids]
+    return kept or configs
+
+
+# ----------------------------------------------------------------------------------------------
+# the GEMM kernel
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.autotune(configs=_all_configs(),
+                 key=["M", "N", "K", "BATCH", "MASK_A", "ROWSUM_A", "INPUT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_by_dtype})
+@triton.jit
+def _gemm_kernel(
+    # pointers
+    a_ptr, b_ptr, c_ptr, bias_ptr, keep_ptr, rowsum_ptr,
+    # sizes: C[z] (M, N) = A[z] (M, K) @ B[z] (K, N); z runs over BATCH = Z0 * Z1 matrices
+    M, N, K, BATCH, Z1,
+    # strides (in elements)
+    stride_az0, stride_az1, stride_am, stride_ak,
+    stride_bz0, stride_bz1, stride_bk, stride_bn,
+    stride_cz0, stride_cz1, stride_cm, stride_cn,
+    stride_keep_m, stride_keep_k, stride_bias, stride_rowsum,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, MASK_A: tl.constexpr, ROWSUM_A: tl.constexpr,
+    FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """``C[z] = epilogue(A'[z] @ B[z])`` for one (BLOCK_M, BLOCK_N) tile of one matrix z.
+
+    A' is A, or with MASK_A, A zeroed where ``keep <= 0`` (``keep`` has A's shape and
+    its own strides: the ReLU output read as the mask of the upstream gradient).
+    The epilogue adds ``bias[n]`` (HAS_BIAS) then clamps at 0 (RELU). With ROWSUM_A
+    the programs of tile column 0 also write ``rowsum[m] = sum_k A'[m, k]`` (the bias
+    gradient, when A' is the masked ``g.T``). Inputs: fp16/bf16/fp32/fp64; the
+    accumulator is fp32 (fp64 for fp64); C and rowsum are stored in their own dtypes.
+    """
+    # 1. Which tile: program ids run over BATCH x (tile grid of C). Within one matrix,
+    #    tiles go in groups of GROUP_M rows of tiles, column by column, so the programs
+    #    running together share A row-panels and B column-panels in L2.
+    pid = tl.program_id(0).to(tl.int64)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    tiles = num_pid_m * num_pid_n
+    z = pid // tiles
+    tile = pid % tiles
+    z0 = z // Z1
+    z1 = z % Z1
+    pids_in_group = GROUP_M * num_pid_n
+    first_pid_m = (tile // pids_in_group) * GROUP_M
+    group_rows = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (tile % pids_in_group) % group_rows
+    pid_n = (tile % pids_in_group) // group_rows
+
+    # 2. Offsets: int64 rows/cols (rows x stride can pass 2**31); K moves by pointer steps.
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    in_m = offs_m < M
+    in_n = offs_n < N
+    a_ptrs = a_ptr + (z0 * stride_az0 + z1 * stride_az1) \
+        + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + (z0 * stride_bz0 + z1 * stride_bz1) \
+        + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    keep_ptrs = keep_ptr + offs_m[:, None] * stride_keep_m + offs_k[None, :] * stride_keep_k
+    step = tl.full((), BLOCK_K, tl.int64)     # int64 pointer steps along K
+    a_step = step * stride_ak
+    b_step = step * stride_bk
+    keep_step = step * stride_keep_k
+
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+        rowsum = tl.zeros((BLOCK_M,), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        rowsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+
+    # 3. March along K. Out-of-range rows, cols and the K tail load as 0, which adds
+    #    nothing to the dot product (and nothing to the row sums).
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - kb * BLOCK_K
+        in_k = offs_k < k_left
+        a = tl.load(a_ptrs, mask=in_m[:, None] & in_k[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=in_k[:, None] & in_n[None, :], other=0.0)
+        if MASK_A:
+            # the ReLU's backward on the fly: g where out > 0, else 0 (0 at out == 0)
+            keep = tl.load(keep_ptrs, mask=in_m[:, None] & in_k[None, :], other=0.0)
+            a = tl.where(keep.to(acc.dtype) > 0, a, tl.zeros_like(a))
+            keep_ptrs += keep_step
+        if ROWSUM_A:
+            rowsum += tl.sum(a.to(rowsum.dtype), axis=1)
+        if DOT_IN_FP32:
+            # interpreter only: its tl.dot multiplies bfloat16 bit patterns as integers
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+        a_ptrs += a_step
+        b_ptrs += b_step
+
+    # 4. Epilogue on the accumulator, then one rounding to the output dtype.
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n * stride_bias, mask=in_n, other=0.0)
+        acc += bias.to(acc.dtype)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    c_ptrs = c_ptr + (z0 * stride_cz0 + z1 * stride_cz1) \
+        + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
+    if ROWSUM_A:
+        # one owner per row (the tile column pid_n == 0): deterministic, no atomics
+        if pid_n == 0:
+            tl.store(rowsum_ptr + offs_m * stride_rowsum,
+                     rowsum.to(rowsum_ptr.dtype.element_ty), mask=in_m)
+
+
+def _gemm_grid(meta):
+    return (triton.cdiv(meta["M"], meta["BLOCK_M"]) * triton.cdiv(meta["N"], meta["BLOCK_N"])
+            * meta["BATCH"],)
+
+
+# ----------------------------------------------------------------------------------------------
+# bias gradient alone (no dW wanted): masked column sums
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _masked_colsum_kernel(
+    g_ptr, keep_ptr, out_ptr,
+    M, N,
+    stride_gm, stride_gn, stride_keep_m, stride_keep_n, stride_out,
+    MASK: tl.constexpr, FP64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """``out[n] = sum_m g[m, n] * (keep[m, n] > 0 if MASK else 1)`` for BLOCK_N columns.
+
+    g, keep: (M, N) any float dtype and strides; out: (N,) in its own dtype. Each
+    program owns its columns and walks all of M in a fixed order: deterministic.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    in_n = offs_n < N
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for m0 in range(0, M, BLOCK_M):
+        # a (BLOCK_M, BLOCK_N) slab of rows; summed elementwise, reduced once at the end
+        offs_m = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        inside = (offs_m < M)[:, None] & in_n[None, :]
+        g = tl.load(g_ptr + offs_m[:, None] * stride_gm + offs_n[None, :] * stride_gn,
+                    mask=inside, other=0.0).to(acc.dtype)
+        if MASK:
+            keep = tl.load(keep_ptr + offs_m[:, None] * stride_keep_m
+                           + offs_n[None, :] * stride_keep_n, mask=inside, other=0.0)
+            g = tl.where(keep.to(acc.dtype) > 0, g, tl.zeros_like(g))
+        acc += g
+    tl.store(out_ptr + offs_n * stride_out, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty),
+             mask=in_n)
+
+
+_COLSUM_BLOCK = (64, 64) if interpreting() else (32, 128)
+
+
+def _colsum_grid(meta):
+    return (triton.cdiv(meta["N"], meta["BLOCK_N"]),)
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
+
+_NO_STRIDES = (0, 0)
+_INTERPRETING = interpreting()
+
+
+def _precision(dtype):
+    return "tf32" if dtype is D.float32 and allow_tf32() else "ieee"
+
+
+def _gemm(a, b, c, m, n, k, a_strides, b_strides, c_strides, *, batch=1, z1=1,
+          az=_NO_STRIDES, bz=_NO_STRIDES, cz=_NO_STRIDES, bias=None, relu=False,
+          keep=None, keep_strides=_NO_STRIDES, rowsum=None):
+    """Launch ``_gemm_kernel``: C (m, n) = A (m, k) @ B (k, n) given by element strides."""
+    dtype = buffers.dtype_of(a)
+    _gemm_kernel[_gemm_grid](
+        a, b, c,
+        c if bias is None else bias, c if keep is None else keep, c if rowsum is None else rowsum,
+        m, n, k, batch, z1,
+        az[0], az[1], a_strides[0], a_strides[1],
+        bz[0], bz[1], b_strides[0], b_strides[1],
+        cz[0], cz[1], c_strides[0], c_strides[1],
+        keep_strides[0], keep_strides[1],
+        0 if bias is None else buffers.strides(bias)[0],
+        0 if rowsum is None else buffers.strides(rowsum)[0],
+        HAS_BIAS=bias is not None, RELU=relu, MASK_A=keep is not None,
+        ROWSUM_A=rowsum is not None, FP64=dtype is D.float64,
+        INPUT_PRECISION=_precision(dtype), DOT_IN_FP32=_INTERPRETING and dtype is D.bfloat16,
+    )
+
+
+def _colsum(g, keep, out):
+    m, n = buffers.shape(g)
+    bm, bn = _COLSUM_BLOCK
+    gs = buffers.strides(g)
+    ks = _NO_STRIDES if keep is None else buffers.strides(keep)
+    _masked_colsum_kernel[_colsum_grid](
+        g, g if keep is None else keep, out, m, n, gs[0], gs[1], ks[0], ks[1],
+        buffers.strides(out)[0], MASK=keep is not None,
+        FP64=buffers.dtype_of(g) is D.float64, BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
+
+
+def linear_fwd(x, w, b, relu):
+    """``relu?(x @ w.T + b)``: x (M, K), w (N, K), b (N,) or None -> (M, N) in x's dtype.
+
+    One kernel: the product accumulates in float32 (float64 for float64) and the
+    bias and the ReLU are applied to the accumulator before the single store.
+    """
+    (m, k), n = buffers.shape(x), buffers.shape(w)[0]
+    dtype = buffers.dtype_of(x)
+    out = buffers.empty((m, n), dtype)
+    if m and n:
+        ws = buffers.strides(w)
+        _gemm(x, w, out, m, n, k, buffers.strides(x), (ws[1], ws[0]), buffers.strides(out),
+              bias=b, relu=relu)
+    return out
+
+
+def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
+    """Gradients of ``linear_fwd``: ``(dx, dw, db)`` with None where not needed.
+
+    g = grad_out (M, N), read through the mask ``out > 0`` when ``relu`` (the saved
+    forward output; PyTorch's convention: no gradient at 0).
+      dx = g @ w          (M, K)   A = g,   B = w
+      dw = g.T @ x        (N, K)   A = g.T, B = x;  db = row sums of A = g.sum(0)
+    All three come back in grad_out's dtype.
+    """
+    (m, k), n = buffers.shape(x), buffers.shape(w)[0]
+    dtype = buffers.dtype_of(grad_out)
+    gs = buffers.strides(grad_out)
+    keep = out if relu else None
+    ks = buffers.strides(out) if relu else _NO_STRIDES
+    dx = dw = db = None
+    if need_dx:
+        dx = buffers.empty((m, k), dtype)
+        if m and k:
+            _gemm(grad_out, w, dx, m, k, n, gs, buffers.strides(w), buffers.strides(dx),
+                  keep=keep, keep_strides=ks)
+    if need_db:
+        db = buffers.empty((n,), dtype)
+    if need_dw:
+        dw = buffers.empty((n, k), dtype)
+        if n and k:
+            xs = buffers.strides(x)
+            _gemm(grad_out, x, dw, n, k, m, (gs[1], gs[0]), xs, buffers.strides(dw),
+                  keep=keep, keep_strides=(ks[1], ks[0]), rowsum=db)
+    if need_db and n and not (need_dw and k):
+        _colsum(grad_out, keep, db)
+    return dx, dw, db
+
+
+# -- batched matmul ---------------------------------------------------------------------------
+
+
+def _batch_layout(shape, strides, batch):
+    """Strides of a (..., R, C) operand broadcast to batch dims ``batch`` (0 where broadcast)."""
+    nb = len(shape) - 2
+    out = [0] * (len(batch) - nb)
+    for i in range(nb):
+        out.append(0 if shape[i] == 1 and batch[len(batch) - nb + i] != 1 else strides[i])
+    return out
+
+
+def _collapse(batch, *stride_lists):
+    """Merge adjacent batch dims every operand walks as one (and drop size-1 dims)."""
+    dims = [(s, [sl[i] for sl in stride_lists]) for i, s in enumerate(batch) if s != 1]
+    merged = []
+    for size, strides in dims:
+        if merged:
+            psize, pstrides = merged[-1]
+            if all(ps == st * size for ps, st in zip(pstrides, strides)):
+                merged[-1] = (psize * size, strides)
+                continue
+        merged.append((size, strides))
+    return merged
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D or batched operands (..., M, K) @ (..., K, N), batch dims broadcast."""
+    sa, sb = buffers.shape(a), buffers.shape(b)
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    dtype = buffers.dtype_of(a)
+    if len(sa) == 2 and len(sb) == 2:
+        out = buffers.empty((m, n), dtype)
+        if m and n:
+            _gemm(a, b, out, m, n, k, buffers.strides(a), buffers.strides(b),
+                  buffers.strides(out))
+        return out
+    ba, bb = sa[:-2], sb[:-2]
+    nd = max(len(ba), len(bb))
+    ba, bb = (1,) * (nd - len(ba)) + ba, (1,) * (nd - len(bb)) + bb
+    batch = tuple(x if y == 1 else y for x, y in zip(ba, bb))
+    out = buffers.empty(batch + (m, n), dtype)
+    if not (m and n) or 0 in batch:
+        return out
+    sta, stb, stc = buffers.strides(a), buffers.strides(b), buffers.strides(out)
+    dims = _collapse(batch, _batch_layout(sa, sta, batch), _batch_layout(sb, stb, batch),
+                     list(stc[:-2]))
+    if len(dims) <= 2:
+        _launch_batched(a, b, out, m, n, k, sta[-2:], stb[-2:], stc[-2:], dims)
+        return out
+    # more than two batch dims that no stride pattern merges: one launch per leading index
+    a_full = buffers.expand(a, batch + (m, k))
+    b_full = buffers.expand(b, batch + (k, n))
+    for idx in itertools.product(*(range(s) for s in batch[:-2])):
+        av, bv, cv = (buffers.view_index(t, idx) for t in (a_full, b_full, out))
+        sub = _collapse(batch[-2:], *(list(buffers.strides(t)[:-2]) for t in (av, bv, cv)))
+        _launch_batched(av, bv, cv, m, n, k, sta[-2:], stb[-2:], stc[-2:], sub)
+    return out
+
+
+def _launch_batched(a, b, c, m, n, k, sa, sb, sc, dims):
+    dims = [(1, [0, 0, 0])] * (2 - len(dims)) + dims
+    (z0, s0), (z1, s1) = dims
+    _gemm(a, b, c, m, n, k, sa, sb, sc, batch=z0 * z1, z1=z1,
+          az=(s0[0], s1[0]), bz=(s0[1], s1[1]), cz=(s0[2], s1[2]))
