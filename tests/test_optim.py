@@ -1,0 +1,168 @@
+"""Optimizers on "cpu": SGD and AdamW against torch's, step by step."""
+import numpy as np
+import pytest
+import torch
+
+import tritonnn as tn
+
+SHAPES = [(3, 4), (5,), (1,), (2, 1, 3)]
+
+
+def assert_close(actual, expected, atol, rtol, what=""):
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
+    bad = ~np.isclose(a, e, atol=atol, rtol=rtol)
+    if bad.any():
+        where = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)[:5]]
+        first = ", ".join(f"{ix}: {a[ix]!r} vs {e[ix]!r}" for ix in where)
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ; first: {first}")
+
+
+def run_both(make_tn, make_th, dtype=np.float64, steps=5, seed=0):
+    """Same params, same per-step gradients (a nonlinear loss), both optimizers; compare each step."""
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    targets = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    ps = [tn.tensor(a, requires_grad=True) for a in init]
+    ts = [torch.tensor(a, requires_grad=True) for a in init]
+    opt, t_opt = make_tn(ps), make_th(ts)
+    tol = (1e-12, 1e-10) if dtype == np.float64 else (1e-6, 1e-5)
+    for step in range(steps):
+        loss = sum(((p - tn.tensor(t)) ** 2 * (p * 0.5).tanh()).sum() for p, t in zip(ps, targets))
+        t_loss = sum(((p - torch.tensor(t)) ** 2 * (p * 0.5).tanh()).sum() for p, t in zip(ts, targets))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t_opt.zero_grad()
+        t_loss.backward()
+        t_opt.step()
+        for i, (p, t) in enumerate(zip(ps, ts)):
+            assert_close(p.detach().numpy(), t.detach().numpy(), *tol, f"param {i} after step {step}")
+    moved = sum(np.abs(p.detach().numpy() - a).max() for p, a in zip(ps, init))
+    assert moved > 1e-3                    # the optimizer really changed something
+
+
+SGD_CONFIGS = [
+    dict(lr=0.1),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.3),
+    dict(lr=0.05, momentum=0.8, nesterov=True),
+    dict(lr=0.1, weight_decay=0.01),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True),
+    dict(lr=1.0, momentum=0.5, dampening=0.5, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cfg", SGD_CONFIGS, ids=[str(c) for c in SGD_CONFIGS])
+def test_sgd_matches_torch(cfg, dtype):
+    run_both(lambda ps: tn.optim.SGD(ps, **cfg), lambda ps: torch.optim.SGD(ps, **cfg), dtype)
+
+
+ADAMW_CONFIGS = [
+    dict(),
+    dict(lr=0.01),
+    dict(lr=0.05, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.1),
+    dict(lr=0.01, weight_decay=0.0),
+    dict(lr=0.02, betas=(0.0, 0.5)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cfg", ADAMW_CONFIGS, ids=[str(c) for c in ADAMW_CONFIGS])
+def test_adamw_matches_torch(cfg, dtype):
+    run_both(lambda ps: tn.optim.AdamW(ps, **cfg), lambda ps: torch.optim.AdamW(ps, **cfg), dtype,
+             steps=6)
+
+
+def test_adamw_defaults():
+    p = tn.zeros(2, requires_grad=True)
+    opt = tn.optim.AdamW([p])
+    assert opt.lr == 1e-3 and opt.betas == (0.9, 0.999) and opt.eps == 1e-8
+    assert opt.weight_decay == 0.01
+
+
+def test_params_without_grad_are_skipped():
+    a = tn.tensor([1.0, 2.0], requires_grad=True)
+    b = tn.tensor([3.0], requires_grad=True)
+    for opt in (tn.optim.SGD([a, b], lr=0.1, momentum=0.9, weight_decay=0.1),
+                tn.optim.AdamW([a, b], lr=0.1)):
+        a.grad = b.grad = None
+        (a * 2).sum().backward()
+        before_b = b.detach().numpy().copy()
+        before_a = a.detach().numpy().copy()
+        opt.step()
+        np.testing.assert_array_equal(b.detach().numpy(), before_b)   # no grad: untouched
+        assert not np.array_equal(a.detach().numpy(), before_a)
+
+
+def test_backward_step():
+    w = tn.tensor([1.0, -2.0], requires_grad=True)
+    opt = tn.optim.SGD([w], lr=0.5)
+    w.grad = tn.tensor([100.0, 100.0])             # stale: backward_step must zero it first
+    loss = (w * tn.tensor([2.0, 4.0])).sum()
+    opt.backward_step(loss)
+    assert_close(w.detach().numpy(), [1.0 - 0.5 * 2.0, -2.0 - 0.5 * 4.0], 0, 0)
+    assert_close(w.grad.numpy(), [2.0, 4.0], 0, 0)
+    opt.backward_step((w * w).sum())
+    assert_close(w.detach().numpy(), [0.0, -4.0 - 0.5 * 2 * -4.0], 0, 0)
+
+
+def test_zero_grad_sets_none():
+    w = tn.tensor([1.0], requires_grad=True)
+    for opt in (tn.optim.SGD([w], lr=0.1), tn.optim.AdamW([w])):
+        (w * 3).sum().backward()
+        assert w.grad is not None
+        opt.zero_grad()
+        assert w.grad is None
+
+
+def test_parameters_stay_leaves_and_keep_identity():
+    lin = tn.nn.Linear(3, 2)
+    weight = lin.weight
+    opt = tn.optim.AdamW(lin.parameters(), lr=0.1)
+    opt.backward_step(lin(tn.ones(4, 3)).sum())
+    assert lin.weight is weight and weight.is_leaf and weight.requires_grad
+    assert weight.dtype is tn.float32
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: tn.optim.SGD(ps, lr=-0.1),
+    lambda ps: tn.optim.SGD(ps, lr=0.1, momentum=-0.5),
+    lambda ps: tn.optim.SGD(ps, lr=0.1, weight_decay=-1.0),
+    lambda ps: tn.optim.SGD(ps, lr=0.1, nesterov=True),
+    lambda ps: tn.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+    lambda ps: tn.optim.AdamW(ps, lr=-1e-3),
+    lambda ps: tn.optim.AdamW(ps, betas=(1.0, 0.999)),
+    lambda ps: tn.optim.AdamW(ps, betas=(0.9, 1.0)),
+    lambda ps: tn.optim.AdamW(ps, betas=(-0.1, 0.999)),
+    lambda ps: tn.optim.AdamW(ps, betas=(0.9,)),
+    lambda ps: tn.optim.AdamW(ps, eps=-1e-8),
+    lambda ps: tn.optim.AdamW(ps, weight_decay=-0.01),
+    lambda ps: tn.optim.SGD([], lr=0.1),
+    lambda ps: tn.optim.AdamW([]),
+    lambda ps: tn.optim.SGD(ps[0], lr=0.1),
+    lambda ps: tn.optim.SGD([ps[0], ps[0]], lr=0.1),
+    lambda ps: tn.optim.SGD([tn.tensor([1, 2])], lr=0.1),
+    lambda ps: tn.optim.SGD([ps[0] * 2], lr=0.1),
+], ids=lambda f: "")
+def test_bad_hyper_parameters_raise(make):
+    ps = [tn.zeros(2, requires_grad=True), tn.zeros(3, requires_grad=True)]
+    with pytest.raises(tn.TritonnnError):
+        make(ps)
+
+
+def test_sgd_on_float32_model_trains():
+    tn.manual_seed(0)
+    model = tn.nn.Sequential(tn.nn.Linear(2, 8), tn.nn.ReLU(), tn.nn.Linear(8, 2))
+    x = tn.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    y = tn.tensor([0, 1, 1, 0])
+    opt = tn.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.0)
+    first = None
+    for _ in range(300):
+        loss = tn.nn.functional.cross_entropy(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.backward_step(loss)
+    assert loss.item() < 0.1 * first
+    assert (model(x).argmax(1) == y).sum().item() == 4
