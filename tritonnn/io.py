@@ -25,6 +25,18 @@ from .errors import TritonnnError
 MAX_HEADER = 100 * 1024 * 1024
 
 
+def _fspath(op, path):
+    """``path`` as a str, or a clear error for what cannot be a file name."""
+    try:
+        path = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TritonnnError(f"{op}: path must be a str or os.PathLike, got "
+                            f"{type(path).__name__}") from None
+    if "\0" in path:
+        raise TritonnnError(f"{op}: path {path!r} contains a NUL character")
+    return path
+
+
 def _tensor_bytes(name, t):
     from .tensor import Tensor
     if not isinstance(t, Tensor):
@@ -37,7 +49,7 @@ def _tensor_bytes(name, t):
 
 def save(tensors, path, metadata=None):
     """Write a name -> tensor dict to ``path`` atomically: a crash never leaves a half file."""
-    path = os.fspath(path)
+    path = _fspath("save", path)
     if not isinstance(tensors, dict):
         raise TritonnnError(f"save: expected a dict of name -> tensor, got {type(tensors).__name__}")
     if metadata is not None and (not isinstance(metadata, dict) or not all(
@@ -109,6 +121,8 @@ def read_header(path, f, size):
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise _bad(path, "header is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise _bad(path, "header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise _bad(path, f"header is a JSON {type(header).__name__}, not an object")
     meta = header.pop("__metadata__", None)
@@ -153,7 +167,7 @@ def load(path, device="cpu"):
     """A dict name -> tensor from a safetensors file, on ``device``."""
     from .device import as_device, backend
     from .tensor import Tensor
-    path = os.fspath(path)
+    path = _fspath("load", path)
     dev = as_device(device)
     if os.path.isdir(path):
         raise TritonnnError(f"load: {path!r} is a directory, not a safetensors file")
@@ -181,7 +195,11 @@ def load(path, device="cpu"):
 
 def load_metadata(path):
     """The ``__metadata__`` dict of a safetensors file (empty when it has none)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
+    path = _fspath("load_metadata", path)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise TritonnnError(f"load_metadata: cannot open {path!r}: {e.strerror}") from None
+    with f:
         _, meta, _ = read_header(path, f, os.fstat(f.fileno()).st_size)
     return meta or {}
