@@ -108,6 +108,13 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
     return d.astype(logits.dtype, copy=False)
 
 
+def first_bad_target(target, num_classes, ignore_index):
+    """The first target neither in [0, num_classes) nor ``ignore_index`` (a Python int), or None."""
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    hits = np.flatnonzero(bad)
+    return int(target.reshape(-1)[hits[0]]) if hits.size else None
+
+
 def bce_with_logits_fwd(x, y, reduction):
     """Binary cross-entropy on logits, stable for any x: max(x,0) - x*y + log1p(exp(-|x|))."""
     acc = _acc(x)

@@ -121,6 +121,14 @@ def expand(buf, shape):
     return buf.expand(tuple(shape))
 
 
+def view_shape(buf, shape):
+    """``buf`` seen with ``shape`` without a copy, or None when its strides don't allow it."""
+    try:
+        return buf.view(tuple(shape))
+    except RuntimeError:
+        return None
+
+
 def view_index(buf, index):
     """Basic indexing (ints, slices, None, Ellipsis): a strided view."""
     return buf[index]

@@ -1,0 +1,558 @@
+"""Softmax, log-softmax, the fused softmax-cross-entropy and BCE-with-logits (Triton).
+
+Twins of ``fallback_cpu/softmax.py``. Every row kernel works on a [BLOCK_M,
+BLOCK_N] tile: BLOCK_M rows at once when rows are short, one row walked in
+BLOCK_N steps when it is long (``_launch.rows``). Log-sum-exps are *online*:
+one pass keeps a running maximum ``m`` and a running sum ``s`` of
+``exp(x - m)``, rescaling ``s`` by ``exp(m_old - m_new)`` whenever the maximum
+grows, so a 128k-class vocabulary costs one read for the statistics. Math is
+float32 for float16/bfloat16 (float64 stays float64); row offsets are int64.
+
+Softmax along any dim views the operand as (outer, K, inner) through its
+strides (the softmax dim in the middle); only a layout that does not collapse
+to that is copied first.
+
+Cross-entropy (``softmax_cross_entropy_fwd``):
+
+1. ``_ce_fwd_kernel``, one pass per row: ``lse = m + log(s)``, the target
+   logit read directly, and for label smoothing eps the row sum of the
+   logits; ``loss = lse - (1 - eps) * x[t] - eps / C * sum(x)`` (PyTorch's
+   smoothing), 0 on rows whose target is ``ignore_index``.
+2. ``_ce_total_kernel`` for "sum"/"mean": one program adds the per-row
+   losses in row order (deterministic, no atomics) and, for "mean", divides by
+   the count of rows not ignored.
+
+The backward writes ``(softmax - (1 - eps) * onehot - eps / C) * scale`` with
+``softmax = exp(x - lse)`` from the saved lse; into the logits buffer itself
+when the tape says nobody else holds it.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .. import dtypes as D
+from . import _launch, buffers
+from .elementwise import _strided_offset, _up, launch_strided, numel
+from .memory import cast, contiguous
+from .reduction import reduce
+
+# ----------------------------------------------------------------------------------------------
+# device helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _finite_or_zero(m):
+    """The shift for exp(x - shift): the running maximum, or 0 where it is +-inf (no inf - inf)."""
+    return tl.where((m == float("inf")) | (m == float("-inf")), 0.0, m)
+
+
+@triton.jit
+def _online_lse_step(m, s, x):
+    """Fold a [BLOCK_M, BLOCK_N] block ``x`` (masked lanes -inf) into the running (max, sum)."""
+    new_m = tl.maximum(m, tl.max(x, axis=1))
+    shift = _finite_or_zero(new_m)
+    s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
+    return new_m, s
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax and log-softmax
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner, xso, xsk, xsi, oso, osk, osi,
+                        LOG: tl.constexpr, ACC: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out = softmax(x) (LOG: log_softmax) over K for each of the R = outer * inner rows."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < R
+    o = rows // inner
+    i = rows % inner
+    x_base = o * xso + i * xsi
+    o_base = o * oso + i * osi
+    cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
+    # 1. running maximum and rescaled sum of exp over the row, one block at a time
+    m = tl.full((BLOCK_M,), float("-inf"), ACC)
+    s = tl.zeros((BLOCK_M,), ACC)
+    for k0 in range(0, K, BLOCK_N):
+        cols = k0 + cols0
+        mask = row_mask[:, None] & (cols < K)[None, :]
+        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * xsk, mask=mask,
+                    other=float("-inf")).to(ACC)
+        m, s = _online_lse_step(m, s, x)
+    shift = _finite_or_zero(m)
+    lse = shift + tl.log(s)
+    # 2. normalise and write
+    for k0 in range(0, K, BLOCK_N):
+        cols = k0 + cols0
+        mask = row_mask[:, None] & (cols < K)[None, :]
+        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * xsk, mask=mask,
+                    other=float("-inf")).to(ACC)
+        if LOG:
+            y = x - lse[:, None]
+        else:
+            y = tl.exp(x - shift[:, None]) / s[:, None]
+        tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
+                 y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _softmax_bwd_kernel(g_ptr, y_ptr, out_ptr, R, K, inner, gso, gsk, gsi, yso, ysk, ysi,
+                        oso, osk, osi, LOG: tl.constexpr, ACC: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """softmax: dx = y * (g - sum(g * y)); LOG (y = log_softmax): dx = g - exp(y) * sum(g)."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < R
+    o = rows // inner
+    i = rows % inner
+    g_base = o * gso + i * gsi
+    y_base = o * yso + i * ysi
+    o_base = o * oso + i * osi
+    cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
+    # 1. the row sum that couples the outputs
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, K, BLOCK_N):
+        cols = k0 + cols0
+        mask = row_mask[:, None] & (cols < K)[None, :]
+        g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * gsk, mask=mask, other=0).to(ACC)
+        if LOG:
+            acc += g
+        else:
+            y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * ysk, mask=mask,
+                        other=0).to(ACC)
+            acc += g * y
+    total = tl.sum(acc, axis=1)
+    # 2. the gradient
+    for k0 in range(0, K, BLOCK_N):
+        cols = k0 + cols0
+        mask = row_mask[:, None] & (cols < K)[None, :]
+        g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * gsk, mask=mask, other=0).to(ACC)
+        y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * ysk, mask=mask, other=0).to(ACC)
+        if LOG:
+            dx = g - tl.exp(y) * total[:, None]
+        else:
+            dx = y * (g - total[:, None])
+        tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
+                 dx.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _acc(dt):
+    return tl.float64 if dt is D.float64 else tl.float32
+
+
+def _as3d(x, dim):
+    """``(buf, (outer, K, inner), (s_outer, s_k, s_inner))``: ``x`` seen around dim ``dim``."""
+    shape, strides = buffers.shape(x), buffers.strides(x)
+    outer, inner = shape[:dim], shape[dim + 1:]
+    lo = _launch.layout(outer, (strides[:dim],))
+    li = _launch.layout(inner, (strides[dim + 1:],))
+    dims = (numel(outer), shape[dim], numel(inner))
+    if lo is not None and li is not None and lo[0] == 1 and li[0] == 1:
+        return x, dims, (lo[2][0][3], strides[dim], li[2][0][3])
+    x = contiguous(x)
+    return x, dims, (dims[1] * dims[2], dims[2], 1)
+
+
+def _softmax_fwd(x, dim, log):
+    dim %= len(buffers.shape(x))
+    dt = buffers.dtype_of(x)
+    out = buffers.empty(buffers.shape(x), dt)
+    xb, (o, k, i), xs = _as3d(x, dim)
+    r = o * i
+    if r and k:
+        bm, bn, warps = _launch.rows(r, k)
+        _softmax_fwd_kernel[(_launch.cdiv(r, bm),)](
+            xb, out, r, k, i, *xs, k * i, i, 1, LOG=log, ACC=_acc(dt),
+            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+    return out
+
+
+def _softmax_bwd(grad, y, dim, log):
+    dim %= len(buffers.shape(y))
+    dt = buffers.dtype_of(grad)
+    out = buffers.empty(buffers.shape(y), dt)
+    gb, (o, k, i), gs = _as3d(grad, dim)
+    yb, _, ys = _as3d(y, dim)
+    r = o * i
+    if r and k:
+        bm, bn, warps = _launch.rows(r, k)
+        _softmax_bwd_kernel[(_launch.cdiv(r, bm),)](
+            gb, yb, out, r, k, i, *gs, *ys, k * i, i, 1, LOG=log, ACC=_acc(dt),
+            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+    return out
+
+
+def softmax_fwd(x, dim):
+    return _softmax_fwd(x, dim, False)
+
+
+def softmax_bwd(grad, y, dim):
+    """dx = y * (g - sum(g * y)) along ``dim``."""
+    return _softmax_bwd(grad, y, dim, False)
+
+
+def log_softmax_fwd(x, dim):
+    return _softmax_fwd(x, dim, True)
+
+
+def log_softmax_bwd(grad, y, dim):
+    """dx = g - exp(y) * sum(g) along ``dim``."""
+    return _softmax_bwd(grad, y, dim, True)
+
+
+# ----------------------------------------------------------------------------------------------
+# fused softmax-cross-entropy
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_stride,
+                   ignore_index, one_minus_eps, eps_over_c,
+                   SMOOTH: tl.constexpr, ACC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Per row i of logits x (N, C): lse_i and loss_i = lse_i - (1-eps) x[i, t_i] - eps/C sum_c x[i, c].
+
+    loss_i is 0 where t_i == ignore_index. ``loss`` is stored in its buffer's
+    dtype (the logits' for reduction "none", the accumulator's otherwise).
+    """
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < N
+    base = rows * stride_n                      # int64: rows * vocab may pass 2**31
+    t = tl.load(t_ptr + rows * t_stride, mask=row_mask, other=ignore_index)
+    valid = row_mask & (t != ignore_index)
+    # 1. the target logit, read directly (targets were range-checked by ops.py)
+    picked = tl.load(x_ptr + base + tl.where(valid, t, 0) * stride_c, mask=valid,
+                     other=0).to(ACC)
+    # 2. online log-sum-exp over vocabulary blocks, and the plain row sum for smoothing
+    cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
+    m = tl.full((BLOCK_M,), float("-inf"), ACC)
+    s = tl.zeros((BLOCK_M,), ACC)
+    row_sum = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, C, BLOCK_N):
+        cols = k0 + cols0
+        mask = row_mask[:, None] & (cols < C)[None, :]
+        x = tl.load(x_ptr + base[:, None] + cols[None, :] * stride_c, mask=mask,
+                    other=float("-inf")).to(ACC)
+        m, s = _online_lse_step(m, s, x)
+        if SMOOTH:
+            row_sum += tl.where(mask, x, 0.0)
+    lse = _finite_or_zero(m) + tl.log(s)
+    # 3. the loss (PyTorch's label smoothing: (1-eps) on the target, eps spread uniformly)
+    loss = lse - one_minus_eps * picked
+    if SMOOTH:
+        loss = loss - eps_over_c * tl.sum(row_sum, axis=1)
+    loss = tl.where(valid, loss, 0.0)
+    tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(lse_ptr + rows, lse.to(lse_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, t_stride, ignore_index,
+                     MODE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """One program, rows in a fixed order. MODE "sum": out = sum(loss); "mean": that over the
+    count of rows not ignored; "count": out = that count alone (for the backward of "mean")."""
+    idx0 = tl.arange(0, BLOCK).to(tl.int64)
+    total = tl.zeros((BLOCK,), ACC)
+    count = tl.zeros((BLOCK,), tl.int64)
+    for k0 in range(0, N, BLOCK):
+        idx = k0 + idx0
+        mask = idx < N
+        if MODE != "count":
+            total += tl.load(loss_ptr + idx, mask=mask, other=0).to(ACC)
+        if MODE != "sum":
+            t = tl.load(t_ptr + idx * t_stride, mask=mask, other=ignore_index)
+            count += (t != ignore_index).to(tl.int64)
+    if MODE == "sum":
+        r = tl.sum(total, axis=0)
+    elif MODE == "mean":
+        r = tl.sum(total, axis=0) / tl.sum(count, axis=0).to(ACC)
+    else:
+        r = tl.sum(count, axis=0).to(ACC)
+    tl.store(out_ptr, r.to(out_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_n, stride_c,
+                   t_stride, g_stride, dx_stride_n, dx_stride_c, ignore_index, one_minus_eps,
+                   eps_over_c, SMOOTH: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dx[i, c] = (exp(x[i, c] - lse_i) - eps/C - (1-eps) [c == t_i]) * scale_i.
+
+    scale_i is the upstream gradient of row i (over the count of rows not
+    ignored, for "mean"), 0 on ignored rows. ``dx`` may be ``x`` itself: each
+    element is read before the same program overwrites it.
+    """
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < N
+    t = tl.load(t_ptr + rows * t_stride, mask=row_mask, other=ignore_index)
+    valid = row_mask & (t != ignore_index)
+    lse = tl.load(lse_ptr + rows, mask=row_mask, other=0).to(ACC)
+    g = tl.load(g_ptr + rows * g_stride, mask=row_mask, other=0).to(ACC)
+    if MEAN:
+        g = g / tl.load(count_ptr).to(ACC)
+    scale = tl.where(valid, g, 0.0)
+    x_base = rows * stride_n
+    d_base = rows * dx_stride_n
+    cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
+    for k0 in range(0, C, BLOCK_N):
+        cols = k0 + cols0
+        mask = row_mask[:, None] & (cols < C)[None, :]
+        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_c, mask=mask,
+                    other=0).to(ACC)
+        d = tl.exp(x - lse[:, None])
+        if SMOOTH:
+            d = d - eps_over_c
+        d = tl.where(cols[None, :] == t[:, None], d - one_minus_eps, d)
+        d = d * scale[:, None]
+        tl.store(dx_ptr + d_base[:, None] + cols[None, :] * dx_stride_c,
+                 d.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _first_bad_target_kernel(t_ptr, out_ptr, N, t_stride, num_classes, ignore_index,
+                             BLOCK: tl.constexpr):
+    """out = [index of the first target outside [0, C) that is not ignore_index (N if none), its value]."""
+    idx0 = tl.arange(0, BLOCK).to(tl.int64)
+    first = tl.full((BLOCK,), N, tl.int64)
+    for k0 in range(0, N, BLOCK):
+        idx = k0 + idx0
+        mask = idx < N
+        t = tl.load(t_ptr + idx * t_stride, mask=mask, other=ignore_index)
+        bad = mask & (t != ignore_index) & ((t < 0) | (t >= num_classes))
+        first = tl.minimum(first, tl.where(bad, idx, N))
+    where = tl.min(first, axis=0)
+    value = tl.load(t_ptr + tl.minimum(where, N - 1) * t_stride)
+    tl.store(out_ptr, where)
+    tl.store(out_ptr + 1, value.to(tl.int64))
+
+
+def _ce_launch_args(logits, target, label_smoothing):
+    n, c = buffers.shape(logits)
+    sn, sc = buffers.strides(logits)
+    smooth = bool(label_smoothing)
+    return n, c, sn, sc, buffers.strides(target)[0], smooth, 1.0 - label_smoothing, \
+        label_smoothing / c
+
+
+def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
+    """Loss of softmax cross-entropy over rows of ``logits`` (N, C) with int64 ``target`` (N,).
+
+    Returns ``(loss, lse)``: ``loss`` per row (reduction "none", 0 at ignored
+    rows) or a 0-d sum/mean over the rows that are not ignored, in the logits'
+    dtype; ``lse`` is each row's log-sum-exp in the accumulation dtype, saved
+    for the backward.
+    """
+    dt = buffers.dtype_of(logits)
+    acc_dt = D.float64 if dt is D.float64 else D.float32
+    n, c, sn, sc, ts, smooth, one_minus_eps, eps_over_c = _ce_launch_args(
+        logits, target, label_smoothing)
+    lse = buffers.empty((n,), acc_dt)
+    rows = buffers.empty((n,), dt if reduction == "none" else acc_dt)
+    bm, bn, warps = _launch.rows(n, c)
+    _ce_fwd_kernel[(_launch.cdiv(n, bm),)](
+        logits, target, rows, lse, n, c, sn, sc, ts, ignore_index, one_minus_eps, eps_over_c,
+        SMOOTH=smooth, ACC=_acc(dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+    if reduction == "none":
+        return rows, lse
+    out = buffers.empty((), dt)
+    block, _ = _launch.rows(1, n)[1:]
+    _ce_total_kernel[(1,)](rows, target, out, n, ts, ignore_index, MODE=reduction,
+                           ACC=_acc(dt), BLOCK=block, num_warps=4)
+    return out, lse
+
+
+def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, label_smoothing,
+                              reduction, inplace):
+    """d loss / d logits = (softmax - (1 - eps) * onehot - eps / C) * scale per row.
+
+    ``scale`` is the upstream gradient (divided by the count of rows not
+    ignored for "mean"); ignored rows get 0. With ``inplace`` the result is
+    written into ``logits`` itself and returned.
+    """
+    dt = buffers.dtype_of(logits)
+    n, c, sn, sc, ts, smooth, one_minus_eps, eps_over_c = _ce_launch_args(
+        logits, target, label_smoothing)
+    acc = _acc(dt)
+    count = lse                                 # any pointer: unused unless "mean"
+    if reduction == "mean":
+        count = buffers.empty((1,), D.float64 if dt is D.float64 else D.float32)
+        block = _launch.rows(1, n)[1]
+        _ce_total_kernel[(1,)](lse, target, count, n, ts, ignore_index, MODE="count",
+                               ACC=acc, BLOCK=block, num_warps=4)
+    g_stride = buffers.strides(grad_loss)[0] if reduction == "none" else 0
+    dx = logits if inplace else buffers.empty((n, c), dt)
+    dsn, dsc = buffers.strides(dx)
+    bm, bn, warps = _launch.rows(n, c)
+    _ce_bwd_kernel[(_launch.cdiv(n, bm),)](
+        logits, target, lse, grad_loss, count, dx, n, c, sn, sc, ts, g_stride, dsn, dsc,
+        ignore_index, one_minus_eps, eps_over_c, SMOOTH=smooth, MEAN=reduction == "mean",
+        ACC=acc, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+    return dx
+
+
+def first_bad_target(target, num_classes, ignore_index):
+    """The first target neither in [0, num_classes) nor ``ignore_index`` (a Python int), or None."""
+    n = numel(buffers.shape(target))
+    if n == 0:
+        return None
+    if len(buffers.shape(target)) != 1:
+        target = buffers.view_shape(contiguous(target), (n,))
+    out = buffers.empty((2,), D.int64)
+    block = _launch.rows(1, n)[1]
+    _first_bad_target_kernel[(1,)](target, out, n, buffers.strides(target)[0], num_classes,
+                                   ignore_index, BLOCK=block, num_warps=4)
+    where, value = (int(v) for v in buffers.download(out))
+    return None if where >= n else value
+
+
+# ----------------------------------------------------------------------------------------------
+# binary cross-entropy on logits
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _log1p_small(e):
+    """log(1 + e) for e in [0, 1], keeping the relative precision of tiny e (no log1p in tl)."""
+    return tl.where(e < 1e-4, e * (1.0 - 0.5 * e), tl.log(1.0 + e))
+
+
+@triton.jit
+def _bce_fwd_kernel(x_ptr, y_ptr, out_ptr, n, size1, size2, size3,
+                    xs0, xs1, xs2, xs3, ys0, ys1, ys2, ys3, os0, os1, os2, os3,
+                    NDIM: tl.constexpr, BLOCK: tl.constexpr):
+    """loss = max(x, 0) - x * y + log(1 + exp(-|x|)), stable for any x."""
+    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = lin < n
+    x = _up(tl.load(x_ptr + _strided_offset(lin, size1, size2, size3, xs0, xs1, xs2, xs3, NDIM),
+                    mask=mask, other=0))
+    y = _up(tl.load(y_ptr + _strided_offset(lin, size1, size2, size3, ys0, ys1, ys2, ys3, NDIM),
+                    mask=mask, other=0))
+    loss = tl.maximum(x, 0.0) - x * y + _log1p_small(tl.exp(-tl.abs(x)))
+    tl.store(out_ptr + _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM),
+             loss.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bce_bwd_kernel(x_ptr, y_ptr, g_ptr, dx_ptr, dy_ptr, count, n, size1, size2, size3,
+                    xs0, xs1, xs2, xs3, ys0, ys1, ys2, ys3, gs0, gs1, gs2, gs3,
+                    dxs0, dxs1, dxs2, dxs3, dys0, dys1, dys2, dys3,
+                    MEAN: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+    """dx = (sigmoid(x) - y) * g and dy = -x * g, with g the upstream gradient (/ count for MEAN)."""
+    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = lin < n
+    x = _up(tl.load(x_ptr + _strided_offset(lin, size1, size2, size3, xs0, xs1, xs2, xs3, NDIM),
+                    mask=mask, other=0))
+    y = _up(tl.load(y_ptr + _strided_offset(lin, size1, size2, size3, ys0, ys1, ys2, ys3, NDIM),
+                    mask=mask, other=0))
+    g = _up(tl.load(g_ptr + _strided_offset(lin, size1, size2, size3, gs0, gs1, gs2, gs3, NDIM),
+                    mask=mask, other=0))
+    if MEAN:
+        g = g / count
+    e = tl.exp(-tl.abs(x))
+    sig = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    tl.store(dx_ptr + _strided_offset(lin, size1, size2, size3, dxs0, dxs1, dxs2, dxs3, NDIM),
+             ((sig - y) * g).to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dy_ptr + _strided_offset(lin, size1, size2, size3, dys0, dys1, dys2, dys3, NDIM),
+             (-x * g).to(dy_ptr.dtype.element_ty), mask=mask)
+
+
+def bce_with_logits_fwd(x, y, reduction):
+    """Binary cross-entropy on logits, stable for any x: max(x,0) - x*y + log1p(exp(-|x|))."""
+    dt = buffers.dtype_of(x)
+    shape = buffers.shape(x)
+    acc_dt = D.float64 if dt is D.float64 else D.float32
+    loss = buffers.empty(shape, dt if reduction == "none" else acc_dt)
+    launch_strided(_bce_fwd_kernel, [x, y, loss])
+    if reduction == "none":
+        return loss
+    return cast(reduce(loss, (), False, reduction), dt)
+
+
+def bce_with_logits_bwd(grad_loss, x, y, reduction):
+    """d/dx = (sigmoid(x) - y) * upstream (/ numel for "mean"); also d/dy = -x * upstream."""
+    shape = buffers.shape(x)
+    dx = buffers.empty(shape, buffers.dtype_of(x))
+    dy = buffers.empty(shape, buffers.dtype_of(y))
+    launch_strided(_bce_bwd_kernel, [x, y, buffers.expand(grad_loss, shape), dx, dy],
+                   (max(numel(shape), 1),), MEAN=reduction == "mean")
+    return dx, dy
+
+
+# ----------------------------------------------------------------------------------------------
+# ahead-of-time compile list (format: kernels/__init__.py)
+# ----------------------------------------------------------------------------------------------
+
+def _kernels():
+    out = []
+    ce = lambda **kw: kw  # noqa: E731
+    for dt, acc in (("fp32", tl.float32), ("bf16", tl.float32), ("fp16", tl.float32),
+                    ("fp64", tl.float64)):
+        for log in (False, True):
+            c = ce(LOG=log, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
+            out.append({"name": f"{'log_' if log else ''}softmax_fwd_{dt}",
+                        "fn": _softmax_fwd_kernel, "constexprs": c,
+                        "signature": {"x_ptr": f"*{dt}", "out_ptr": f"*{dt}", "R": "i64",
+                                      "K": "i64", "inner": "i64",
+                                      **{k: "i64" for k in ("xso", "xsk", "xsi", "oso", "osk",
+                                                             "osi")},
+                                      **{k: "constexpr" for k in c}}})
+            c = ce(LOG=log, ACC=acc, BLOCK_M=8, BLOCK_N=512)
+            out.append({"name": f"{'log_' if log else ''}softmax_bwd_{dt}",
+                        "fn": _softmax_bwd_kernel, "constexprs": c,
+                        "signature": {"g_ptr": f"*{dt}", "y_ptr": f"*{dt}", "out_ptr": f"*{dt}",
+                                      "R": "i64", "K": "i64", "inner": "i64",
+                                      **{k: "i64" for k in ("gso", "gsk", "gsi", "yso", "ysk",
+                                                             "ysi", "oso", "osk", "osi")},
+                                      **{k: "constexpr" for k in c}}})
+        acc_s = "fp64" if dt == "fp64" else "fp32"
+        for smooth in (False, True):
+            c = ce(SMOOTH=smooth, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
+            out.append({"name": f"ce_fwd_{dt}_smooth{int(smooth)}", "fn": _ce_fwd_kernel,
+                        "constexprs": c,
+                        "signature": {"x_ptr": f"*{dt}", "t_ptr": "*i64", "loss_ptr": f"*{acc_s}",
+                                      "lse_ptr": f"*{acc_s}", "N": "i64", "C": "i64",
+                                      "stride_n": "i64", "stride_c": "i64", "t_stride": "i64",
+                                      "ignore_index": "i64", "one_minus_eps": "fp32",
+                                      "eps_over_c": "fp32", **{k: "constexpr" for k in c}}})
+            c = ce(SMOOTH=smooth, MEAN=not smooth, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
+            out.append({"name": f"ce_bwd_{dt}_smooth{int(smooth)}", "fn": _ce_bwd_kernel,
+                        "constexprs": c,
+                        "signature": {"x_ptr": f"*{dt}", "t_ptr": "*i64", "lse_ptr": f"*{acc_s}",
+                                      "g_ptr": f"*{dt}", "count_ptr": f"*{acc_s}",
+                                      "dx_ptr": f"*{dt}", "N": "i64", "C": "i64",
+                                      "stride_n": "i64", "stride_c": "i64", "t_stride": "i64",
+                                      "g_stride": "i64", "dx_stride_n": "i64",
+                                      "dx_stride_c": "i64", "ignore_index": "i64",
+                                      "one_minus_eps": "fp32", "eps_over_c": "fp32",
+                                      **{k: "constexpr" for k in c}}})
+    for mode in ("sum", "mean", "count"):
+        c = ce(MODE=mode, ACC=tl.float32, BLOCK=1024)
+        out.append({"name": f"ce_total_{mode}", "fn": _ce_total_kernel, "constexprs": c,
+                    "signature": {"loss_ptr": "*fp32", "t_ptr": "*i64", "out_ptr": "*bf16",
+                                  "N": "i64", "t_stride": "i64", "ignore_index": "i64",
+                                  **{k: "constexpr" for k in c}}})
+    c = ce(BLOCK=1024)
+    out.append({"name": "first_bad_target", "fn": _first_bad_target_kernel, "constexprs": c,
+                "signature": {"t_ptr": "*i64", "out_ptr": "*i64", "N": "i64", "t_stride": "i64",
+                              "num_classes": "i64", "ignore_index": "i64",
+                              **{k: "constexpr" for k in c}}})
+    strided = {"n": "i64", "size1": "i64", "size2": "i64", "size3": "i64"}
+    c = ce(NDIM=3, BLOCK=1024)
+    out.append({"name": "bce_fwd_bf16", "fn": _bce_fwd_kernel, "constexprs": c,
+                "signature": {"x_ptr": "*bf16", "y_ptr": "*bf16", "out_ptr": "*fp32", **strided,
+                              **{f"{p}s{k}": "i64" for p in ("x", "y", "o") for k in range(4)},
+                              **{k: "constexpr" for k in c}}})
+    c = ce(MEAN=True, NDIM=1, BLOCK=1024)
+    out.append({"name": "bce_bwd_fp32", "fn": _bce_bwd_kernel, "constexprs": c,
+                "signature": {"x_ptr": "*fp32", "y_ptr": "*fp32", "g_ptr": "*fp32",
+                              "dx_ptr": "*fp32", "dy_ptr": "*fp32", "count": "i64", **strided,
+                              **{f"{p}s{k}": "i64" for p in ("x", "y", "g", "dx", "dy")
+                                 for k in range(4)},
+                              **{k: "constexpr" for k in c}}})
+    return out
+
+
+KERNELS = _kernels()
