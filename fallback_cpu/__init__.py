@@ -23,8 +23,8 @@ from .memory import (arange, cast, cat, contiguous, copy_, empty, exclusively_ow
 from .optim import adamw_step, sgd_step
 from .random import rand, randn
 from .reduction import argmax, max_bwd, reduce
-from .softmax import (bce_with_logits_bwd, bce_with_logits_fwd, log_softmax_bwd,
-                      log_softmax_fwd, softmax_bwd, softmax_cross_entropy_bwd,
+from .softmax import (bce_with_logits_bwd, bce_with_logits_fwd, first_bad_target,
+                      log_softmax_bwd, log_softmax_fwd, softmax_bwd, softmax_cross_entropy_bwd,
                       softmax_cross_entropy_fwd, softmax_fwd)
 
 NAME = "numpy"
@@ -35,7 +35,7 @@ OPS = (
     "unary", "binary", "where", "accumulate_", "sum_to_shape", "relu_fwd", "relu_bwd",
     "reduce", "argmax", "max_bwd", "matmul", "linear_fwd", "linear_bwd",
     "softmax_fwd", "softmax_bwd", "log_softmax_fwd", "log_softmax_bwd",
-    "softmax_cross_entropy_fwd", "softmax_cross_entropy_bwd",
+    "softmax_cross_entropy_fwd", "softmax_cross_entropy_bwd", "first_bad_target",
     "bce_with_logits_fwd", "bce_with_logits_bwd", "sgd_step", "adamw_step",
 )
 

@@ -800,17 +800,10 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
 
 
 def _check_targets(op, B, tb, c, ignore_index):
-    if B.NAME == "numpy":
-        bad = (tb != ignore_index) & ((tb < 0) | (tb >= c))
-        if bad.any():
-            v = int(tb[bad][0])
-            raise IndexOutOfRange(f"{op}: target {v} is out of range for {c} classes "
-                                  f"(and is not ignore_index={ignore_index})")
-    else:
-        v = B.first_bad_target(tb, c, ignore_index)
-        if v is not None:
-            raise IndexOutOfRange(f"{op}: target {v} is out of range for {c} classes "
-                                  f"(and is not ignore_index={ignore_index})")
+    v = B.first_bad_target(tb, c, ignore_index)
+    if v is not None:
+        raise IndexOutOfRange(f"{op}: target {v} is out of range for {c} classes "
+                              f"(and is not ignore_index={ignore_index})")
 
 
 def binary_cross_entropy_with_logits(x, y, reduction="mean"):
