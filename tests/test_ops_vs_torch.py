@@ -128,6 +128,7 @@ def test_binary_broadcast(name, f, sa, sb, dtype, rng):
 def test_binary_same_tensor_twice(dtype, rng):
     a = rnd(rng, (3, 4), "nonzero")
     _check(lambda x: x * x + x / x - x, lambda x: x * x + x / x - x, [a], dtype, "x*x+x/x-x")
+    _check(lambda x: x.T @ x, lambda x: x.T @ x, [a], dtype, "x.T @ x")
 
 
 def test_maximum_ties_split_gradient():
