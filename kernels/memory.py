@@ -34,6 +34,15 @@ from .elementwise import _f64_from_bits, _strided_offset, _up, float_bits, launc
 
 
 @triton.jit
+def _to_dtype(v, ty: tl.constexpr):
+    """``v`` converted to ``ty``; to bfloat16 through float32, because Triton's interpreter turns a
+    float64 or integer converted straight to bfloat16 into garbage bits."""
+    if tl.constexpr(ty == tl.bfloat16):
+        v = v.to(tl.float32)
+    return v.to(ty)
+
+
+@triton.jit
 def _fill_kernel(out_ptr, value, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
     """out[:n] = value (contiguous); FLOAT: ``value`` holds a float64's bits, else an integer."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -44,7 +53,8 @@ def _fill_kernel(out_ptr, value, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
         v = value + tl.zeros((1,), tl.int64)
     if tl.constexpr(out_ptr.dtype.element_ty == tl.int1):
         v = v != 0
-    tl.store(out_ptr + lin, tl.broadcast_to(v.to(out_ptr.dtype.element_ty), (BLOCK,)), mask=mask)
+    tl.store(out_ptr + lin, tl.broadcast_to(_to_dtype(v, out_ptr.dtype.element_ty), (BLOCK,)),
+             mask=mask)
 
 
 @triton.jit
@@ -56,7 +66,7 @@ def _arange_kernel(out_ptr, start, step, n, FLOAT: tl.constexpr, BLOCK: tl.const
         v = _f64_from_bits(start) + lin.to(tl.float64) * _f64_from_bits(step)
     else:
         v = start + lin * step
-    tl.store(out_ptr + lin, v.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + lin, _to_dtype(v, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -71,7 +81,7 @@ def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
     if tl.constexpr(dst_ptr.dtype.element_ty == tl.int1):
         v = v != 0
     tl.store(dst_ptr + _strided_offset(lin, size1, size2, size3, ds0, ds1, ds2, ds3, NDIM),
-             v.to(dst_ptr.dtype.element_ty), mask=mask)
+             _to_dtype(v, dst_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
