@@ -54,7 +54,7 @@ class DataLoader:
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         # the base seed is fixed now, so each epoch's order follows from tn.manual_seed or seed
-        self.seed = int(seed) if seed is not None else _random.take(4)[0] ^ _random.take(4)[1]
+        self.seed = int(seed) if seed is not None else _random.draw_seed()
         self.epoch = 0
 
     def __len__(self):

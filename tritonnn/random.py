@@ -32,8 +32,11 @@ def take(n: int):
     return seed, offset
 
 
-def numpy_generator():
-    """A numpy Generator seeded from the stream (for shuffling orders)."""
+def draw_seed() -> int:
+    """A 64-bit seed drawn from the stream (one Philox block), e.g. for a DataLoader's orders."""
     import numpy as np
+
+    from .fallback_cpu.random import _philox
     seed, offset = take(4)
-    return np.random.Generator(np.random.Philox(key=seed, counter=offset))
+    c0, c1, _, _ = _philox(seed, np.array([offset], dtype=np.uint64))
+    return (int(c1[0]) << 32) | int(c0[0])
