@@ -400,3 +400,56 @@ def test_mixing_devices_is_a_device_error(no_math, build, pattern):
         bad_call()
     assert re.search(pattern, str(info.value), re.S), str(info.value)
     assert calls == ([], [])
+
+
+def _torch_freed_backward(torch):
+    w = torch.ones(3, requires_grad=True)
+    loss = (w * w).sum()
+    loss.backward()
+    loss.backward()
+
+
+# the same wrong calls in PyTorch: each row of the table above mirrors a call PyTorch refuses
+TORCH_REFUSES = {
+    "matmul_inner": lambda torch: torch.ones(2, 3) @ torch.ones(4, 5),
+    "matmul_vec_inner": lambda torch: torch.ones(3) @ torch.ones(4),
+    "matmul_batch": lambda torch: torch.ones(2, 2, 3) @ torch.ones(3, 3, 4),
+    "linear_inner": lambda torch: torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 5)),
+    "add_broadcast": lambda torch: torch.ones(2, 3) + torch.ones(4),
+    "eq_broadcast": lambda torch: torch.ones(2, 3) == torch.ones(2),
+    "add_string": lambda torch: torch.ones(2) + "a",
+    "reshape_size": lambda torch: torch.ones(2, 3).reshape(4, 2),
+    "reshape_two_minus_one": lambda torch: torch.ones(2, 3).reshape(-1, -1),
+    "reshape_float_size": lambda torch: torch.ones(2, 3).reshape(2.5, 2),
+    "transpose_dim": lambda torch: torch.ones(2, 3).transpose(0, 2),
+    "sum_dim": lambda torch: torch.ones(2, 3).sum(2),
+    "softmax_dim": lambda torch: torch.softmax(torch.ones(2, 3), 2),
+    "unsqueeze_dim": lambda torch: torch.ones(2, 3).unsqueeze(4),
+    "index_row": lambda torch: torch.ones(2, 3)[2],
+    "index_tensor": lambda torch: torch.ones(2, 3)[torch.tensor([0, 5])],
+    "index_mask_shape": lambda torch: torch.ones(3, 2)[torch.ones(2, dtype=torch.bool)],
+    "ce_float_target": lambda torch: torch.nn.functional.cross_entropy(
+        torch.ones(2, 3), torch.ones(2)),
+    "ce_target_too_big": lambda torch: torch.nn.functional.cross_entropy(
+        torch.ones(2, 3), torch.tensor([0, 3])),
+    "ce_batch_mismatch": lambda torch: torch.nn.functional.cross_entropy(
+        torch.ones(2, 3), torch.tensor([0, 1, 2])),
+    "requires_grad_int": lambda torch: torch.tensor([1, 2], requires_grad=True),
+    "backward_non_scalar": lambda torch: (torch.ones(2, requires_grad=True) * 2).backward(),
+    "backward_twice": _torch_freed_backward,
+    "backward_no_grad": lambda torch: torch.ones(2).sum().backward(),
+    "sgd_negative_lr": lambda torch: torch.optim.SGD([torch.ones(2, requires_grad=True)], lr=-0.1),
+    "adamw_beta1_one": lambda torch: torch.optim.AdamW([torch.ones(2, requires_grad=True)],
+                                                       betas=(1.0, 0.9)),
+    "adamw_no_params": lambda torch: torch.optim.AdamW([]),
+    "tensor_ragged": lambda torch: torch.tensor([[1.0, 2.0], [3.0]]),
+    "unknown_device": lambda torch: torch.zeros(2, device="tpu"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_REFUSES))
+def test_pytorch_refuses_the_same_call(case):
+    torch = pytest.importorskip("torch")
+    assert case in {c[0] for c in CASES}
+    with pytest.raises(Exception):
+        TORCH_REFUSES[case](torch)

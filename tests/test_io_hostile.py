@@ -103,8 +103,8 @@ def _hostile_files(p):
        {"a": {"dtype": "F32", "shape": [6]}}, DATA)
     mk("entry_extra_field", r"'a' must have exactly",
        {"a": dict(entry("F32", [6], 0, 24), extra=1)}, DATA)
-    mk("unknown_dtype", r"'a' has unsupported dtype 'F8_E4M3'", {"a": entry("F8_E4M3", [24], 0, 24)},
-       DATA)
+    mk("unknown_dtype", r"'a' has unsupported dtype 'F8_E4M3'",
+       {"a": entry("F8_E4M3", [24], 0, 24)}, DATA)
     mk("dtype_not_string", r"unsupported dtype \[1\]", {"a": entry([1], [6], 0, 24)}, DATA)
     mk("negative_dim", r"invalid shape \[-2, -3\]", {"a": entry("F32", [-2, -3], 0, 24)}, DATA)
     mk("float_dim", r"invalid shape", {"a": entry("F32", [2.0, 3], 0, 24)}, DATA)
