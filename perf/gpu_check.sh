@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# GPU check for a lent GPU machine (no network, nothing to install): install tritonnn in
+# place, run the test suite on the real GPU, run the seed walkthrough on "cuda", then the
+# full GPU sweep, every result under $OUT. Each stage has its own time limit, a failing
+# stage is recorded and the next one runs anyway; the whole script stays under 8 minutes.
+#
+#   bash perf/gpu_check.sh            # from the repository root; OUT defaults to ./gpu_out
+#
+# $OUT/stages.txt      one line per stage: name, exit status (124 = timed out), seconds
+# $OUT/<stage>.log     each stage's output
+# $OUT/env.txt         nvidia-smi, versions, tritonnn info
+# $OUT/sweep/          <family>-gpu.csv/.png per family, sweep-gpu.csv/.txt/.md combined
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_out}"
+mkdir -p "$OUT/sweep"
+unset TRITONNN_INTERPRET TRITON_INTERPRET      # the real GPU, not the interpreter
+export PYTHONUNBUFFERED=1
+DEADLINE=${GPU_CHECK_SECONDS:-470}               # whole-script budget (s), under 8 minutes
+: > "$OUT/stages.txt"
+FAILED=()
+
+# stage NAME BUDGET_S CMD...: run CMD with min(BUDGET_S, time left) as its limit
+stage() {
+    local name=$1 budget=$2; shift 2
+    local left=$((DEADLINE - SECONDS - 5))
+    if [ "$left" -lt 10 ]; then
+        echo "== $name: skipped, out of time" | tee -a "$OUT/stages.txt"
+        FAILED+=("$name(skipped)")
+        return
+    fi
+    [ "$budget" -gt "$left" ] && budget=$left
+    echo "== $name (limit ${budget}s): $*"
+    local t0=$SECONDS rc
+    timeout -k 5 "$budget" "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+    tail -n 25 "$OUT/$name.log"
+    printf '%-24s rc=%-4s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$*" >> "$OUT/stages.txt"
+    if [ "$rc" -ne 0 ]; then
+        FAILED+=("$name(rc=$rc)")
+        echo "== $name FAILED (rc=$rc$([ "$rc" -eq 124 ] && echo ', timed out'))"
+    fi
+}
+
+# -- what machine is this ------------------------------------------------------------------
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "git: $(git rev-parse HEAD 2>/dev/null) $(git status --porcelain 2>/dev/null | wc -l) changed files"
+    nvidia-smi 2>&1
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv 2>&1
+    python3 --version 2>&1
+    python3 - <<'PY' 2>&1
+import importlib.metadata as m
+for p in ("numpy", "torch", "triton", "matplotlib", "pytest", "ml-dtypes", "safetensors", "tqdm"):
+    try:
+        print(f"{p:<12} {m.version(p)}")
+    except m.PackageNotFoundError:
+        print(f"{p:<12} not installed")
+try:
+    import torch
+    print("torch cuda", torch.version.cuda, "device", torch.cuda.get_device_name(),
+          "capability", torch.cuda.get_device_capability())
+except Exception as e:  # noqa: BLE001
+    print("torch cuda: unavailable:", e)
+PY
+    nproc; grep -m1 'model name' /proc/cpuinfo
+} > "$OUT/env.txt" 2>&1
+head -n 40 "$OUT/env.txt"
+
+# -- install, tests, walkthrough -------------------------------------------------------------
+stage install 45 python3 -m pip install -e . --no-deps --no-build-isolation
+python3 -m tritonnn.cli info > "$OUT/tritonnn_info.txt" 2>&1; cat "$OUT/tritonnn_info.txt"
+stage pytest 140 python3 -m pytest -x -q
+stage walkthrough 45 python3 examples/seed_walkthrough.py --device cuda
+
+# -- the sweep: one process per family (a crashed kernel can poison its CUDA context) -------
+for fam_budget in matmul:50 linear:40 cross_entropy:30 relu:25 train_step:20 tiny_op:15 import:25; do
+    fam=${fam_budget%%:*}
+    stage "sweep_$fam" "${fam_budget##*:}" python3 perf/sweep.py --device cuda --kernels "$fam" --out "$OUT/sweep"
+done
+python3 perf/sweep.py --summarize "$OUT/sweep" > "$OUT/sweep_table.txt" 2>&1
+stage profile_train_step 25 python3 perf/bench_train_step.py --profile --device cuda
+
+# -- summary -----------------------------------------------------------------------------------
+echo
+echo "== sweep table ($OUT/sweep/sweep-gpu.txt)"
+cat "$OUT/sweep_table.txt"
+echo
+echo "== stages ($SECONDS s in all)"
+cat "$OUT/stages.txt"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    echo "gpu_check: FAILED stages: ${FAILED[*]}" | tee -a "$OUT/stages.txt"
+    exit 1
+fi
+echo "gpu_check: all stages passed" | tee -a "$OUT/stages.txt"

@@ -1,0 +1,129 @@
+"""Smoke test of the perf/ sweeps: every family in quick mode writes sane rows, a CSV and a PNG.
+
+Runs on "cpu", and on "cuda" (through Triton's interpreter without a GPU: tiny sizes, the
+results checked, no timing judged). Timings are never asserted here: speed goals live in
+the sweeps' tables.
+"""
+import math
+import os
+import sys
+
+import pytest
+
+import tritonnn as tn
+
+PERF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "perf")
+sys.path.insert(0, PERF)
+
+import common as C  # noqa: E402
+import sweep  # noqa: E402
+
+pytest.importorskip("torch")     # the baselines
+
+STATUSES = {"info", "not judged (quick)", "not judged (interpreter)", "FAIL (wrong result)"}
+
+
+def _cuda_usable():
+    try:
+        tn.zeros(1, device="cuda")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("perf")
+
+
+def _check_rows(rows, family, device):
+    assert rows, f"{family}: no rows"
+    kind = rows[0].device_kind
+    assert kind == ("cpu" if device == "cpu" else ("interpreter" if C.interpreting() else "gpu"))
+    assert any(r.impl == "tritonnn" for r in rows)
+    for r in rows:
+        where = f"{family} {r.case} {r.shape} {r.impl}"
+        assert r.family == family and r.impl and r.case, where
+        assert r.device and r.date and r.python and r.numpy and r.tritonnn, where
+        assert r.status in STATUSES, f"{where}: status {r.status!r} ({r.note})"
+        if r.median_us is not None:
+            assert all(math.isfinite(v) and v > 0 for v in (r.median_us, r.p20_us, r.p80_us)), where
+            assert r.p20_us <= r.median_us <= r.p80_us, where
+        if r.throughput is not None:
+            assert math.isfinite(r.throughput) and r.throughput >= 0, where
+            assert r.throughput_unit and r.throughput_formula, where
+        if r.ratio is not None:
+            assert math.isfinite(r.ratio) and r.ratio >= 0 and r.ratio_def, where
+        if r.baseline:
+            assert any(b.impl == r.baseline and b.case == r.case and b.shape == r.shape
+                       for b in rows), f"{where}: baseline {r.baseline} missing"
+        if r.target:
+            assert r.impl == "tritonnn", where
+
+
+def _check_files(rows, out, family):
+    base = os.path.join(out, f"{family}-{rows[0].device_kind}")
+    back = C.read_csv(base + ".csv")
+    assert [(r.case, r.impl) for r in back] == [(r.case, r.impl) for r in rows]
+    assert back[0].median_us == pytest.approx(rows[0].median_us, rel=1e-5, abs=1e-9) \
+        if rows[0].median_us is not None else True
+    pytest.importorskip("matplotlib")
+    with open(base + ".png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("family", sweep.FAMILIES)
+def test_quick_sweep(family, device, outdir):
+    if device == "cuda":
+        if family == "import":
+            pytest.skip("import time does not depend on the device")
+        if not _cuda_usable():
+            pytest.skip("no GPU and no working Triton interpreter path")
+    mod = __import__(f"bench_{family}")
+    out = str(outdir / device)
+    rows = mod.run(device=device, quick=True, out=out)
+    _check_rows(rows, family, device)
+    _check_files(rows, out, family)
+    wrong = [f"{r.case} {r.shape} {r.dtype}: {r.note}" for r in rows if "wrong" in r.status]
+    if wrong:
+        # the sweep did its job (it caught it); the kernels' own tests own the fix
+        pytest.xfail(f"tritonnn gave a wrong result on {device}: " + " | ".join(wrong))
+
+
+def test_sweep_main_and_summary(tmp_path, capsys):
+    assert sweep.main(device="cpu", kernels=["relu", "bench_tiny_op"], quick=True,
+                      out=str(tmp_path)) == 0
+    for name in ("relu-cpu.csv", "tiny_op-cpu.csv", "sweep-cpu.csv", "sweep-cpu.txt",
+                 "sweep-cpu.md"):
+        assert (tmp_path / name).exists(), name
+    text = capsys.readouterr().out
+    assert "relu" in text and "tiny_op" in text and "families ran" in text
+    assert sweep.summarize(str(tmp_path)) == 0
+    with pytest.raises(ValueError, match="unknown kernel family"):
+        sweep.main(device="cpu", kernels=["nope"], quick=True, out=str(tmp_path))
+
+
+def test_judging():
+    """PASS/FAIL only outside quick mode and the interpreter; wrong results always fail."""
+    sw = C.Sweep.__new__(C.Sweep)
+    sw.interpreter, sw.quick = False, False
+    ge, le, secs = C.Target(">=", 1.1), C.Target("<=", 1.1), C.Target("<", 0.2, on="seconds")
+    assert sw._status(ge, 1.2, False) == "PASS" and sw._status(ge, 1.0, False) == "FAIL"
+    assert sw._status(le, 1.0, False) == "PASS" and sw._status(le, 1.2, False) == "FAIL"
+    assert sw._status(secs, 0.1, False) == "PASS" and sw._status(None, 5.0, False) == "info"
+    assert sw._status(ge, 2.0, True) == "FAIL (wrong result)"
+    sw.quick = True
+    assert sw._status(ge, 0.1, False) == "not judged (quick)"
+    sw.quick, sw.interpreter = False, True
+    assert sw._status(ge, 0.1, False) == "not judged (interpreter)"
+    assert ge.text() == ">= 1.1x" and secs.text() == "< 0.2 s"
+    assert C.Target(">=", 1.5, stretch=2.0).text() == ">= 1.5x (stretch 2x)"
+    assert C.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert C.slug("AMD EPYC (2 cores)") == "amd-epyc"
+
+
+def test_timer_orders_quantiles():
+    t = C.time_host({"a": lambda: sum(range(100)), "b": lambda: None}, quick=True)
+    for v in t.values():
+        assert 0 < v.p20_us <= v.median_us <= v.p80_us and v.samples >= 3
