@@ -88,8 +88,8 @@ def index_add(dst, index, src):
 def exclusively_owned(buf, extra_refs):
     """True when ``buf`` owns its memory and no one but the caller (``extra_refs`` references) holds it."""
     import sys
-    # getrefcount's own argument adds one reference
-    return buf.base is None and buf.flags.owndata and sys.getrefcount(buf) <= extra_refs + 1
+    # this function's parameter and getrefcount's own argument add two references
+    return buf.base is None and buf.flags.owndata and sys.getrefcount(buf) <= extra_refs + 2
 
 
 def setitem(x, index, value):

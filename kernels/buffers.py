@@ -156,5 +156,5 @@ def exclusively_owned(buf, extra_refs) -> bool:
     A torch view keeps a Python reference to its base, so the reference count
     also counts views (as numpy's ``.base`` does on the cpu path).
     """
-    # getrefcount's own argument adds one reference
-    return buf._base is None and sys.getrefcount(buf) <= extra_refs + 1
+    # this function's parameter and getrefcount's own argument add two references
+    return buf._base is None and sys.getrefcount(buf) <= extra_refs + 2

@@ -38,6 +38,39 @@ def _up(x):
     return y
 
 
+# Triton's interpreter converts float32 -> bfloat16 by truncation; the GPU (and ml_dtypes, the
+# numpy mirror) round to nearest even. Under the interpreter stores round explicitly.
+_EXPLICIT_BF16_ROUNDING = tl.constexpr(_launch.INTERPRET)
+
+
+@triton.jit
+def _bf16_rne(x):
+    """float32 -> bfloat16 rounded to nearest, ties to even, on the bits (NaN stays NaN)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    rounded = bits + (0x7FFF + ((bits >> 16) & 1))
+    rounded = tl.where(x != x, bits | 0x400000, rounded)
+    return (rounded >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _cast(x, dst: tl.constexpr):
+    """``x`` converted to dtype ``dst`` for a store, floats rounded to nearest even.
+
+    bfloat16 is reached through float32 (the interpreter garbles float64 or
+    integers converted straight to bfloat16).
+    """
+    if tl.constexpr(dst == tl.bfloat16):
+        if tl.constexpr(x.dtype == tl.bfloat16):
+            y = x
+        elif _EXPLICIT_BF16_ROUNDING:
+            y = _bf16_rne(x.to(tl.float32))
+        else:
+            y = x.to(tl.float32).to(tl.bfloat16)
+    else:
+        y = x.to(dst)
+    return y
+
+
 @triton.jit
 def _f64_from_bits(bits):
     """The float64 whose IEEE bits are the integer ``bits`` (exact scalars of any float dtype)."""
@@ -195,7 +228,7 @@ def _unary_kernel(x_ptr, out_ptr, n, size1, size2, size3,
                 mask=mask, other=0)
     y = _unary_math(_up(x), OP)
     tl.store(out_ptr + _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM),
-             y.to(out_ptr.dtype.element_ty), mask=mask)
+             _cast(y, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -225,7 +258,7 @@ def _binary_kernel(a_ptr, b_ptr, out_ptr, b_value, n, size1, size2, size3,
         b = b_value
     r = _binary_math(a, b, OP)
     tl.store(out_ptr + _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM),
-             r.to(out_ptr.dtype.element_ty), mask=mask)
+             _cast(r, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -243,7 +276,7 @@ def _where_kernel(c_ptr, a_ptr, b_ptr, out_ptr, n, size1, size2, size3,
                 mask=mask, other=0)
     r = tl.where(c != 0, a, b)
     tl.store(out_ptr + _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM),
-             r.to(out_ptr.dtype.element_ty), mask=mask)
+             _cast(r, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -257,7 +290,7 @@ def _accumulate_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
     d = _up(tl.load(dst_ptr + d_off, mask=mask, other=0))
     s = _up(tl.load(src_ptr + _strided_offset(lin, size1, size2, size3, ss0, ss1, ss2, ss3, NDIM),
                     mask=mask, other=0))
-    tl.store(dst_ptr + d_off, (d + s).to(dst_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst_ptr + d_off, _cast((d + s), dst_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------

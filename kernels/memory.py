@@ -26,20 +26,12 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _f64_from_bits, _strided_offset, _up, float_bits, launch_strided, numel
+from .elementwise import (_cast, _f64_from_bits, _strided_offset, _up, float_bits,
+                          launch_strided, numel)
 
 # ----------------------------------------------------------------------------------------------
 # kernels
 # ----------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _to_dtype(v, ty: tl.constexpr):
-    """``v`` converted to ``ty``; to bfloat16 through float32, because Triton's interpreter turns a
-    float64 or integer converted straight to bfloat16 into garbage bits."""
-    if tl.constexpr(ty == tl.bfloat16):
-        v = v.to(tl.float32)
-    return v.to(ty)
 
 
 @triton.jit
@@ -53,7 +45,7 @@ def _fill_kernel(out_ptr, value, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
         v = value + tl.zeros((1,), tl.int64)
     if tl.constexpr(out_ptr.dtype.element_ty == tl.int1):
         v = v != 0
-    tl.store(out_ptr + lin, tl.broadcast_to(_to_dtype(v, out_ptr.dtype.element_ty), (BLOCK,)),
+    tl.store(out_ptr + lin, tl.broadcast_to(_cast(v, out_ptr.dtype.element_ty), (BLOCK,)),
              mask=mask)
 
 
@@ -66,7 +58,7 @@ def _arange_kernel(out_ptr, start, step, n, FLOAT: tl.constexpr, BLOCK: tl.const
         v = _f64_from_bits(start) + lin.to(tl.float64) * _f64_from_bits(step)
     else:
         v = start + lin * step
-    tl.store(out_ptr + lin, _to_dtype(v, out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + lin, _cast(v, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -81,7 +73,7 @@ def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
     if tl.constexpr(dst_ptr.dtype.element_ty == tl.int1):
         v = v != 0
     tl.store(dst_ptr + _strided_offset(lin, size1, size2, size3, ds0, ds1, ds2, ds3, NDIM),
-             _to_dtype(v, dst_ptr.dtype.element_ty), mask=mask)
+             _cast(v, dst_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -143,7 +135,7 @@ def _scatter_kernel(dst_ptr, offs_ptr, val_ptr, nb, nr, val_stride_b, size1, siz
     d_ptrs = dst_ptr + off[:, None] + d_off[None, :]
     if ADD:
         v = _up(tl.load(d_ptrs, mask=ok, other=0)) + _up(v)
-    tl.store(d_ptrs, v.to(dst_ptr.dtype.element_ty), mask=ok)
+    tl.store(d_ptrs, _cast(v, dst_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -169,7 +161,7 @@ def _segment_add_kernel(dst_ptr, offs_ptr, src_ptr, order_ptr, seg_ptr, nr, src_
         acc += tl.load(src_ptr + b * src_stride_b + s_off, mask=r_mask, other=0).to(ACC)
     d_ptrs = dst_ptr + off + _strided_offset(r, size1, size2, size3, ds0, ds1, ds2, ds3, NDIM)
     d = tl.load(d_ptrs, mask=r_mask, other=0).to(ACC)
-    tl.store(d_ptrs, (d + acc).to(dst_ptr.dtype.element_ty), mask=r_mask)
+    tl.store(d_ptrs, _cast((d + acc), dst_ptr.dtype.element_ty), mask=r_mask)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import math
 import triton
 import triton.language as tl
 
-from .elementwise import _div, _sqrt, _strided_offset, _up, launch_strided
+from .elementwise import _cast, _div, _sqrt, _strided_offset, _up, launch_strided
 
 
 @triton.jit
@@ -43,7 +43,7 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dam
                 buf = buf + one_minus_dampening * d
             else:
                 buf = buf + d
-        tl.store(buf_ptr + b_off, buf.to(buf_ptr.dtype.element_ty), mask=mask)
+        tl.store(buf_ptr + b_off, _cast(buf, buf_ptr.dtype.element_ty), mask=mask)
         if NESTEROV:
             d = d + momentum * buf
         else:
@@ -52,7 +52,7 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dam
         p = p - d
     else:
         p = p - lr * d
-    tl.store(p_ptr + p_off, p.to(p_ptr.dtype.element_ty), mask=mask)
+    tl.store(p_ptr + p_off, _cast(p, p_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -80,11 +80,11 @@ def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one
     v = v * beta2
     v = v + one_minus_beta2 * g * g
     # 3. p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    denom = _div(_sqrt(v), bias2_sqrt.to(v.dtype)) + eps
+    denom = _div(_sqrt(v), bias2_sqrt + tl.zeros((1,), v.dtype)) + eps
     p = p - _div(step_size * m, denom)
-    tl.store(p_ptr + p_off, p.to(p_ptr.dtype.element_ty), mask=mask)
-    tl.store(m_ptr + m_off, m.to(m_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_ptr + v_off, v.to(v_ptr.dtype.element_ty), mask=mask)
+    tl.store(p_ptr + p_off, _cast(p, p_ptr.dtype.element_ty), mask=mask)
+    tl.store(m_ptr + m_off, _cast(m, m_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_ptr + v_off, _cast(v, v_ptr.dtype.element_ty), mask=mask)
 
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, nesterov, first_step):

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from . import _launch, buffers
-from .elementwise import numel
+from .elementwise import _cast, numel
 
 
 @triton.jit
@@ -24,7 +24,7 @@ def _random_kernel(out_ptr, seed, offset, n, NORMAL: tl.constexpr, BLOCK: tl.con
         r = tl.randn(seed, counter)
     else:
         r = tl.rand(seed, counter)
-    tl.store(out_ptr + lin, r.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + lin, _cast(r, out_ptr.dtype.element_ty), mask=mask)
 
 
 def _draw(shape, dtype, seed, offset, normal):

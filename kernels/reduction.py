@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _strided_offset, launch_strided, numel
+from .elementwise import _cast, _strided_offset, launch_strided, numel
 from .memory import contiguous, full
 
 # ----------------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def _reduce_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k, chunk, n_chunks, co
             r = tl.where(tl.max(nan_seen, axis=1) > 0, float("nan"), r)
     if tl.constexpr(out_ptr.dtype.element_ty == tl.int1):
         r = r != 0
-    tl.store(out_ptr + rows * n_chunks + split, r.to(out_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(out_ptr + rows * n_chunks + split, _cast(r, out_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
@@ -116,7 +116,7 @@ def _max_bwd_kernel(out_ptr, g_ptr, idx_ptr, dim_stride, n, size1, size2, size3,
     i = tl.load(idx_ptr + _strided_offset(lin, size1, size2, size3, is0, is1, is2, is3, NDIM),
                 mask=mask, other=0).to(tl.int64)
     o = _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM) + i * dim_stride
-    tl.store(out_ptr + o, g.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + o, _cast(g, out_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _strided_offset, _up, launch_strided, numel
+from .elementwise import _cast, _strided_offset, _up, launch_strided, numel
 from .memory import cast, contiguous
 from .reduction import reduce
 
@@ -96,7 +96,7 @@ def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner, xso, xsk, xsi, oso, osk, os
         else:
             y = tl.exp(x - shift[:, None]) / s[:, None]
         tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
-                 y.to(out_ptr.dtype.element_ty), mask=mask)
+                 _cast(y, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -136,7 +136,7 @@ def _softmax_bwd_kernel(g_ptr, y_ptr, out_ptr, R, K, inner, gso, gsk, gsi, yso, 
         else:
             dx = y * (g - total[:, None])
         tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
-                 dx.to(out_ptr.dtype.element_ty), mask=mask)
+                 _cast(dx, out_ptr.dtype.element_ty), mask=mask)
 
 
 def _acc(dt):
@@ -245,8 +245,8 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_
     if SMOOTH:
         loss = loss - eps_over_c * tl.sum(row_sum, axis=1)
     loss = tl.where(valid, loss, 0.0)
-    tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
-    tl.store(lse_ptr + rows, lse.to(lse_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(loss_ptr + rows, _cast(loss, loss_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(lse_ptr + rows, _cast(lse, lse_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
@@ -271,7 +271,7 @@ def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, t_stride, ignore_index,
         r = tl.sum(total, axis=0) / tl.sum(count, axis=0).to(ACC)
     else:
         r = tl.sum(count, axis=0).to(ACC)
-    tl.store(out_ptr, r.to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr, _cast(r, out_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -308,7 +308,7 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
         d = tl.where(cols[None, :] == t[:, None], d - one_minus_eps, d)
         d = d * scale[:, None]
         tl.store(dx_ptr + d_base[:, None] + cols[None, :] * dx_stride_c,
-                 d.to(dx_ptr.dtype.element_ty), mask=mask)
+                 _cast(d, dx_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -432,7 +432,7 @@ def _bce_fwd_kernel(x_ptr, y_ptr, out_ptr, n, size1, size2, size3,
                     mask=mask, other=0))
     loss = tl.maximum(x, 0.0) - x * y + _log1p_small(tl.exp(-tl.abs(x)))
     tl.store(out_ptr + _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM),
-             loss.to(out_ptr.dtype.element_ty), mask=mask)
+             _cast(loss, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -454,9 +454,9 @@ def _bce_bwd_kernel(x_ptr, y_ptr, g_ptr, dx_ptr, dy_ptr, count, n, size1, size2,
     e = tl.exp(-tl.abs(x))
     sig = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     tl.store(dx_ptr + _strided_offset(lin, size1, size2, size3, dxs0, dxs1, dxs2, dxs3, NDIM),
-             ((sig - y) * g).to(dx_ptr.dtype.element_ty), mask=mask)
+             _cast(((sig - y) * g), dx_ptr.dtype.element_ty), mask=mask)
     tl.store(dy_ptr + _strided_offset(lin, size1, size2, size3, dys0, dys1, dys2, dys3, NDIM),
-             (-x * g).to(dy_ptr.dtype.element_ty), mask=mask)
+             _cast((-x * g), dy_ptr.dtype.element_ty), mask=mask)
 
 
 def bce_with_logits_fwd(x, y, reduction):
