@@ -71,13 +71,19 @@ _CONFIGS_16 = [
     _cfg(64, 128, 32, 4, 4),
     _cfg(64, 64, 32, 4, 4),
 ]
-# float32: the IEEE path is FMA-bound and register-hungry, TF32 goes to tensor cores; the
-# same tiles serve both (a 128x128 fp32 accumulator is 64 registers/thread at 8 warps).
-_CONFIGS_32 = [
+# float32 with TF32 allowed: tensor cores, fp32 operands take twice the shared memory of 16-bit.
+_CONFIGS_TF32 = [
     _cfg(128, 128, 32, 8, 3),
     _cfg(128, 64, 32, 4, 4),
     _cfg(64, 128, 32, 4, 4),
     _cfg(64, 64, 32, 4, 4),
+]
+# float32 IEEE (the default): tl.dot lowers to FMAs with both operand slices held in
+# registers, so BLOCK_K stays small; every tile here compiles without spills on sm_80/sm_90.
+_CONFIGS_IEEE = [
+    _cfg(128, 128, 16, 8, 3),
+    _cfg(64, 128, 16, 4, 3),
+    _cfg(64, 64, 32, 8, 3),
     _cfg(32, 64, 32, 4, 4),
 ]
 # float64: fp64 MMA (m8n8k4); the accumulator takes twice the registers, so smaller tiles.
@@ -89,33 +95,35 @@ _CONFIGS_64 = [
 # The interpreter runs each block as one numpy op, so one big tile is fastest there.
 _CONFIG_INTERPRET = _cfg(64, 64, 64, 4, 1)
 
-_CONFIGS_BY_TAG = {"16": _CONFIGS_16, "32": _CONFIGS_32, "64": _CONFIGS_64}
+_CONFIGS_BY_KIND = {"16": _CONFIGS_16, "tf32": _CONFIGS_TF32, "ieee": _CONFIGS_IEEE,
+                    "64": _CONFIGS_64}
+# the backward GEMMs also hold the ReLU mask (and the db row sums) in registers: tiles
+# above 128x128 spill there
+_MAX_TILE_MASKED = 128 * 128
 
 
 def _all_configs():
     if interpreting():
         return [_CONFIG_INTERPRET]
-    seen, out = set(), []
-    for c in _CONFIGS_16 + _CONFIGS_32 + _CONFIGS_64:
-        key = (tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
+    return [c for kind in _CONFIGS_BY_KIND.values() for c in kind]
 
 
-def _dtype_tag(ptr):
+def _config_kind(ptr, precision):
     name = str(ptr.dtype)
     if name.endswith(("float16", "bfloat16")):
         return "16"
-    return "64" if name.endswith("float64") else "32"
+    if name.endswith("float64"):
+        return "64"
+    return "tf32" if precision == "tf32" else "ieee"
 
 
-def _prune_by_dtype(configs, named_args, **kwargs):
-    """Keep only the tiles written for the operands' dtype (autotune's early prune hook)."""
-    wanted = _CONFIGS_BY_TAG[_dtype_tag(named_args["a_ptr"])]
-    ids = {id(c) for c in wanted}
-    kept = [c for c in configs if id(c) in ids]
+def _prune_configs(configs, named_args, **kwargs):
+    """autotune's early prune hook: the tiles written for this dtype/precision and flags."""
+    wanted = {id(c) for c in _CONFIGS_BY_KIND[_config_kind(named_args["a_ptr"],
+                                                             kwargs.get("INPUT_PRECISION"))]}
+    masked = kwargs.get("MASK_A") or kwargs.get("ROWSUM_A")
+    kept = [c for c in configs if id(c) in wanted and not (
+        masked and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > _MAX_TILE_MASKED)]
     return kept or configs
 
 
@@ -126,7 +134,7 @@ def _prune_by_dtype(configs, named_args, **kwargs):
 
 @triton.autotune(configs=_all_configs(),
                  key=["M", "N", "K", "BATCH", "MASK_A", "ROWSUM_A", "INPUT_PRECISION"],
-                 prune_configs_by={"early_config_prune": _prune_by_dtype})
+                 prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _gemm_kernel(
     # pointers
@@ -274,7 +282,7 @@ def _masked_colsum_kernel(
              mask=in_n)
 
 
-_COLSUM_BLOCK = (64, 64) if interpreting() else (32, 128)
+_COLSUM_BLOCK = (64, 64) if interpreting() else (32, 128)   # (BLOCK_M, BLOCK_N)
 
 
 def _colsum_grid(meta):
@@ -439,3 +447,91 @@ def _launch_batched(a, b, c, m, n, k, sa, sb, sc, dims):
     (z0, s0), (z1, s1) = dims
     _gemm(a, b, c, m, n, k, sa, sb, sc, batch=z0 * z1, z1=z1,
           az=(s0[0], s1[0]), bz=(s0[1], s1[1]), cz=(s0[2], s1[2]))
+
+
+# ----------------------------------------------------------------------------------------------
+# ahead-of-time compile list (format: this module's docstring)
+# ----------------------------------------------------------------------------------------------
+
+def _gemm_entry(name, dt, cfg, *, bias=False, relu=False, mask=False, rowsum=False,
+                precision="ieee", unit_strides=("stride_ak", "stride_bk"), batched=False,
+                ptx_contains=None):
+    """One specialization of ``_gemm_kernel``: operands of dtype ``dt``, tile ``cfg``.
+
+    It mirrors what the runtime compiles for contiguous operands with sizes that are
+    multiples of 16: the strides that are 1 (``unit_strides``, plus the output's,
+    the bias's and db's) and, for 2-D products, the batch counts become constexpr 1;
+    every pointer and every other size and stride is marked divisible by 16.
+    """
+    ptrs = ("a_ptr", "b_ptr", "c_ptr", "bias_ptr", "keep_ptr", "rowsum_ptr")
+    ints = ("M", "N", "K", "BATCH", "Z1",
+            "stride_az0", "stride_az1", "stride_am", "stride_ak",
+            "stride_bz0", "stride_bz1", "stride_bk", "stride_bn",
+            "stride_cz0", "stride_cz1", "stride_cm", "stride_cn",
+            "stride_keep_m", "stride_keep_k", "stride_bias", "stride_rowsum")
+    constexprs = {"HAS_BIAS": bias, "RELU": relu, "MASK_A": mask, "ROWSUM_A": rowsum,
+                  "FP64": dt == "fp64", "INPUT_PRECISION": precision, "DOT_IN_FP32": False}
+    constexprs.update(cfg.kwargs)
+    ones = set(unit_strides) | {"stride_cn", "stride_bias", "stride_rowsum"}
+    if not batched:
+        ones |= {"BATCH", "Z1"}
+    constexprs.update({k: 1 for k in ones})
+    signature = {p: f"*{dt}" for p in ptrs}
+    signature.update({k: "i32" for k in ints})
+    signature.update({k: "constexpr" for k in constexprs})
+    signature = {k: signature[k] for k in _gemm_kernel.fn.arg_names}   # parameter order
+    divisible = [k for k in _gemm_kernel.fn.arg_names if k in ptrs or k in ints and k not in ones]
+    return {"name": name, "fn": _gemm_kernel.fn, "signature": signature, "constexprs": constexprs,
+            "divisible_by_16": divisible, "num_warps": cfg.num_warps,
+            "num_stages": cfg.num_stages, "ptx_contains": ptx_contains or {}}
+
+
+def _kernels():
+    wgmma = {90: ["wgmma.mma_async"]}
+    dx = dict(mask=True, unit_strides=("stride_ak", "stride_bn", "stride_keep_k"))
+    dw = dict(mask=True, rowsum=True, unit_strides=("stride_am", "stride_bn", "stride_keep_m"))
+    fwd = dict(bias=True, relu=True)
+
+    def entry(kind, dt, cfg, **kw):
+        tile = "x".join(str(cfg.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+        label = "tf32" if kw.get("precision") == "tf32" else dt
+        return _gemm_entry(f"{kind}_{label}_{tile}_w{cfg.num_warps}", dt, cfg, **kw)
+
+    big_masked16 = _CONFIGS_16[2]         # the largest 16-bit tile the backward GEMMs may pick
+    ieee, tf32, f64 = _CONFIGS_IEEE[0], _CONFIGS_TF32[0], _CONFIGS_64[0]
+    out = [
+        # forward: relu(x @ w.T + b), the largest tiles of each dtype
+        entry("linear_fwd", "bf16", _CONFIGS_16[0], ptx_contains=wgmma, **fwd),
+        entry("linear_fwd", "bf16", _CONFIGS_16[1], ptx_contains=wgmma, **fwd),
+        entry("linear_fwd", "fp16", big_masked16, ptx_contains=wgmma, **fwd),
+        entry("linear_fwd", "fp32", ieee, **fwd),
+        entry("linear_fwd", "fp32", tf32, precision="tf32", ptx_contains=wgmma, **fwd),
+        entry("linear_fwd", "fp64", f64, **fwd),
+        # backward: dX = (g * mask) @ w;  dW = (g * mask).T @ x with db = its row sums
+        entry("linear_dx", "bf16", big_masked16, ptx_contains=wgmma, **dx),
+        entry("linear_dx", "fp32", ieee, **dx),
+        entry("linear_dw_db", "bf16", big_masked16, ptx_contains=wgmma, **dw),
+        entry("linear_dw_db", "fp32", ieee, **dw),
+        entry("linear_dw_db", "fp32", tf32, precision="tf32", **dw),
+        entry("linear_dw_db", "fp64", f64, **dw),
+        # batched matmul
+        entry("bmm", "fp16", _CONFIGS_16[-1], unit_strides=("stride_ak", "stride_bn"),
+              batched=True),
+    ]
+    for dt in ("fp32", "bf16"):
+        bm, bn = 32, 128
+        constexprs = {"MASK": True, "FP64": False, "BLOCK_M": bm, "BLOCK_N": bn,
+                      "stride_gn": 1, "stride_keep_n": 1, "stride_out": 1}
+        signature = {"g_ptr": f"*{dt}", "keep_ptr": f"*{dt}", "out_ptr": f"*{dt}", "M": "i32",
+                     "N": "i32", "stride_gm": "i32", "stride_keep_m": "i32"}
+        signature.update({k: "constexpr" for k in constexprs})
+        signature = {k: signature[k] for k in _masked_colsum_kernel.arg_names}
+        out.append({"name": f"masked_colsum_{dt}", "fn": _masked_colsum_kernel,
+                    "signature": signature, "constexprs": constexprs,
+                    "divisible_by_16": ["g_ptr", "keep_ptr", "out_ptr", "N", "stride_gm",
+                                        "stride_keep_m"],
+                    "num_warps": 4, "num_stages": 3, "ptx_contains": {}})
+    return out
+
+
+KERNELS = _kernels()
