@@ -1,0 +1,153 @@
+"""Compile every kernel in ``kernels/`` ahead of time, for sm_80 and sm_90, without a GPU.
+
+Run as a script in a process where the Triton interpreter is OFF (an interpreted
+``@triton.jit`` function cannot be compiled):
+
+    env -u TRITON_INTERPRET -u TRITONNN_INTERPRET python tests/aot_helpers.py OUT.json
+
+It gathers the ``KERNELS`` list of every module in ``tritonnn.kernels`` (format:
+``kernels/__init__.py``), builds each entry with ``triton.compile(ASTSource(...),
+target=GPUTarget("cuda", arch, 32))`` in a pool of worker processes, and writes
+one JSON record per (kernel, arch): registers, spilled bytes, stack frame,
+shared memory, whether the PTX holds the required instructions, the error if
+any. Register and spill counts come from ptxas's own ``-v`` report
+(``TRITON_DUMP_PTXAS_LOG``, a fresh cache so ptxas really runs), or failing
+that from ``cuobjdump --dump-resource-usage`` on the cubin.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ARCHS = (80, 90)
+
+
+def kernel_modules():
+    """Every module of tritonnn.kernels, imported (the package's own list may miss one)."""
+    import tritonnn.kernels as pkg
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+    return [importlib.import_module(f"tritonnn.kernels.{n}") for n in names]
+
+
+def all_entries():
+    out, seen = [], set()
+    for mod in kernel_modules():
+        for e in getattr(mod, "KERNELS", ()):
+            if e["name"] in seen:
+                raise ValueError(f"duplicate KERNELS name {e['name']!r} in {mod.__name__}")
+            seen.add(e["name"])
+            out.append(e)
+    return out
+
+
+def jit_kernels():
+    """Names of the launchable ``*_kernel`` jit functions defined in each kernel module."""
+    import triton
+    found = set()
+    for mod in kernel_modules():
+        for name, obj in vars(mod).items():
+            fn = obj
+            while not isinstance(fn, triton.runtime.JITFunction) and hasattr(fn, "fn"):
+                fn = fn.fn          # unwrap triton.autotune / heuristics
+            if isinstance(fn, triton.runtime.JITFunction) and fn.__module__ == mod.__name__ \
+                    and name.endswith("_kernel"):
+                found.add(f"{mod.__name__.rsplit('.', 1)[-1]}.{fn.__name__}")
+    return found
+
+
+def _ptxas_numbers(log):
+    """(registers, spill stores, spill loads, stack bytes) from a ptxas -v report, or None."""
+    regs = re.findall(r"Used (\d+) registers", log)
+    if not regs:
+        return None
+    stores = re.findall(r"(\d+) bytes spill stores", log)
+    loads = re.findall(r"(\d+) bytes spill loads", log)
+    stack = re.findall(r"(\d+) bytes stack frame", log)
+    first = lambda xs: int(xs[0]) if xs else 0   # noqa: E731
+    return int(regs[0]), first(stores), first(loads), first(stack)
+
+
+def _cuobjdump_numbers(cubin):
+    import triton
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
+                              text=True, timeout=60).stdout
+    finally:
+        os.unlink(f.name)
+    get = lambda key: int(re.search(rf"{key}:(\d+)", text).group(1))  # noqa: E731
+    # without ptxas's report a stack frame is the sign of spilled registers
+    return get("REG"), get("STACK"), get("STACK"), get("STACK")
+
+
+def compile_one(job):
+    """Compile entry ``index`` for ``arch``; a JSON-able record (never raises)."""
+    index, arch = job
+    import triton
+    from triton.backends.compiler import GPUTarget
+    e = all_entries()[index]
+    rec = {"kernel": e["name"], "module": e["fn"].__module__.rsplit(".", 1)[-1],
+           "fn": e["fn"].__name__, "target": f"sm_{arch}", "ok": False,
+           "error": "", "registers": None, "spill_stores": None, "spill_loads": None,
+           "stack_bytes": None, "shared_bytes": None, "ptx_missing": [], "seconds": 0.0}
+    t0 = time.perf_counter()
+    try:
+        fn = e["fn"]
+        constexprs = {(fn.arg_names.index(k),): v for k, v in e.get("constexprs", {}).items()}
+        attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]]
+                 for k in e.get("divisible_by_16", ())}
+        src = triton.compiler.ASTSource(fn=fn, signature=e["signature"], constexprs=constexprs,
+                                        attrs=attrs)
+        options = {"num_warps": e.get("num_warps", 4), "num_stages": e.get("num_stages", 3)}
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+        nums = _ptxas_numbers(log.getvalue()) or _cuobjdump_numbers(compiled.asm["cubin"])
+        rec["registers"], rec["spill_stores"], rec["spill_loads"], rec["stack_bytes"] = nums
+        rec["shared_bytes"] = int(compiled.metadata.shared)
+        ptx = compiled.asm["ptx"]
+        want = e.get("ptx_contains", {})
+        rec["ptx_missing"] = [s for s in want.get(arch, want.get(str(arch), [])) if s not in ptx]
+        rec["ok"] = True
+    except Exception as exc:  # reported, not raised: one bad kernel must not hide the rest
+        rec["error"] = f"{type(exc).__name__}: {str(exc)[-2000:]}"
+    rec["seconds"] = round(time.perf_counter() - t0, 2)
+    return rec
+
+
+def main(out_path):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import triton
+    entries = all_entries()
+    jobs = [(i, arch) for i in range(len(entries)) for arch in ARCHS]
+    # the largest kernels first, so the pool does not end waiting on one GEMM
+    jobs.sort(key=lambda j: -len(entries[j[0]]["signature"]))
+    workers = max(1, min(len(os.sched_getaffinity(0)), 8))
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        records = list(pool.map(compile_one, jobs, chunksize=1))
+    covered = {f"{e['fn'].__module__.rsplit('.', 1)[-1]}.{e['fn'].__name__}" for e in entries}
+    result = {"triton": triton.__version__, "workers": workers,
+              "seconds": round(time.perf_counter() - t0, 1), "records": records,
+              "uncovered": sorted(jit_kernels() - covered)}
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    if os.environ.get("TRITON_INTERPRET") or os.environ.get("TRITONNN_INTERPRET"):
+        sys.exit("aot_helpers: unset TRITON_INTERPRET and TRITONNN_INTERPRET first")
+    main(sys.argv[1])

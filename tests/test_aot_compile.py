@@ -1,0 +1,110 @@
+"""Ahead-of-time compilation of every Triton kernel for sm_80 and sm_90, no GPU needed.
+
+Each kernel module lists example specializations in ``KERNELS`` (format:
+``kernels/__init__.py``). One subprocess, with the Triton interpreter switched
+off, compiles them all for ``GPUTarget("cuda", 80, 32)`` and
+``GPUTarget("cuda", 90, 32)`` (``tests/aot_helpers.py``) with ptxas from the
+Triton wheel. The tests then check that everything compiled, that every
+``*_kernel`` jit function is in some list, that the PTX holds the instructions
+an entry asks for (the 16-bit GEMMs use ``wgmma.mma_async`` on sm_90), and that
+no kernel spills registers. ``pytest -s`` prints the resource table; it is also
+written to ``perf/results/aot_resources.csv``.
+"""
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+HELPER = ROOT / "tests" / "aot_helpers.py"
+CSV_PATH = ROOT / "perf" / "results" / "aot_resources.csv"
+MODULES = sorted(p.stem for p in (ROOT / "kernels").glob("*.py")
+                 if not p.stem.startswith("_") and p.stem != "buffers")
+
+
+@pytest.fixture(scope="module")
+def aot(tmp_path_factory):
+    pytest.importorskip("triton")
+    work = tmp_path_factory.mktemp("aot")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONNN_INTERPRET")}
+    # a fresh cache, so ptxas runs for every kernel and prints its -v report
+    env["TRITON_CACHE_DIR"] = str(work / "cache")
+    env["TRITON_DUMP_PTXAS_LOG"] = "1"
+    out = work / "aot.json"
+    proc = subprocess.run([sys.executable, str(HELPER), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not out.exists():
+        pytest.fail(f"the compile subprocess failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(out.read_text())
+    _report(result)
+    return result
+
+
+def _report(result):
+    recs = result["records"]
+    head = f"{'kernel':<44} {'target':<6} {'regs':>4} {'spill st/ld':>11} {'stack':>5} {'smem':>7} {'s':>5}"
+    lines = [f"AOT compile: {len(recs)} builds, triton {result['triton']}, "
+             f"{result['workers']} workers, {result['seconds']} s", head, "-" * len(head)]
+    for r in recs:
+        if r["ok"]:
+            lines.append(f"{r['kernel']:<44} {r['target']:<6} {r['registers']:>4} "
+                         f"{str(r['spill_stores']) + '/' + str(r['spill_loads']):>11} "
+                         f"{r['stack_bytes']:>5} {r['shared_bytes']:>7} {r['seconds']:>5}")
+        else:
+            lines.append(f"{r['kernel']:<44} {r['target']:<6} FAILED: {r['error'][:60]}")
+    print("\n" + "\n".join(lines))
+    CSV_PATH.parent.mkdir(parents=True, exist_ok=True)
+    with open(CSV_PATH, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kernel", "module", "function", "target", "registers", "spill_stores_bytes",
+                    "spill_loads_bytes", "stack_bytes", "shared_bytes", "compiled", "device",
+                    "triton"])
+        for r in recs:
+            w.writerow([r["kernel"], r["module"], r["fn"], r["target"], r["registers"],
+                        r["spill_stores"], r["spill_loads"], r["stack_bytes"], r["shared_bytes"],
+                        r["ok"], "none (ahead-of-time, ptxas)", result["triton"]])
+
+
+def test_every_kernel_compiles_for_sm80_and_sm90(aot):
+    bad = [r for r in aot["records"] if not r["ok"]]
+    assert not bad, f"{len(bad)} of {len(aot['records'])} builds failed; first: " + "; ".join(
+        f"{r['kernel']} {r['target']}: {r['error'][:400]}" for r in bad[:3])
+    assert {r["target"] for r in aot["records"]} == {"sm_80", "sm_90"}
+
+
+def test_every_jit_kernel_is_in_a_compile_list(aot):
+    assert not aot["uncovered"], ("these @triton.jit kernels are in no module's KERNELS list: "
+                                  + ", ".join(aot["uncovered"]))
+
+
+def test_ptx_holds_the_required_instructions(aot):
+    missing = [f"{r['kernel']} {r['target']}: {r['ptx_missing']}" for r in aot["records"]
+               if r["ok"] and r["ptx_missing"]]
+    assert not missing, "PTX without the instructions its entry requires: " + "; ".join(missing)
+
+
+def test_bf16_gemm_uses_wgmma_on_sm90(aot):
+    """The tensor-core path on Hopper is the asynchronous warpgroup MMA, not mma.sync."""
+    gemms = [r for r in aot["records"] if r["fn"] == "_gemm_kernel" and "bf16" in r["kernel"]
+             and r["target"] == "sm_90"]
+    assert gemms, "no bfloat16 GEMM in kernels/matmul.py's KERNELS"
+    for r in gemms:
+        assert r["ok"] and not r["ptx_missing"], f"{r['kernel']}: {r['ptx_missing'] or r['error']}"
+    from_matmul = [r for r in gemms if r["module"] == "matmul"]
+    assert from_matmul
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_register_spills(aot, module):
+    recs = [r for r in aot["records"] if r["module"] == module and r["ok"]]
+    spilled = [f"{r['kernel']} {r['target']}: {r['registers']} regs, {r['spill_stores']} B stored/"
+               f"{r['spill_loads']} B loaded" for r in recs
+               if r["spill_stores"] or r["spill_loads"]]
+    assert not spilled, (f"{len(spilled)} of {len(recs)} builds of kernels/{module}.py spill "
+                         f"registers: " + "; ".join(spilled))
