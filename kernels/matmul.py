@@ -102,10 +102,18 @@ _CONFIGS_BY_KIND = {"16": _CONFIGS_16, "tf32": _CONFIGS_TF32, "ieee": _CONFIGS_I
 _MAX_TILE_MASKED = 128 * 128
 
 
+def _config_key(c):
+    return tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages
+
+
 def _all_configs():
     if interpreting():
         return [_CONFIG_INTERPRET]
-    return [c for kind in _CONFIGS_BY_KIND.values() for c in kind]
+    unique = {}
+    for kind in _CONFIGS_BY_KIND.values():
+        for c in kind:
+            unique.setdefault(_config_key(c), c)
+    return list(unique.values())
 
 
 def _config_kind(ptr, precision):
@@ -119,10 +127,10 @@ def _config_kind(ptr, precision):
 
 def _prune_configs(configs, named_args, **kwargs):
     """autotune's early prune hook: the tiles written for this dtype/precision and flags."""
-    wanted = {id(c) for c in _CONFIGS_BY_KIND[_config_kind(named_args["a_ptr"],
-                                                             kwargs.get("INPUT_PRECISION"))]}
+    kind = _config_kind(named_args["a_ptr"], kwargs.get("INPUT_PRECISION"))
+    wanted = {_config_key(c) for c in _CONFIGS_BY_KIND[kind]}
     masked = kwargs.get("MASK_A") or kwargs.get("ROWSUM_A")
-    kept = [c for c in configs if id(c) in wanted and not (
+    kept = [c for c in configs if _config_key(c) in wanted and not (
         masked and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > _MAX_TILE_MASKED)]
     return kept or configs
 
