@@ -70,10 +70,11 @@ OPS = (
 
 
 def _all_kernels():
-    from . import elementwise, matmul, memory, optim, random, reduction, softmax
+    import importlib
     out = []
-    for mod in (memory, elementwise, reduction, random, softmax, optim, matmul):
-        out.extend(getattr(mod, "KERNELS", ()))
+    # import_module, not ``from . import``: ``matmul`` is also the name of a function here
+    for name in ("memory", "elementwise", "reduction", "random", "softmax", "optim", "matmul"):
+        out.extend(getattr(importlib.import_module(f".{name}", __name__), "KERNELS", ()))
     return out
 
 

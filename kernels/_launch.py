@@ -28,6 +28,25 @@ _TILE_INTERPRET = 1 << 16
 _ELEMENTWISE_GPU = 1024
 
 
+def warps(elems: int) -> int:
+    """Warps for a program that holds ``elems`` elements per live block: about 8 per thread.
+
+    Eight fp32 values plus their int64 offsets per operand keep every row kernel
+    within the register file without spilling (checked by tests/test_aot_compile.py).
+    """
+    return max(1, min(16, int(elems) // 256))
+
+
+def with_warps(entries):
+    """Give each ahead-of-time compile entry the warps its launcher uses for its block sizes."""
+    for e in entries:
+        elems = 1
+        for k in ("BLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_B", "BLOCK_R"):
+            elems *= int(e["constexprs"].get(k, 1))
+        e.setdefault("num_warps", warps(elems))
+    return entries
+
+
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
@@ -41,25 +60,25 @@ def elementwise(n: int):
     """``(BLOCK, num_warps)`` for a 1-D kernel over ``n`` elements."""
     if INTERPRET:
         return max(16, min(next_pow2(n), _TILE_INTERPRET)), 1
-    return _ELEMENTWISE_GPU, 4
+    return _ELEMENTWISE_GPU, warps(_ELEMENTWISE_GPU)
 
 
 @functools.lru_cache(maxsize=1024)
-def rows(n_rows: int, n_cols: int, max_cols: int = 0):
+def rows(n_rows: int, n_cols: int, max_cols: int = 0, max_elems: int = 0):
     """``(BLOCK_M, BLOCK_N, num_warps)`` for a kernel over rows of ``n_cols`` elements.
 
     A row longer than ``BLOCK_N`` is walked in ``BLOCK_N`` steps; short rows are
     packed ``BLOCK_M`` to a program so a program always has a full tile of work.
-    ``max_cols`` caps ``BLOCK_N`` (0: the tile size).
+    ``max_cols`` caps ``BLOCK_N`` (0: the tile size); ``max_elems`` caps the tile on a GPU
+    (for kernels that hold several tiles live at once).
     """
-    tile = _TILE_INTERPRET if INTERPRET else _TILE_GPU
+    tile = _TILE_INTERPRET if INTERPRET else (min(_TILE_GPU, max_elems) if max_elems else _TILE_GPU)
     cap = min(tile, max_cols) if max_cols else tile
     block_n = max(16, min(next_pow2(n_cols), cap))
     block_m = max(1, min(next_pow2(n_rows), tile // block_n))
     if INTERPRET:
         return block_m, block_n, 1
-    warps = max(1, min(8, block_m * block_n // 512))
-    return block_m, block_n, warps
+    return block_m, block_n, warps(block_m * block_n)
 
 
 @functools.lru_cache(maxsize=256)

@@ -342,6 +342,7 @@ def launch_strided(kernel, bufs, scalars=(), **meta):
         return
     ndim, sizes, strides = geo
     block, warps = _launch.elementwise(n)
+    warps = meta.pop("num_warps", warps)
     flat = [s for st in strides for s in st]
     kernel[(_launch.cdiv(n, block),)](*bufs, *scalars, n, sizes[1], sizes[2], sizes[3], *flat,
                                       NDIM=ndim, BLOCK=block, num_warps=warps, **meta)
@@ -476,4 +477,4 @@ def _kernels():
     return out
 
 
-KERNELS = _kernels()
+KERNELS = _launch.with_warps(_kernels())

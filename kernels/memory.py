@@ -542,4 +542,4 @@ def _kernels():
     return out
 
 
-KERNELS = _kernels()
+KERNELS = _launch.with_warps(_kernels())

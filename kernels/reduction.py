@@ -216,10 +216,17 @@ def argmax(x, dim, keepdim):
     dt = buffers.dtype_of(x)
     acc, _ = _acc_of(dt, "max")
     bm, bk, warps = _launch.rows(m, max(k, 1))
+    warps = min(warps, ARGMAX_MAX_WARPS)
     _argmax_kernel[(_launch.cdiv(m, bm),)](
         xr, buffers.view_shape(out, (m,)), m, k, sm, sk, ACC=acc, IDENTITY=_identity("max", dt),
         BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     return out
+
+
+# Past 8 warps ptxas caps argmax's (value, int64 index) pairs at 64 registers and spills on
+# sm_80; max_bwd's int64 index math spills on sm_90 at 4 warps (tests/test_aot_compile.py).
+ARGMAX_MAX_WARPS = 8
+MAX_BWD_WARPS = 8
 
 
 def max_bwd(grad, x, indices, dim, keepdim):
@@ -230,7 +237,8 @@ def max_bwd(grad, x, indices, dim, keepdim):
     g = grad if keepdim else buffers.reshape(grad, kshape)
     idx = indices if keepdim else buffers.reshape(indices, kshape)
     at0 = buffers.view_index(out, (slice(None),) * dim + (slice(0, 1),))
-    launch_strided(_max_bwd_kernel, [at0, g, idx], (buffers.strides(out)[dim],))
+    launch_strided(_max_bwd_kernel, [at0, g, idx], (buffers.strides(out)[dim],),
+                   num_warps=MAX_BWD_WARPS)
     return out
 
 
@@ -258,6 +266,7 @@ def _kernels():
     for dt, acc, ident in (("bf16", tl.float32, float("-inf")), ("i64", tl.int64, -2 ** 63)):
         ce = {"ACC": acc, "IDENTITY": ident, "BLOCK_M": 1, "BLOCK_K": 4096}
         out.append({"name": f"argmax_{dt}", "fn": _argmax_kernel, "constexprs": ce,
+                    "num_warps": ARGMAX_MAX_WARPS,
                     "signature": {"x_ptr": f"*{dt}", "out_ptr": "*i64", **rows_sig,
                                   **{k: "constexpr" for k in ce}}})
     ce = {"NDIM": 2, "BLOCK": 1024}
@@ -266,8 +275,9 @@ def _kernels():
     for p in ("o", "g", "i"):
         sig.update({f"{p}s{k}": "i64" for k in range(4)})
     out.append({"name": "max_bwd_fp32", "fn": _max_bwd_kernel, "constexprs": ce,
+                "num_warps": MAX_BWD_WARPS,
                 "signature": {**sig, **{k: "constexpr" for k in ce}}})
     return out
 
 
-KERNELS = _kernels()
+KERNELS = _launch.with_warps(_kernels())

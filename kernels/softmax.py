@@ -112,19 +112,19 @@ def _softmax_bwd_kernel(g_ptr, y_ptr, out_ptr, R, K, inner, gso, gsk, gsi, yso, 
     y_base = o * yso + i * ysi
     o_base = o * oso + i * osi
     cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
-    # 1. the row sum that couples the outputs
-    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    # 1. the row sum that couples the outputs (reduced per block: a [BLOCK_M, BLOCK_N]
+    #    accumulator held across the loop spills registers)
+    total = tl.zeros((BLOCK_M,), ACC)
     for k0 in range(0, K, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < K)[None, :]
         g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * gsk, mask=mask, other=0).to(ACC)
         if LOG:
-            acc += g
+            total += tl.sum(g, axis=1)
         else:
             y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * ysk, mask=mask,
                         other=0).to(ACC)
-            acc += g * y
-    total = tl.sum(acc, axis=1)
+            total += tl.sum(g * y, axis=1)
     # 2. the gradient
     for k0 in range(0, K, BLOCK_N):
         cols = k0 + cols0
@@ -170,6 +170,11 @@ def _softmax_fwd(x, dim, log):
     return out
 
 
+# The backward holds g, y and three int64 offset blocks live: 2048-element tiles keep it
+# under the register file on sm_80 (4096 spills; tests/test_aot_compile.py).
+SOFTMAX_BWD_TILE = 2048
+
+
 def _softmax_bwd(grad, y, dim, log):
     dim %= len(buffers.shape(y))
     dt = buffers.dtype_of(grad)
@@ -178,7 +183,7 @@ def _softmax_bwd(grad, y, dim, log):
     yb, _, ys = _as3d(y, dim)
     r = o * i
     if r and k:
-        bm, bn, warps = _launch.rows(r, k)
+        bm, bn, warps = _launch.rows(r, k, max_elems=SOFTMAX_BWD_TILE)
         _softmax_bwd_kernel[(_launch.cdiv(r, bm),)](
             gb, yb, out, r, k, i, *gs, *ys, k * i, i, 1, LOG=log, ACC=_acc(dt),
             BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
@@ -360,7 +365,7 @@ def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, red
     out = buffers.empty((), dt)
     block, _ = _launch.rows(1, n)[1:]
     _ce_total_kernel[(1,)](rows, target, out, n, ts, ignore_index, MODE=reduction,
-                           ACC=_acc(dt), BLOCK=block, num_warps=4)
+                           ACC=_acc(dt), BLOCK=block, num_warps=_launch.warps(block))
     return out, lse
 
 
@@ -381,7 +386,7 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
         count = buffers.empty((1,), D.float64 if dt is D.float64 else D.float32)
         block = _launch.rows(1, n)[1]
         _ce_total_kernel[(1,)](lse, target, count, n, ts, ignore_index, MODE="count",
-                               ACC=acc, BLOCK=block, num_warps=4)
+                               ACC=acc, BLOCK=block, num_warps=_launch.warps(block))
     g_stride = buffers.strides(grad_loss)[0] if reduction == "none" else 0
     dx = logits if inplace else buffers.empty((n, c), dt)
     dsn, dsc = buffers.strides(dx)
@@ -403,7 +408,7 @@ def first_bad_target(target, num_classes, ignore_index):
     out = buffers.empty((2,), D.int64)
     block = _launch.rows(1, n)[1]
     _first_bad_target_kernel[(1,)](target, out, n, buffers.strides(target)[0], num_classes,
-                                   ignore_index, BLOCK=block, num_warps=4)
+                                   ignore_index, BLOCK=block, num_warps=_launch.warps(block))
     where, value = (int(v) for v in buffers.download(out))
     return None if where >= n else value
 
@@ -499,7 +504,7 @@ def _kernels():
                                       **{k: "i64" for k in ("xso", "xsk", "xsi", "oso", "osk",
                                                              "osi")},
                                       **{k: "constexpr" for k in c}}})
-            c = ce(LOG=log, ACC=acc, BLOCK_M=8, BLOCK_N=512)
+            c = ce(LOG=log, ACC=acc, BLOCK_M=SOFTMAX_BWD_TILE // 512, BLOCK_N=512)
             out.append({"name": f"{'log_' if log else ''}softmax_bwd_{dt}",
                         "fn": _softmax_bwd_kernel, "constexprs": c,
                         "signature": {"g_ptr": f"*{dt}", "y_ptr": f"*{dt}", "out_ptr": f"*{dt}",
@@ -555,4 +560,4 @@ def _kernels():
     return out
 
 
-KERNELS = _kernels()
+KERNELS = _launch.with_warps(_kernels())
