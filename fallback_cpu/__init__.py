@@ -17,9 +17,9 @@ warnings.filterwarnings("ignore", category=RuntimeWarning,
 from .elementwise import (accumulate_, binary, relu_bwd, relu_fwd, sum_to_shape, unary,
                           where)
 from .matmul import linear_bwd, linear_fwd, matmul
-from .memory import (arange, cast, cat, contiguous, copy_, empty, exclusively_owned, expand,
-                     from_numpy, full, getitem, index_add, permute, reshape, setitem, stack,
-                     to_numpy)
+from .memory import (arange, cast, cat, contiguous, copy_, dtype_of, empty,
+                     exclusively_owned, expand, from_numpy, full, getitem, index_add,
+                     permute, reshape, setitem, stack, to_numpy)
 from .optim import adamw_step, sgd_step
 from .random import rand, randn
 from .reduction import argmax, max_bwd, reduce
@@ -30,8 +30,9 @@ from .softmax import (bce_with_logits_bwd, bce_with_logits_fwd, first_bad_target
 NAME = "numpy"
 
 OPS = (
-    "from_numpy", "to_numpy", "empty", "full", "arange", "cast", "contiguous", "copy_",
-    "reshape", "permute", "expand", "getitem", "setitem", "index_add", "exclusively_owned", "cat", "stack", "rand", "randn",
+    "from_numpy", "to_numpy", "dtype_of", "empty", "full", "arange", "cast", "contiguous", "copy_",
+    "reshape", "permute", "expand", "getitem", "setitem", "index_add", "exclusively_owned",
+    "cat", "stack", "rand", "randn",
     "unary", "binary", "where", "accumulate_", "sum_to_shape", "relu_fwd", "relu_bwd",
     "reduce", "argmax", "max_bwd", "matmul", "linear_fwd", "linear_bwd",
     "softmax_fwd", "softmax_bwd", "log_softmax_fwd", "log_softmax_bwd",

@@ -13,6 +13,12 @@ def from_numpy(array: np.ndarray, dtype):
     return np.array(array, dtype=dtype.np, copy=True)
 
 
+def dtype_of(x):
+    """The tritonnn dtype of buffer ``x``."""
+    from tritonnn.dtypes import from_numpy as dtype_from_numpy
+    return dtype_from_numpy(x.dtype)
+
+
 def to_numpy(x) -> np.ndarray:
     """The buffer's values as a numpy array (the buffer itself on the host)."""
     return x

@@ -46,9 +46,9 @@ from . import buffers  # noqa: E402
 from .elementwise import (accumulate_, binary, relu_bwd, relu_fwd, sum_to_shape, unary,  # noqa: E402
                           where)
 from .matmul import linear_bwd, linear_fwd, matmul  # noqa: E402
-from .memory import (arange, cast, cat, contiguous, copy_, empty, exclusively_owned, expand,  # noqa: E402
-                     from_numpy, full, getitem, index_add, permute, reshape, setitem, stack,
-                     to_numpy)
+from .memory import (arange, cast, cat, contiguous, copy_, dtype_of, empty,  # noqa: E402
+                     exclusively_owned, expand, from_numpy, full, getitem, index_add,
+                     permute, reshape, setitem, stack, to_numpy)
 from .optim import adamw_step, sgd_step  # noqa: E402
 from .random import rand, randn  # noqa: E402
 from .reduction import argmax, max_bwd, reduce  # noqa: E402
@@ -59,8 +59,9 @@ from .softmax import (bce_with_logits_bwd, bce_with_logits_fwd, first_bad_target
 NAME = "triton"
 
 OPS = (
-    "from_numpy", "to_numpy", "empty", "full", "arange", "cast", "contiguous", "copy_",
-    "reshape", "permute", "expand", "getitem", "setitem", "index_add", "exclusively_owned", "cat", "stack", "rand", "randn",
+    "from_numpy", "to_numpy", "dtype_of", "empty", "full", "arange", "cast", "contiguous", "copy_",
+    "reshape", "permute", "expand", "getitem", "setitem", "index_add", "exclusively_owned",
+    "cat", "stack", "rand", "randn",
     "unary", "binary", "where", "accumulate_", "sum_to_shape", "relu_fwd", "relu_bwd",
     "reduce", "argmax", "max_bwd", "matmul", "linear_fwd", "linear_bwd",
     "softmax_fwd", "softmax_bwd", "log_softmax_fwd", "log_softmax_bwd",

@@ -174,6 +174,11 @@ def from_numpy(array: np.ndarray, dtype):
     return buffers.upload(np.array(array, dtype=dtype.np, copy=True), dtype)
 
 
+def dtype_of(x):
+    """The tritonnn dtype of buffer ``x``."""
+    return buffers.dtype_of(x)
+
+
 def to_numpy(x) -> np.ndarray:
     """The buffer's values as a host numpy array (a copy)."""
     return buffers.download(x)

@@ -237,7 +237,7 @@ def _one_minus(B, y):
 
 
 def _sign(B, x):
-    dt = _dtype_of(B, x)
+    dt = B.dtype_of(x)
     one, zero = B.full((), 1, dt), B.full((), 0, dt)
     pos = B.where(B.binary(x, 0, "gt"), one, zero)
     neg = B.where(B.binary(x, 0, "lt"), one, zero)
@@ -254,10 +254,6 @@ _UNARY_RULES = {
     "tanh": lambda B, g, x, y: B.binary(g, _one_minus(B, B.binary(y, y, "mul")), "mul"),
     "sigmoid": lambda B, g, x, y: B.binary(g, B.binary(y, _one_minus(B, y), "mul"), "mul"),
 }
-
-
-def _dtype_of(B, buf):
-    return D.from_numpy(buf.dtype) if B.NAME == "numpy" else B.buffers.dtype_of(buf)
 
 
 def unary(x, op):
