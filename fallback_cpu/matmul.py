@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .elementwise import _LOW
+from .memory import scratch
 
 
 def _f32(x):
@@ -42,6 +43,22 @@ def linear_fwd(x, w, b, relu):
     return out
 
 
+def _relu_mask(g, out):
+    """``where(out > 0, g, 0)`` in a scratch array (the masked gradient never leaves linear_bwd).
+
+    A multiply by the boolean mask is ~5x faster than np.where, but turns a NaN or
+    inf upstream gradient at a masked position into NaN instead of 0; such rows
+    (rare) take the exact np.where path.
+    """
+    mask = scratch(out, 1, np.bool_)
+    np.greater(out, 0, out=mask)
+    masked = scratch(g, 2)
+    np.multiply(g, mask, out=masked)
+    if not np.isfinite(masked.sum()):
+        np.copyto(masked, np.where(mask, g, np.zeros((), g.dtype)))
+    return masked
+
+
 def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
     """Gradients of ``linear_fwd``: returns ``(dx, dw, db)``, None where not needed.
 
@@ -50,7 +67,7 @@ def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
     """
     g = _f32(grad_out)
     if relu:
-        g = np.where(out > 0, g, np.zeros((), g.dtype))
+        g = _relu_mask(g, out)
     dx = dw = db = None
     if need_dx:
         dx = np.matmul(g, _f32(w))

@@ -8,6 +8,26 @@ from __future__ import annotations
 import numpy as np
 
 
+_scratch_cache: dict = {}
+
+
+def scratch(like, slot=0, dtype=None):
+    """A reusable work array shaped like ``like`` (not an op: a helper of the numpy kernels).
+
+    The numpy kernels run one at a time, so a kernel may use scratch arrays for
+    its intermediates as long as none escapes the call; reusing them saves the
+    allocation and first-touch page faults of fresh arrays on every step.
+    """
+    dt = like.dtype if dtype is None else np.dtype(dtype)
+    key = (like.shape, dt, slot)
+    buf = _scratch_cache.get(key)
+    if buf is None:
+        if len(_scratch_cache) > 64:
+            _scratch_cache.clear()
+        buf = _scratch_cache[key] = np.empty(like.shape, dt)
+    return buf
+
+
 def from_numpy(array: np.ndarray, dtype):
     """A buffer holding a copy of ``array`` converted to ``dtype``."""
     return np.array(array, dtype=dtype.np, copy=True)

@@ -10,20 +10,7 @@ import math
 import numpy as np
 
 from .elementwise import _LOW
-
-
-_scratch_cache: dict = {}
-
-
-def _scratch(like, slot=0):
-    """A reusable scratch array shaped like ``like`` (optimizer steps run one at a time)."""
-    key = (like.shape, like.dtype, slot)
-    buf = _scratch_cache.get(key)
-    if buf is None:
-        if len(_scratch_cache) > 64:
-            _scratch_cache.clear()
-        buf = _scratch_cache[key] = np.empty_like(like)
-    return buf
+from .memory import scratch as _scratch
 
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, nesterov, first_step):
