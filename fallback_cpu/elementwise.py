@@ -8,7 +8,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-_LOW = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+_LOW = frozenset((np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)))  # computed in float32
 
 
 def _up(x):

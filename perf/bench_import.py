@@ -26,7 +26,11 @@ _CHILD = ("import json, sys, time; t0 = time.perf_counter(); import {mod}; "
 def import_seconds(module, runs):
     """Per-run import times of ``module`` and whether torch/triton came with it."""
     times, heavy = [], set()
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITONNN_INTERPRET", "TRITON_INTERPRET")}
+    # as a user's shell has it: bytecode caches written and used (a first, untimed run warms them)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRITONNN_INTERPRET", "TRITON_INTERPRET", "PYTHONDONTWRITEBYTECODE")}
+    subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True,
+                   timeout=120, check=True)
     for _ in range(runs):
         res = subprocess.run([sys.executable, "-c", _CHILD.format(mod=module)], env=env,
                              capture_output=True, text=True, timeout=120, check=True)

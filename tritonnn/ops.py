@@ -14,7 +14,7 @@ import operator
 
 from . import dtypes as D
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
-from .tape import Node, _GradMode, edge
+from .tape import Node, _GradMode
 
 Tensor = None   # tritonnn.tensor.Tensor, bound by tensor.py once it is defined (import cycle)
 
@@ -30,12 +30,16 @@ def _wrap(buf, dtype, device, backend):
 def _record(out, name, backward, inputs):
     """Attach a node to ``out`` when grad mode is on and some input requires grad."""
     if _GradMode.enabled:
+        edges = []
+        needed = False
         for t in inputs:
-            if t is not None and t.requires_grad:
-                out._node = Node(name, backward, tuple([None if i is None else edge(i)
-                                                        for i in inputs]))
-                out.requires_grad = True
-                break
+            # where each input's gradient goes: its node, the leaf itself, or nowhere (see tape.edge)
+            e = None if t is None else (t._node or (t if t.requires_grad else None))
+            needed = needed or e is not None
+            edges.append(e)
+        if needed:
+            out._node = Node(name, backward, tuple(edges))
+            out.requires_grad = True
     return out
 
 
@@ -177,14 +181,21 @@ def binary(a, b, op, reverse=False):
             gx, gy = rule(g)
             return (None if gx is None else B.sum_to_shape(gx, xs),
                     None if gy is None else B.sum_to_shape(gy, ys))
-    return _record(out, op, backward, (x if xt else None, y if yt else None))
+    # _record, inlined for the hottest op: an input that needs a gradient has a node or is a leaf
+    out._node = Node(op, backward, ((x._node or x) if nx else None, (y._node or y) if ny else None))
+    out.requires_grad = True
+    return out
 
 
 # The backward rules of the binary ops: op -> factory(backend, x, y, dtype, need_x, need_y)
 # returning ``backward(g) -> (dx, dy)`` on the broadcast shape (``binary`` sums them back
 # down); a gradient that is not needed is None.
 def _add_rule(B, xb, yb, dt, nx, ny):
-    return lambda g: (g if nx else None, g if ny else None)
+    return _ADD_BACKWARD[nx, ny]
+
+
+_ADD_BACKWARD = {(True, True): lambda g: (g, g), (True, False): lambda g: (g, None),
+                 (False, True): lambda g: (None, g)}
 
 
 def _sub_rule(B, xb, yb, dt, nx, ny):
