@@ -101,5 +101,19 @@ def relu_fwd(x):
 
 
 def relu_bwd(grad, out):
-    """grad * (out > 0): ReLU's gradient is 0 at exactly 0, as in PyTorch."""
-    return np.where(out > 0, grad, np.zeros((), grad.dtype))
+    """``where(out > 0, grad, 0)``: ReLU's gradient is 0 at exactly 0, as in PyTorch."""
+    return masked_grad(grad, out > 0)
+
+
+def masked_grad(g, mask, out=None):
+    """``where(mask, g, 0)`` (into ``out`` if given), as a multiply by the boolean mask.
+
+    numpy's ``where`` branches per element and runs ~10x slower than a multiply on
+    a half-true mask; the multiply differs only where ``g`` is inf or NaN at a
+    masked-out position (inf * 0 = NaN where PyTorch gives 0), so a non-finite
+    result takes the exact ``where`` path.
+    """
+    r = np.multiply(g, mask, out=out) if out is not None else g * mask
+    if not np.isfinite(r.sum(dtype=np.float32 if r.dtype in _LOW else None)):
+        np.copyto(r, np.where(mask, g, np.zeros((), g.dtype)))
+    return r

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import _LOW
+from .elementwise import _LOW, masked_grad
 from .memory import scratch
 
 
@@ -44,19 +44,10 @@ def linear_fwd(x, w, b, relu):
 
 
 def _relu_mask(g, out):
-    """``where(out > 0, g, 0)`` in a scratch array (the masked gradient never leaves linear_bwd).
-
-    A multiply by the boolean mask is ~5x faster than np.where, but turns a NaN or
-    inf upstream gradient at a masked position into NaN instead of 0; such rows
-    (rare) take the exact np.where path.
-    """
+    """``where(out > 0, g, 0)`` in a scratch array (the masked gradient never leaves linear_bwd)."""
     mask = scratch(out, 1, np.bool_)
     np.greater(out, 0, out=mask)
-    masked = scratch(g, 2)
-    np.multiply(g, mask, out=masked)
-    if not np.isfinite(masked.sum()):
-        np.copyto(masked, np.where(mask, g, np.zeros((), g.dtype)))
-    return masked
+    return masked_grad(g, mask, out=scratch(g, 2))
 
 
 def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):

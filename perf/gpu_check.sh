@@ -70,16 +70,18 @@ head -n 40 "$OUT/env.txt"
 # -- install, tests, walkthrough -------------------------------------------------------------
 stage install 45 python3 -m pip install -e . --no-deps --no-build-isolation
 python3 -m tritonnn.cli info > "$OUT/tritonnn_info.txt" 2>&1; cat "$OUT/tritonnn_info.txt"
-stage pytest 140 python3 -m pytest -x -q
 stage walkthrough 45 python3 examples/seed_walkthrough.py --device cuda
+# the whole suite on the real GPU except the slow no-GPU-only checks (AOT compile, interpreter
+# soak); first compiles of every kernel specialization dominate, so collect many failures per run
+stage pytest 200 python3 -m pytest -q -m "not slow" --maxfail=25 -p no:cacheprovider
 
 # -- the sweep: one process per family (a crashed kernel can poison its CUDA context) -------
-for fam_budget in matmul:50 linear:40 cross_entropy:30 relu:25 train_step:20 tiny_op:15 import:25; do
+for fam_budget in matmul:40 linear:30 cross_entropy:25 relu:15 train_step:15 tiny_op:10 import:15; do
     fam=${fam_budget%%:*}
     stage "sweep_$fam" "${fam_budget##*:}" python3 perf/sweep.py --device cuda --kernels "$fam" --out "$OUT/sweep"
 done
 python3 perf/sweep.py --summarize "$OUT/sweep" > "$OUT/sweep_table.txt" 2>&1
-stage profile_train_step 25 python3 perf/bench_train_step.py --profile --device cuda
+stage profile_train_step 15 python3 perf/bench_train_step.py --profile --device cuda
 
 # -- summary -----------------------------------------------------------------------------------
 echo
