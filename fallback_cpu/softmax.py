@@ -59,19 +59,29 @@ def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, red
     x = logits.astype(acc, copy=False)
     n, c = x.shape
     valid = target != ignore_index
-    safe_t = np.where(valid, target, 0)
-    lse = _lse(x, 1)[:, 0]
+    all_valid = bool(valid.all())
+    safe_t = target if all_valid else np.where(valid, target, 0)
+    # 1. log-sum-exp per row, shifted by the row maximum (all -inf rows: lse = -inf, not NaN)
+    m = x.max(axis=1)
+    if not np.isfinite(m).all():
+        m = np.where(np.isfinite(m), m, 0)
+    e = x - m[:, None]
+    np.exp(e, out=e)
+    lse = m + np.log(e.sum(axis=1))
+    # 2. minus the (smoothed) target logit
     picked = x[np.arange(n), safe_t]
-    loss = lse - (1.0 - label_smoothing) * picked
     if label_smoothing:
-        loss = loss - (label_smoothing / c) * np.sum(x, axis=1)
-    loss = np.where(valid, loss, 0).astype(acc)
+        loss = lse - (1.0 - label_smoothing) * picked - (label_smoothing / c) * x.sum(axis=1)
+    else:
+        loss = lse - picked
+    if not all_valid:
+        loss = np.where(valid, loss, 0).astype(acc, copy=False)
     if reduction == "none":
         return loss.astype(logits.dtype), lse
-    total = np.sum(loss, dtype=acc)
+    total = loss.sum(dtype=acc)
     if reduction == "mean":
-        with np.errstate(all="ignore"):
-            total = total / acc(np.count_nonzero(valid))
+        count = n if all_valid else np.count_nonzero(valid)
+        total = total / acc(count) if count else acc(np.nan)
     return np.asarray(total, dtype=logits.dtype), lse
 
 
@@ -87,21 +97,21 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
     acc = _acc(logits)
     n, c = logits.shape
     valid = target != ignore_index
+    all_valid = bool(valid.all())
+    safe_t = target if all_valid else np.where(valid, target, 0)
     g = np.asarray(grad_loss, dtype=acc)
-    if reduction == "none":
-        scale = g.reshape(n)
-    elif reduction == "mean":
-        scale = np.full(n, g / max(int(np.count_nonzero(valid)), 1), dtype=acc) \
-            if np.count_nonzero(valid) else np.full(n, np.nan, dtype=acc)
-    else:
-        scale = np.full(n, g, dtype=acc)
-    scale = np.where(valid, scale, 0).astype(acc)
-    d = np.exp(logits.astype(acc, copy=False) - lse[:, None].astype(acc))
+    d = logits.astype(acc, copy=False) - lse[:, None].astype(acc, copy=False)
+    np.exp(d, out=d)
     if label_smoothing:
         d -= label_smoothing / c
-    rows = np.arange(n)
-    d[rows, np.where(valid, target, 0)] -= (1.0 - label_smoothing)
-    d *= scale[:, None]
+    d[np.arange(n), safe_t] -= (1.0 - label_smoothing)
+    if reduction == "none":
+        d *= (g.reshape(n) if all_valid else np.where(valid, g.reshape(n), 0))[:, None]
+    else:
+        count = n if all_valid else np.count_nonzero(valid)
+        d *= (g / acc(count) if count else g) if reduction == "mean" else g
+        if not all_valid:
+            d[~valid] = 0
     if inplace:
         logits[...] = d
         return logits
