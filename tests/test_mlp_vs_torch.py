@@ -10,20 +10,10 @@ import torch
 
 import tritonnn as tn
 import tritonnn.nn.functional as F
+from checks import assert_close
 
 SIZES = (784, 256, 128, 10)
 BATCH = 128
-
-
-def assert_close(actual, expected, atol, rtol, what=""):
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
-    bad = ~np.isclose(a, e, atol=atol, rtol=rtol)
-    if bad.any():
-        where = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)[:5]]
-        first = ", ".join(f"{ix}: {a[ix]!r} vs {e[ix]!r}" for ix in where)
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ; first: {first}")
 
 
 def build(seed=0):

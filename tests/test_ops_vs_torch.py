@@ -10,22 +10,12 @@ import torch
 
 import tritonnn as tn
 import tritonnn.nn.functional as F
+from checks import assert_close
 
 TOL = {"float64": (1e-10, 1e-10), "float32": (1e-5, 1e-5)}
 NP = {"float64": np.float64, "float32": np.float32}
 TH = {"float64": torch.float64, "float32": torch.float32}
 DTYPES = ["float32", "float64"]
-
-
-def assert_close(actual, expected, atol, rtol, what=""):
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
-    bad = ~np.isclose(a, e, atol=atol, rtol=rtol, equal_nan=True)
-    if bad.any():
-        where = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)[:5]]
-        first = ", ".join(f"{ix}: {a[ix]!r} vs {e[ix]!r}" for ix in where)
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ; first: {first}")
 
 
 def rnd(rng, shape, kind="any"):

@@ -4,19 +4,9 @@ import pytest
 import torch
 
 import tritonnn as tn
+from checks import assert_close
 
 SHAPES = [(3, 4), (5,), (1,), (2, 1, 3)]
-
-
-def assert_close(actual, expected, atol, rtol, what=""):
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
-    bad = ~np.isclose(a, e, atol=atol, rtol=rtol)
-    if bad.any():
-        where = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)[:5]]
-        first = ", ".join(f"{ix}: {a[ix]!r} vs {e[ix]!r}" for ix in where)
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ; first: {first}")
 
 
 def run_both(make_tn, make_th, dtype=np.float64, steps=5, seed=0):
