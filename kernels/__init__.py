@@ -58,16 +58,8 @@ from .softmax import (bce_with_logits_bwd, bce_with_logits_fwd, first_bad_target
 
 NAME = "triton"
 
-OPS = (
-    "from_numpy", "to_numpy", "dtype_of", "empty", "full", "arange", "cast", "contiguous", "copy_",
-    "reshape", "permute", "expand", "getitem", "setitem", "index_add", "exclusively_owned",
-    "cat", "stack", "rand", "randn",
-    "unary", "binary", "where", "accumulate_", "sum_to_shape", "relu_fwd", "relu_bwd",
-    "reduce", "argmax", "max_bwd", "matmul", "linear_fwd", "linear_bwd",
-    "softmax_fwd", "softmax_bwd", "log_softmax_fwd", "log_softmax_bwd",
-    "softmax_cross_entropy_fwd", "softmax_cross_entropy_bwd", "first_bad_target",
-    "bce_with_logits_fwd", "bce_with_logits_bwd", "sgd_step", "adamw_step",
-)
+# the backend contract: one list of function names, kept by the numpy backend
+from ..fallback_cpu import OPS  # noqa: E402
 
 
 def _all_kernels():
