@@ -77,7 +77,7 @@ def empty_strided(shape, strides, dtype):
 
 def upload(a: np.ndarray, dtype):
     """A device buffer with a copy of host array ``a`` (already of ``dtype``)."""
-    a = np.ascontiguousarray(a)
+    a = np.ascontiguousarray(a).reshape(a.shape)     # (ascontiguousarray makes 0-d 1-d)
     if dtype is D.bfloat16:
         host = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     elif dtype is D.uint32:

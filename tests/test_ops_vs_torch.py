@@ -207,8 +207,14 @@ def test_max_min(shape, dim, keepdim, dtype, rng):
            dtype, f"amax({dim}, {keepdim})")
     if isinstance(dim, tuple):
         return
-    _check(lambda x: x.min(dim, keepdim=keepdim), lambda x: x.amin(dim, keepdim=keepdim), [a],
-           dtype, f"min({dim}, {keepdim})")
+    _check(lambda x: x.amin(dim, keepdim=keepdim), lambda x: x.amin(dim, keepdim=keepdim), [a],
+           dtype, f"amin({dim}, {keepdim})")
+    _check(lambda x: x.min(dim, keepdim=keepdim)[0], lambda x: x.min(dim, keepdim=keepdim)[0],
+           [a], dtype, f"min({dim}, {keepdim}).values")
+    idx = tn.tensor(a).min(dim, keepdim=keepdim)[1]
+    assert idx.dtype is tn.int64
+    np.testing.assert_array_equal(idx.numpy(),
+                                  torch.tensor(a).min(dim, keepdim=keepdim)[1].numpy())
     _check(lambda x: x.max(dim, keepdim=keepdim)[0], lambda x: x.max(dim, keepdim=keepdim)[0],
            [a], dtype, f"max({dim}, {keepdim}).values")
     idx = tn.tensor(a).max(dim, keepdim=keepdim)[1]

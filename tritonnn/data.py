@@ -65,8 +65,8 @@ class DataLoader:
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)
-        gen = np.random.Generator(np.random.Philox(key=self.seed & ((1 << 64) - 1),
-                                                   counter=self.epoch))
+        # (seed, epoch) through a SeedSequence: unrelated streams for consecutive epochs
+        gen = np.random.default_rng([self.seed & ((1 << 64) - 1), self.epoch])
         return gen.permutation(n)
 
     def __iter__(self):

@@ -77,6 +77,7 @@ def save(tensors, path, metadata=None):
     except OSError as e:
         raise TritonnnError(f"save: cannot write to {folder!r}: {e.strerror}") from None
     try:
+        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(hdr)))
             f.write(hdr)
@@ -101,6 +102,16 @@ def save(tensors, path, metadata=None):
             os.close(dfd)
     except OSError:
         pass
+
+
+def _file_mode(path):
+    """The mode the saved file gets: the old file's, else what ``open()`` would give (umask)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _bad(path, why):

@@ -33,7 +33,7 @@ def _record(out, name, backward, inputs):
         edges = []
         needed = False
         for t in inputs:
-            # where each input's gradient goes: its node, the leaf itself, or nowhere (see tape.edge)
+            # where its gradient goes: the input's node, the leaf itself, or nowhere
             e = None if t is None else (t._node or (t if t.requires_grad else None))
             needed = needed or e is not None
             edges.append(e)
@@ -151,7 +151,8 @@ def binary(a, b, op, reverse=False):
     if bt:
         b_ = b if b.dtype is dt else b.to(dt)
     else:
-        b_ = b if dt.is_floating else int(b)
+        # a Python scalar of the result's kind (a numpy scalar would promote the buffer)
+        b_ = float(b) if dt.is_floating else (bool(b) if dt is D.bool_ else int(b))
     B = a._backend
     x, y = (b_, a_) if reverse else (a_, b_)
     xt, yt = (bt, True) if reverse else (True, bt)
@@ -220,6 +221,8 @@ def _pow_rule(B, xb, yb, dt, nx, ny):
     e = float(yb)
     if e == 1.0:
         return lambda g: (g, None)
+    if e == 0.0:                       # d(x**0)/dx = 0 everywhere, also at x == 0
+        return lambda g: (B.binary(g, 0.0, "mul"), None)
     return lambda g: (B.binary(g, B.binary(B.binary(xb, e - 1.0, "pow"), e, "mul"), "mul"), None)
 
 
@@ -292,7 +295,7 @@ def relu(x):
 
 
 def where(cond, a, b):
-    from .tensor import Tensor, tensor
+    from .tensor import tensor
     if not isinstance(cond, Tensor) or cond.dtype is not D.bool_:
         raise DTypeError("where: condition must be a bool tensor")
 
@@ -305,7 +308,7 @@ def where(cond, a, b):
     _same_device("where", cond, a, b)
     dt = _promote("where", a, b)
     a, b = a.to(dt), b.to(dt)
-    shape = broadcast_shapes("where", broadcast_shapes("where", cond.shape, a.shape), b.shape)
+    broadcast_shapes("where", broadcast_shapes("where", cond.shape, a.shape), b.shape)  # or raise
     B = a._backend
     out = _wrap(B.where(cond._data, a._data, b._data), dt, a.device, B)
     cb = cond._data
@@ -314,7 +317,6 @@ def where(cond, a, b):
     def backward(g):
         return (B.sum_to_shape(B.where(cb, g, zero), a.shape),
                 B.sum_to_shape(B.where(cb, zero, g), b.shape))
-    del shape
     return _record(out, "where", backward, (a, b))
 
 
@@ -324,7 +326,8 @@ def where(cond, a, b):
 
 
 def _dims(op, dim, ndim):
-    if dim is None:
+    """Normalized reduction dims; None or an empty list means every dim, as in torch."""
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
         return tuple(range(ndim))
     if isinstance(dim, (tuple, list)):
         ds = tuple(_norm_dim(op, d, ndim) for d in dim)
@@ -342,8 +345,10 @@ def reduce(x, op, dim=None, keepdim=False):
     """sum / mean / max / min over ``dim`` (None: all dims)."""
     if op == "mean" and not x.dtype.is_floating:
         raise DTypeError(f"mean: expected a floating-point tensor, got {x.dtype}")
-    dims = _dims(op, dim, x.ndim) if x.ndim else ()
-    if op in ("max", "min") and any(x.shape[d] == 0 for d in dims) or (op in ("max", "min") and x.numel() == 0):
+    dims = _dims(op, dim, x.ndim)          # validates ``dim`` for a 0-d tensor too
+    if x.ndim == 0:
+        dims = ()
+    if op in ("max", "min") and any(x.shape[d] == 0 for d in dims):
         raise ShapeError(f"{op}: cannot reduce an empty dimension of shape {x.shape}")
     B = x._backend
     yb = B.reduce(x._data, dims, keepdim, op)
@@ -387,6 +392,18 @@ def max_dim(x, dim, keepdim=False):
         xb = x._data
         v = _record(v, "max", lambda g: (B.max_bwd(g, xb, idx, d, keepdim),), (x,))
     return v, i
+
+
+def min_dim(x, dim, keepdim=False):
+    """``(values, indices)`` of the minimum along ``dim``, as torch.min(x, dim).
+
+    Built from max_dim on the negated input (exact for floats and signed ints;
+    first index on ties, as argmax), so the gradient needs no rule of its own.
+    """
+    if not x.dtype.is_floating and x.dtype is not D.int64:
+        x = x.to(D.int64)          # negating unsigned or bool values would wrap
+    v, i = max_dim(-x, dim, keepdim)
+    return -v, i
 
 
 def argmax(x, dim=None, keepdim=False):
@@ -434,9 +451,6 @@ def matmul(a, b):
         return out.squeeze(-2) if b.ndim > 1 else out.squeeze(0)   # 1-D @ 1-D: a 0-d dot
     if b.ndim == 1:
         return matmul(a, b.unsqueeze(1)).squeeze(-1)
-    if a.shape[-1] != b.shape[-2]:
-        raise ShapeError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
-                         f"({a.shape[-1]} != {b.shape[-2]})")
     try:
         broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
     except ShapeError:
@@ -561,7 +575,11 @@ def expand(x, shape):
     shape = tuple(shape)
     if len(shape) < x.ndim:
         raise ShapeError(f"expand: cannot expand {x.shape} to fewer dims {shape}")
-    shape = tuple(x.shape[i - (len(shape) - x.ndim)] if s == -1 else s for i, s in enumerate(shape))
+    lead = len(shape) - x.ndim
+    if any(s == -1 for s in shape[:lead]):
+        raise ShapeError(f"expand: -1 is not allowed in the new leading dims of {shape} "
+                         f"(tensor of shape {x.shape})")
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
     if broadcast_shapes("expand", x.shape, shape) != shape:
         raise ShapeError(f"expand: cannot expand {x.shape} to {shape}")
     B = x._backend
@@ -577,6 +595,9 @@ def _norm_index(x, index):
     out = []
     dim = 0
     n_explicit = sum(1 for i in index if i is not None and i is not Ellipsis)
+    if sum(1 for i in index if i is Ellipsis) > 1:
+        raise IndexOutOfRange(f"index: an index can only have a single ellipsis (...), "
+                              f"tensor of shape {x.shape}")
     for i in index:
         if i is None:
             out.append(None)
@@ -664,6 +685,7 @@ def unsqueeze(x, dim):
 
 
 def cat(tensors, dim=0, op="cat"):
+    """Join tensors along an existing dim (``cat``) or a new one (``op="stack"``)."""
     tensors = list(tensors)
     if not tensors:
         raise TritonnnError(f"{op}: expected a non-empty list of tensors")
@@ -675,34 +697,33 @@ def cat(tensors, dim=0, op="cat"):
     for t in tensors[1:]:
         if t.dtype is not first.dtype:
             raise DTypeError(f"{op}: tensors have different dtypes {first.dtype} and {t.dtype}")
+    B = first._backend
+    bufs = [t._data for t in tensors]
     if op == "stack":
         for t in tensors[1:]:
             if t.shape != first.shape:
                 raise ShapeError(f"stack: tensors must have the same shape, got {first.shape} "
                                  f"and {t.shape}")
         d = _norm_dim("stack", dim, first.ndim + 1)
-        tensors = [t.unsqueeze(d) for t in tensors]
-        first = tensors[0]
+        out = _wrap(B.stack(bufs, d), first.dtype, first.device, B)
+        # the gradient of each input is its slice of g along the new dim
+        pieces = [(slice(None),) * d + (i,) for i in range(len(tensors))]
     else:
+        if first.ndim == 0:
+            raise ShapeError("cat: zero-dimensional tensors cannot be concatenated; use tn.stack")
         d = _norm_dim("cat", dim, first.ndim)
         for t in tensors[1:]:
             if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
                                            if i != d):
                 raise ShapeError(f"cat: shapes {first.shape} and {t.shape} differ outside dim {d}")
-    B = first._backend
-    out = _wrap(B.cat([t._data for t in tensors], d), first.dtype, first.device, B)
+        out = _wrap(B.cat(bufs, d), first.dtype, first.device, B)
+        pieces, start = [], 0
+        for t in tensors:
+            pieces.append((slice(None),) * d + (slice(start, start + t.shape[d]),))
+            start += t.shape[d]
     if not first.dtype.is_floating:
         return out
-    sizes = [t.shape[d] for t in tensors]
-
-    def backward(g):
-        grads, start = [], 0
-        for s in sizes:
-            idx = (slice(None),) * d + (slice(start, start + s),)
-            grads.append(B.getitem(g, idx))
-            start += s
-        return tuple(grads)
-    return _record(out, "cat", backward, tuple(tensors))
+    return _record(out, op, lambda g: tuple(B.getitem(g, idx) for idx in pieces), tuple(tensors))
 
 
 def cast(x, dtype):

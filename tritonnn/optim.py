@@ -33,8 +33,13 @@ class Optimizer:
         self.state = {}
 
     def zero_grad(self, set_to_none=True):
+        """Drop the gradients (the default, as torch), or fill them with zeros."""
         for p in self.params:
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = Tensor._make(p._backend.full(p.shape, 0, p.dtype), p.dtype, p.device,
+                                      p._backend)
 
     def backward_step(self, loss):
         """Zero the gradients, backpropagate ``loss`` and take one step (the seed's backward_step)."""

@@ -62,13 +62,6 @@ class Node:
         return f"<Node {self.name}>"
 
 
-def edge(t):
-    """Where ``t``'s gradient goes: its node, itself when it is a leaf that requires grad, or None."""
-    if t._node is not None:
-        return t._node
-    return t if t.requires_grad else None
-
-
 class Gradients(Mapping):
     """Gradients of one backward walk, keyed by tensor (``g[w]``, the seed's ``grads.get(&w)``)."""
 
@@ -141,6 +134,33 @@ def backend_of_buffer(buf):
     return kernels
 
 
+def _walk(root_node, grad, consumers, retain_graph, keep, kept, to_leaf):
+    """The reverse walk: each node runs once all its consumers have handed it their gradient."""
+    pending = {root_node: grad}
+    ready = [root_node]
+    while ready:
+        node = ready.pop()
+        g = pending.pop(node, None)
+        nexts = node.next
+        if node in keep:
+            kept[node] = g
+        in_grads = node.backward(g) if g is not None else (None,) * len(nexts)
+        if not retain_graph:
+            node.backward = _freed
+            node.next = ()
+        for nxt, gi in zip(nexts, in_grads):
+            if nxt is None:
+                continue
+            if type(nxt) is Node:
+                if gi is not None:
+                    pending[nxt] = _add(pending.get(nxt), gi)
+                consumers[nxt] -= 1
+                if consumers[nxt] == 0:
+                    ready.append(nxt)
+            elif gi is not None:
+                to_leaf(nxt, gi)
+
+
 def run_backward(root, grad, retain_graph, wanted=None):
     """Walk back from tensor ``root`` seeded with buffer ``grad``.
 
@@ -170,32 +190,22 @@ def run_backward(root, grad, retain_graph, wanted=None):
     else:
         consumers = _reachable(root_node)
         _GradMode.retaining = bool(retain_graph)
-        pending = {root_node: grad}
-        ready = [root_node]
-        while ready:
-            node = ready.pop()
-            g = pending.pop(node, None)
-            nexts = node.next
-            if node in keep:
-                kept[node] = g
-            in_grads = node.backward(g) if g is not None else (None,) * len(nexts)
-            if not retain_graph:
-                node.backward = _freed
-                node.next = ()
-            for nxt, gi in zip(nexts, in_grads):
-                if nxt is None:
-                    continue
-                if type(nxt) is Node:
-                    if gi is not None:
-                        pending[nxt] = _add(pending.get(nxt), gi)
-                    consumers[nxt] -= 1
-                    if consumers[nxt] == 0:
-                        ready.append(nxt)
-                elif gi is not None:
-                    to_leaf(nxt, gi)
+        try:
+            _walk(root_node, grad, consumers, retain_graph, keep, kept, to_leaf)
+        finally:
+            _GradMode.retaining = False
+
+    # a backward rule may pass one buffer to several inputs (add), or the caller's own seed
+    # through: every gradient handed out gets its own buffer, so none aliases another
+    handed = {id(grad)}
 
     def as_tensor(like, buf):
-        return Tensor._make(like._backend.contiguous(buf), like.dtype, like.device, like._backend)
+        B = like._backend
+        buf = B.contiguous(buf)
+        if id(buf) in handed:
+            buf = B.cast(buf, like.dtype)          # a private copy
+        handed.add(id(buf))
+        return Tensor._make(buf, like.dtype, like.device, B)
 
     if wanted is not None:
         out = []

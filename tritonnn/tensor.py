@@ -187,8 +187,13 @@ class Tensor:
         raise TritonnnError("only integer tensors of a single element can be used as an index")
 
     def __array__(self, dtype=None, copy=None):
+        """numpy's array protocol: a copy unless ``copy=False`` (then no conversion is allowed)."""
         a = self.detach().numpy()
-        return a if dtype is None else a.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError("tensor.__array__: a dtype conversion needs a copy")
+            return a.astype(dtype)
+        return a.copy() if copy or (copy is None and self.device.type == "cpu") else a
 
     def __repr__(self):
         a = self._backend.to_numpy(self._data)
@@ -281,8 +286,10 @@ class Tensor:
                                 f"got {type(value).__name__}")
         view = self._backend.getitem(self._data, idx)
         target_shape = tuple(view.shape)
-        if isinstance(value, Tensor):
-            ops.broadcast_shapes("setitem", value.shape, target_shape)
+        if isinstance(value, Tensor) and \
+                ops.broadcast_shapes("setitem", value.shape, target_shape) != target_shape:
+            raise ShapeError(f"setitem: a value of shape {value.shape} does not fit the "
+                             f"indexed shape {target_shape}")
         self._backend.setitem(self._data, idx, src)
 
     # -- arithmetic ----------------------------------------------------------------------------
@@ -420,8 +427,12 @@ class Tensor:
         return ops.max_dim(self, dim, keepdim)
 
     def min(self, dim=None, keepdim=False):
+        """The minimum (dim None), or ``(values, indices)`` along ``dim`` as torch.min."""
         if dim is None:
             return ops.reduce(self, "min")
+        return ops.min_dim(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
         return ops.reduce(self, "min", dim, keepdim)
 
     def amax(self, dim=None, keepdim=False):
@@ -486,7 +497,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor from a scalar, nested lists, a numpy array or another tensor (copied)."""
     if isinstance(data, Tensor):
         out = data.detach().to(device or data.device, dtype or data.dtype)
-        if out is data or out._data is data._data:
+        if out._data is data._data:
             out = Tensor._make(out._backend.contiguous(out._backend.cast(out._data, out.dtype)),
                                out.dtype, out.device, out._backend)
         return _finish(out._data, out.dtype, out.device, out._backend, requires_grad)

@@ -149,9 +149,10 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def to(self, *args):
+    def to(self, *args, device=None, dtype=None):
         """Move (``to(device)``) or convert (``to(dtype)``) every parameter in place."""
-        dtype = device = None
+        device = None if device is None else as_device(device)
+        dtype = None if dtype is None else D.as_dtype(dtype)
         for a in args:
             if isinstance(a, D.DType) or (isinstance(a, str) and a in D._BY_NAME):
                 dtype = D.as_dtype(a)
@@ -241,7 +242,11 @@ class Sequential(Module):
     def __getitem__(self, i):
         mods = list(self._modules.values())
         if isinstance(i, slice):
-            return Sequential(*mods[i])
+            # a slice keeps its children's names ("2", "3", ...), as torch does
+            sub = Sequential()
+            for name in list(self._modules)[i]:
+                setattr(sub, name, self._modules[name])
+            return sub
         return mods[i]
 
     def __len__(self):
