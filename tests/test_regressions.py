@@ -129,3 +129,45 @@ def test_saved_file_mode_follows_umask(tmp_path):
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_in_place_write_after_forward_is_caught(device):
+    x = tn.tensor([1.0, 2.0], device=device)
+    w = tn.tensor([3.0, 4.0], device=device, requires_grad=True)
+    y = (x * w).sum()
+    x[0] = 100.0
+    with pytest.raises(tn.TritonnnError, match="modified in place"):
+        y.backward()
+    # a view and a detached alias share the version: writes through them are caught too
+    y = (x * w).sum()
+    x.detach()[1] = 7.0
+    with pytest.raises(tn.TritonnnError, match="modified in place"):
+        y.backward()
+    y = (x.reshape(2, 1) * w).sum()
+    x[0:1][0] = 1.0
+    with pytest.raises(tn.TritonnnError, match="modified in place"):
+        y.backward()
+    # an op that saved nothing does not care, as in torch
+    y = (x + w).sum()
+    x[0] = 5.0
+    y.backward()
+    assert w.grad.tolist() == [1.0, 1.0]
+
+
+def test_optimizer_step_between_forward_and_backward_is_caught():
+    m = tn.nn.Linear(3, 2)
+    opt = tn.optim.SGD(m.parameters(), lr=0.1)
+    m(tn.ones(1, 3)).sum().backward()
+    loss = m(tn.ones(1, 3)).sum()
+    opt.step()                      # changes the weight the pending backward saved
+    with pytest.raises(tn.TritonnnError, match="modified in place"):
+        loss.backward()
+
+
+def test_leaf_can_be_written_under_no_grad():
+    w = tn.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(tn.TritonnnError, match="requires grad"):
+        w[0] = 5.0
+    with tn.no_grad():
+        w[0] = 5.0
+    assert w.tolist() == [5.0, 2.0] and w.requires_grad

@@ -27,8 +27,13 @@ def _wrap(buf, dtype, device, backend):
     return Tensor._make(buf, dtype, device, backend)
 
 
-def _record(out, name, backward, inputs):
-    """Attach a node to ``out`` when grad mode is on and some input requires grad."""
+def _record(out, name, backward, inputs, saved=()):
+    """Attach a node to ``out`` when grad mode is on and some input requires grad.
+
+    ``saved``: the tensors whose buffers ``backward`` reads; their versions are
+    checked before it runs (an in-place write in between is an error, not a wrong
+    gradient).
+    """
     if _GradMode.enabled:
         edges = []
         needed = False
@@ -38,8 +43,18 @@ def _record(out, name, backward, inputs):
             needed = needed or e is not None
             edges.append(e)
         if needed:
-            out._node = Node(name, backward, tuple(edges))
+            out._node = Node(name, backward, tuple(edges), _versions(saved))
             out.requires_grad = True
+    return out
+
+
+def _versions(tensors):
+    return tuple((t._version, t._version[0]) for t in tensors if t is not None)
+
+
+def _view(out, x):
+    """``out`` views ``x``'s memory: in-place writes through either bump one version."""
+    out._version = x._version
     return out
 
 
@@ -183,7 +198,9 @@ def binary(a, b, op, reverse=False):
             return (None if gx is None else B.sum_to_shape(gx, xs),
                     None if gy is None else B.sum_to_shape(gy, ys))
     # _record, inlined for the hottest op: an input that needs a gradient has a node or is a leaf
-    out._node = Node(op, backward, ((x._node or x) if nx else None, (y._node or y) if ny else None))
+    saved = _versions((x if xt else None, y if yt else None)) if op in _SAVES_OPERANDS else ()
+    out._node = Node(op, backward, ((x._node or x) if nx else None, (y._node or y) if ny else None),
+                     saved)
     out.requires_grad = True
     return out
 
@@ -240,6 +257,8 @@ def _extreme_rule(win):
     return factory
 
 
+_SAVES_OPERANDS = frozenset({"mul", "div", "pow", "maximum", "minimum"})
+
 _BINARY_RULES = {
     "add": _add_rule, "sub": _sub_rule, "mul": _mul_rule, "div": _div_rule, "pow": _pow_rule,
     "maximum": _extreme_rule("gt"), "minimum": _extreme_rule("lt"),
@@ -282,7 +301,7 @@ def unary(x, op):
     if not x.dtype.is_floating:
         return out
     rule = _UNARY_RULES[op]
-    return _record(out, op, lambda g: (rule(B, g, xb, yb),), (x,))
+    return _record(out, op, lambda g: (rule(B, g, xb, yb),), (x,), (x, out))
 
 
 def relu(x):
@@ -291,7 +310,7 @@ def relu(x):
     B = x._backend
     yb = B.relu_fwd(x._data)
     out = _wrap(yb, x.dtype, x.device, B)
-    return _record(out, "relu", lambda g: (B.relu_bwd(g, yb),), (x,))
+    return _record(out, "relu", lambda g: (B.relu_bwd(g, yb),), (x,), (out,))
 
 
 def where(cond, a, b):
@@ -317,7 +336,7 @@ def where(cond, a, b):
     def backward(g):
         return (B.sum_to_shape(B.where(cb, g, zero), a.shape),
                 B.sum_to_shape(B.where(cb, zero, g), b.shape))
-    return _record(out, "where", backward, (a, b))
+    return _record(out, "where", backward, (a, b), (cond,))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +394,7 @@ def reduce(x, op, dim=None, keepdim=False):
             hit = B.cast(B.binary(xb, y, "eq"), x.dtype)
             n = B.reduce(hit, dims, True, "sum")
             return (B.binary(hit, B.binary(B.reshape(g, kshape), n, "div"), "mul"),)
-    return _record(out, op, backward, (x,))
+    return _record(out, op, backward, (x,), (x, out) if op in ("max", "min") else ())
 
 
 def max_dim(x, dim, keepdim=False):
@@ -390,7 +409,7 @@ def max_dim(x, dim, keepdim=False):
     i = _wrap(idx, D.int64, x.device, B)
     if x.dtype.is_floating:
         xb = x._data
-        v = _record(v, "max", lambda g: (B.max_bwd(g, xb, idx, d, keepdim),), (x,))
+        v = _record(v, "max", lambda g: (B.max_bwd(g, xb, idx, d, keepdim),), (x,), (x,))
     return v, i
 
 
@@ -466,7 +485,7 @@ def matmul(a, b):
         ga = B.sum_to_shape(B.matmul(g, _swap_last(B, bb, len(sb))), sa) if need_a else None
         gb = B.sum_to_shape(B.matmul(_swap_last(B, ab, len(sa)), g), sb) if need_b else None
         return ga, gb
-    return _record(out, "matmul", backward, (a, b))
+    return _record(out, "matmul", backward, (a, b), (a, b))
 
 
 def linear(x, weight, bias=None, activation=None):
@@ -506,7 +525,8 @@ def linear(x, weight, bias=None, activation=None):
             dx, dw, db = B.linear_bwd(g, xb, wb, saved_out, relu_, *need)
             return dx, dw, db
         out = _record(out, "linear_relu" if relu_ else "linear", backward,
-                      (x2, weight, bias) if bias is not None else (x2, weight))
+                      (x2, weight, bias) if bias is not None else (x2, weight),
+                      (x2, weight, out) if relu_ else (x2, weight))
     return out if x.ndim == 2 else out.reshape(*lead, weight.shape[0])
 
 
@@ -543,7 +563,7 @@ def reshape(x, shape):
     if shape == x.shape:
         return x
     B = x._backend
-    out = _wrap(B.reshape(x._data, shape), x.dtype, x.device, B)
+    out = _view(_wrap(B.reshape(x._data, shape), x.dtype, x.device, B), x)
     src = x.shape
     return _record(out, "reshape", lambda g: (B.reshape(B.contiguous(g), src),), (x,))
 
@@ -553,7 +573,7 @@ def permute(x, dims):
     if sorted(dims) != list(range(x.ndim)):
         raise ShapeError(f"permute: {dims} is not a permutation of the {x.ndim} dims of {x.shape}")
     B = x._backend
-    out = _wrap(B.permute(x._data, dims), x.dtype, x.device, B)
+    out = _view(_wrap(B.permute(x._data, dims), x.dtype, x.device, B), x)
     inv = [0] * len(dims)
     for i, d in enumerate(dims):
         inv[d] = i
@@ -583,7 +603,7 @@ def expand(x, shape):
     if broadcast_shapes("expand", x.shape, shape) != shape:
         raise ShapeError(f"expand: cannot expand {x.shape} to {shape}")
     B = x._backend
-    out = _wrap(B.expand(x._data, shape), x.dtype, x.device, B)
+    out = _view(_wrap(B.expand(x._data, shape), x.dtype, x.device, B), x)
     src = x.shape
     return _record(out, "expand", lambda g: (B.sum_to_shape(g, src),), (x,))
 
@@ -660,6 +680,8 @@ def getitem(x, index):
     B = x._backend
     yb = B.getitem(x._data, idx)
     out = _wrap(yb, x.dtype, x.device, B)
+    if not any(isinstance(i, type(x._data)) for i in idx):     # basic indexing: a view
+        _view(out, x)
     if not x.dtype.is_floating:
         return out
     src, dt = x.shape, x.dtype
@@ -772,7 +794,7 @@ def softmax(x, dim=-1, log=False):
     out = _wrap(yb, x.dtype, x.device, B)
     if x.ndim == 0:
         return _record(out, op, lambda g: (B.full((), 0, x.dtype),), (x,))
-    return _record(out, op, lambda g: (bwd(g, yb, d),), (x,))
+    return _record(out, op, lambda g: (bwd(g, yb, d),), (x,), (out,))
 
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -824,7 +846,7 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
             saved.append(logits_buf)
         return (B.softmax_cross_entropy_bwd(g, logits_buf, tb, lse, ignore_index,
                                             float(label_smoothing), reduction, inplace), None)
-    return _record(out, op, backward, (logits, None))
+    return _record(out, op, backward, (logits, None), (logits, tgt))
 
 
 def _check_targets(op, B, tb, c, ignore_index):
@@ -854,4 +876,4 @@ def binary_cross_entropy_with_logits(x, y, reduction="mean"):
 
     def backward(g):
         return B.bce_with_logits_bwd(g, xb, yb, reduction)
-    return _record(out, op, backward, (x, y))
+    return _record(out, op, backward, (x, y), (x, y))

@@ -90,6 +90,7 @@ class SGD(Optimizer):
                 self.state[id(p)] = buf
             B.sgd_step(p._data, g._data, buf if self.momentum else None, self.lr, self.momentum,
                        self.weight_decay, self.dampening, self.nesterov, first)
+            p._version[0] += 1
 
 
 class AdamW(Optimizer):
@@ -117,3 +118,4 @@ class AdamW(Optimizer):
             st[0] += 1
             B.adamw_step(p._data, g._data, st[1], st[2], st[0], self.lr, b1, b2, self.eps,
                          self.weight_decay)
+            p._version[0] += 1

@@ -49,14 +49,19 @@ class no_grad:
 
 
 class Node:
-    """One recorded op: ``backward(grad_out) -> tuple of input gradients (or None)``."""
+    """One recorded op: ``backward(grad_out) -> tuple of input gradients (or None)``.
 
-    __slots__ = ("name", "backward", "next", "__weakref__")
+    ``saved`` pairs the version box of each tensor whose buffer the rule reads with
+    its version at forward time, so a later in-place write is caught, not used.
+    """
 
-    def __init__(self, name, backward, next_):
+    __slots__ = ("name", "backward", "next", "saved", "__weakref__")
+
+    def __init__(self, name, backward, next_, saved=()):
         self.name = name
         self.backward = backward
         self.next = next_
+        self.saved = saved
 
     def __repr__(self):
         return f"<Node {self.name}>"
@@ -144,6 +149,12 @@ def _walk(root_node, grad, consumers, retain_graph, keep, kept, to_leaf):
         nexts = node.next
         if node in keep:
             kept[node] = g
+        for box, version in node.saved:
+            if box[0] != version:
+                raise TritonnnError(
+                    f"backward: a tensor that '{node.name}' saved for its gradient was modified "
+                    f"in place after the forward (version {version}, now {box[0]}); compute "
+                    f"the loss again after changing it, or change a copy")
         in_grads = node.backward(g) if g is not None else (None,) * len(nexts)
         if not retain_graph:
             node.backward = _freed

@@ -15,14 +15,16 @@ from . import ops
 from . import random as _random
 from .device import Device, as_device, backend
 from .errors import DTypeError, ShapeError, TritonnnError
-from .tape import no_grad, run_backward, seed_gradient
+from .tape import is_grad_enabled, no_grad, run_backward, seed_gradient
 
 
 class Tensor:
     """An n-dimensional array on "cpu" or "cuda" that can take part in autograd."""
 
+    # _version: a one-element list shared by every tensor that views the same memory; in-place
+    # writes bump it, and the tape refuses to run a backward rule whose saved inputs changed
     __slots__ = ("_data", "dtype", "device", "requires_grad", "grad", "_node", "_backend",
-                 "__weakref__")
+                 "_version", "__weakref__")
     __array_priority__ = 1000   # numpy scalars on the left defer to our operators
 
     @classmethod
@@ -35,6 +37,7 @@ class Tensor:
         t.grad = None
         t._node = None
         t._backend = backend_mod
+        t._version = [0]
         return t
 
     def __init__(self, *args, **kwargs):
@@ -87,8 +90,10 @@ class Tensor:
         return self
 
     def detach(self):
-        """The same buffer, cut from the tape."""
-        return Tensor._make(self._data, self.dtype, self.device, self._backend)
+        """The same buffer, cut from the tape (in-place writes to it are seen by both)."""
+        out = Tensor._make(self._data, self.dtype, self.device, self._backend)
+        out._version = self._version
+        return out
 
     def backward(self, gradient=None, retain_graph=False):
         """Walk the tape back from here; returns a ``tn.Gradients`` and accumulates leaves' ``.grad``."""
@@ -271,8 +276,11 @@ class Tensor:
         return ops.getitem(self, index)
 
     def __setitem__(self, index, value):
-        if self.requires_grad:
-            raise TritonnnError("setitem: a tensor that requires grad can't be modified in place")
+        if self._node is not None or (self.requires_grad and is_grad_enabled()):
+            raise TritonnnError(
+                f"setitem: a tensor of shape {self.shape} that requires grad can't be modified in "
+                f"place ({'an op output' if self._node is not None else 'a leaf'}; "
+                f"a leaf can be, under tn.no_grad())")
         idx = ops._norm_index(self, index)
         if isinstance(value, Tensor):
             if value.device != self.device:
@@ -291,6 +299,7 @@ class Tensor:
             raise ShapeError(f"setitem: a value of shape {value.shape} does not fit the "
                              f"indexed shape {target_shape}")
         self._backend.setitem(self._data, idx, src)
+        self._version[0] += 1
 
     # -- arithmetic ----------------------------------------------------------------------------
     def __add__(self, o):

@@ -138,6 +138,7 @@ class Module:
                     v = tensor(v)
                 v = v.detach().to(p.device, p.dtype)
                 p._backend.copy_(p._data, v._data)
+                p._version[0] += 1
         return missing, unexpected
 
     # -- modes and placement -------------------------------------------------------------------
