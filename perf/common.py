@@ -621,10 +621,26 @@ def exact_in(a: np.ndarray, dtype) -> np.ndarray:
     return a.astype(low).astype(np.float32)
 
 
-def to_tn(a: np.ndarray, device, dtype=None, requires_grad=False):
-    """A tritonnn tensor with a copy of ``a`` on ``device`` (cast on the device to ``dtype``)."""
+def pooled_normal(rng, shape, dtype=None, scale=1.0) -> np.ndarray:
+    """float32 standard-normal-looking numbers of ``shape`` for large inputs, fast.
+
+    A pool of 2^20 + 7 numbers (rounded to ``dtype``'s values, as ``exact_in``) is drawn
+    and repeated (drawing a GiB of numbers one by one would dominate a GPU run); its odd
+    length shifts every repetition, so rows of a power-of-two width differ from each other.
+    Pass ``rounded=True`` to ``to_tn`` / ``to_torch`` to skip their own rounding pass over
+    the (already exact) result.
+    """
+    pool = exact_in(rng.standard_normal((1 << 20) + 7, dtype=np.float32) * np.float32(scale),
+                    dtype if dtype is not None else "float32")
+    return np.resize(pool, shape)
+
+
+def to_tn(a: np.ndarray, device, dtype=None, requires_grad=False, rounded=False):
+    """A tritonnn tensor with a copy of ``a`` on ``device`` (cast on the device to ``dtype``).
+
+    ``rounded``: ``a`` already holds ``dtype``'s values (skip ``exact_in``'s host pass)."""
     import tritonnn as tn
-    if dtype is not None:
+    if dtype is not None and not rounded:
         a = exact_in(a, dtype)
     t = tn.tensor(np.ascontiguousarray(a), device=device)
     if dtype is not None and t.dtype is not dtype:
@@ -634,10 +650,10 @@ def to_tn(a: np.ndarray, device, dtype=None, requires_grad=False):
     return t
 
 
-def to_torch(a: np.ndarray, device, dtype=None, requires_grad=False):
+def to_torch(a: np.ndarray, device, dtype=None, requires_grad=False, rounded=False):
     """The torch baseline's copy of ``a`` (torch only ever runs as the baseline)."""
     import torch
-    if dtype is not None:
+    if dtype is not None and not rounded:
         a = exact_in(a, dtype)
     t = torch.from_numpy(np.ascontiguousarray(a)).to(device)
     if dtype is not None:

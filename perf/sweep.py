@@ -19,7 +19,8 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
-FAMILIES = ("matmul", "linear", "cross_entropy", "relu", "train_step", "tiny_op", "import")
+FAMILIES = ("matmul", "linear", "cross_entropy", "softmax", "relu", "elementwise", "reduction",
+            "optim", "random", "train_step", "tiny_op", "import")
 
 
 def _family(name):
