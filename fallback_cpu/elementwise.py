@@ -16,14 +16,12 @@ def _up(x):
     return x.astype(np.float32) if isinstance(x, np.ndarray) and x.dtype in _LOW else x
 
 
-def _sigmoid(x, out=None):
-    # exp(-|x|) never overflows; branch on sign for the two stable forms
-    e = np.exp(-np.abs(x))
-    r = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    if out is None:
-        return r.astype(x.dtype, copy=False)
-    out[...] = r
-    return out
+def _sigmoid(x):
+    """1 / (1 + exp(-x)), as torch computes it: exp(-x) may overflow to inf and the result
+    is then exactly 0, never NaN, so no branch on the sign is needed."""
+    r = np.exp(-x)
+    r += 1
+    return np.reciprocal(r, out=r)
 
 
 _UNARY = {
