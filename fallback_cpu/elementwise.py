@@ -19,7 +19,7 @@ def _up(x):
 def _sigmoid(x):
     """1 / (1 + exp(-x)), as torch computes it: exp(-x) may overflow to inf and the result
     is then exactly 0, never NaN, so no branch on the sign is needed."""
-    r = np.exp(-x)
+    r = np.asarray(np.exp(-x))          # a 0-d input gives a numpy scalar
     r += 1
     return np.reciprocal(r, out=r)
 
