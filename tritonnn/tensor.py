@@ -104,15 +104,10 @@ class Tensor:
     def to(self, *args, dtype=None, device=None):
         """``to(dtype)``, ``to(device)`` or ``to(device, dtype)``."""
         for a in args:
-            if isinstance(a, D.DType):
-                dtype = a
+            if isinstance(a, D.DType) or (isinstance(a, str) and a in D._BY_NAME):
+                dtype = a                          # tn.float32 or "float32"
             elif isinstance(a, (str, Device)):
-                try:
-                    dtype = D.from_name(a) if isinstance(a, str) and a in D._BY_NAME else dtype
-                except DTypeError:
-                    pass
-                if not (isinstance(a, str) and a in D._BY_NAME):
-                    device = a
+                device = a                         # "cpu", "cuda:0", tn.device(...)
             else:
                 raise TritonnnError(f"to: expected a dtype or a device, got {a!r}")
         out = self
