@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
 FAMILIES = ("matmul", "linear", "cross_entropy", "softmax", "relu", "elementwise", "reduction",
-            "optim", "random", "train_step", "tiny_op", "import")
+            "memory", "optim", "random", "train_step", "tiny_op", "import")
 
 
 def _family(name):
