@@ -104,23 +104,10 @@ def stack(xs, dim):
 
 def index_add(dst, index, src):
     """``dst[index] += src`` in place (repeated advanced indices accumulate); returns dst."""
-    parts = index if isinstance(index, tuple) else (index,)
-    if not any(isinstance(i, np.ndarray) for i in parts):
+    if any(isinstance(i, np.ndarray) for i in (index if isinstance(index, tuple) else (index,))):
+        np.add.at(dst, index, src)
+    else:
         dst[index] += src
-        return dst
-    rows = parts[0]
-    if (len(parts) == 1 and rows.ndim == 1 and rows.size and rows.dtype.kind in "iu"
-            and dst.dtype in (np.float32, np.float64)):
-        # rows of an embedding-style gather: sum the repeats in sorted (deterministic) order,
-        # then one scatter; np.add.at is ~40x slower
-        rows = np.where(rows < 0, rows + dst.shape[0], rows)
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        per_row = np.broadcast_to(src, (len(rows),) + dst.shape[1:])[order]
-        dst[ordered[starts]] += np.add.reduceat(per_row, starts, axis=0)
-        return dst
-    np.add.at(dst, index, src)
     return dst
 
 
