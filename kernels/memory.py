@@ -26,6 +26,7 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
+from .elementwise import _sig as _strided_sig  # the AOT signature of a strided kernel
 from .elementwise import (_cast, _f64_from_bits, _strided_offset, _up, float_bits,
                           launch_strided, numel)
 
@@ -488,16 +489,6 @@ def stack(xs, dim):
 # ----------------------------------------------------------------------------------------------
 # ahead-of-time compile list (format: kernels/__init__.py)
 # ----------------------------------------------------------------------------------------------
-
-def _strided_sig(ptrs, scalars, names, constexprs):
-    sig = dict(ptrs)
-    sig.update(scalars)
-    sig.update({"n": "i64", "size1": "i64", "size2": "i64", "size3": "i64"})
-    for name in names:
-        sig.update({f"{name}s{k}": "i64" for k in range(4)})
-    sig.update({k: "constexpr" for k in constexprs})
-    return sig
-
 
 def _rows_sig(ptrs, scalars, names, constexprs):
     sig = dict(ptrs)
