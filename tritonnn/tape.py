@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import ShapeError, TritonnnError
+from .errors import DeviceError, ShapeError, TritonnnError
 
 
 class _GradMode:
@@ -263,7 +263,6 @@ def seed_gradient(t, gradient, op):
     if gradient.shape != t.shape:
         raise ShapeError(f"{op}: gradient shape {gradient.shape} does not match output shape {t.shape}")
     if gradient.device != t.device:
-        from .errors import DeviceError
         raise DeviceError(f"{op}: gradient on {gradient.device}, output on {t.device}")
     return gradient.to(t.dtype)._data
 
@@ -271,11 +270,9 @@ def seed_gradient(t, gradient, op):
 def grad(outputs, inputs, grad_outputs=None, retain_graph=False):
     """Gradients of ``outputs`` with respect to each of ``inputs``, as a tuple; ``.grad`` untouched."""
     from .tensor import Tensor
-    single = isinstance(inputs, Tensor)
-    inputs = [inputs] if single else list(inputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     for t in inputs:
         if not isinstance(t, Tensor) or not t.requires_grad:
             raise TritonnnError("grad: every input must be a tensor that requires grad")
     seed = seed_gradient(outputs, grad_outputs, "grad")
-    res = run_backward(outputs, seed, retain_graph, wanted=inputs)
-    return res
+    return run_backward(outputs, seed, retain_graph, wanted=inputs)
