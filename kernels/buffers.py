@@ -150,6 +150,11 @@ def shape(buf):
     return tuple(buf.shape)
 
 
+def shares_memory(a, b) -> bool:
+    """True when two buffers live in the same allocation (a conservative overlap test)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def exclusively_owned(buf, extra_refs) -> bool:
     """No view and no other Python reference holds ``buf``'s memory besides ``extra_refs``.
 

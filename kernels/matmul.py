@@ -235,7 +235,7 @@ def _gemm_kernel(
         bias = tl.load(bias_ptr + offs_n * stride_bias, mask=in_n, other=0.0)
         acc += bias.to(acc.dtype)[None, :]
     if RELU:
-        acc = tl.maximum(acc, 0.0)
+        acc = tl.where(acc < 0.0, 0.0, acc)      # NaN stays NaN (tl.maximum would drop it)
     c_ptrs = c_ptr + (z0 * stride_cz0 + z1 * stride_cz1) \
         + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])

@@ -234,6 +234,9 @@ def contiguous(x):
 
 def copy_(dst, src):
     """Write ``src`` (broadcast to ``dst``'s shape) into ``dst`` in place."""
+    if buffers.shares_memory(dst, src):
+        # programs run concurrently: reading memory that others write is a race, so copy first
+        src = cast(src, buffers.dtype_of(src))
     launch_strided(_copy_kernel, [dst, buffers.expand(src, buffers.shape(dst))])
 
 
@@ -396,12 +399,16 @@ def _scatter(dst_rest, offs, val_c, plan, add):
 
 
 def setitem(x, index, value):
-    """``x[index] = value`` in place (value a buffer or a Python number, broadcast)."""
+    """``x[index] = value`` in place (value a buffer or a Python number, broadcast).
+
+    With repeated advanced indices, which of the values lands is unspecified on a GPU
+    (as in torch); numpy keeps the last.
+    """
     dt = buffers.dtype_of(x)
     if not _is_buffer(value):
         value = full((), value, dt)
-    elif buffers.dtype_of(value) is not dt:
-        value = cast(value, dt)
+    elif buffers.dtype_of(value) is not dt or buffers.shares_memory(x, value):
+        value = cast(value, dt)        # (a private copy when it views x: no read/write race)
     plan = _plan(x, index)
     if plan is None:
         copy_(buffers.view_index(x, index), value)

@@ -546,6 +546,21 @@ def test_exclusively_owned():
     assert not K.exclusively_owned(a, 1)
     v = K.getitem(K.full((3,), 1, D.float32), (slice(1, None),))
     assert not K.exclusively_owned(v, 1)
+    base = K.full((4,), 1, D.float32)
+    view = K.getitem(base, (slice(1, None),))              # a live view of base's memory
+    assert not K.exclusively_owned(base, 1), "a live view must count as a holder"
+    del view
+    assert K.exclusively_owned(base, 1)
+
+
+def test_setitem_from_an_overlapping_view_of_itself():
+    """x[1:] = x[:-1] must read the old values (a private copy first), past one block too."""
+    n = 70000
+    x = K.arange(0, n, 1, D.float32)
+    K.setitem(x, (slice(1, None),), K.getitem(x, (slice(None, -1),)))
+    got = K.to_numpy(x)
+    want = np.concatenate([[0.0], np.arange(n - 1, dtype=np.float32)])
+    np.testing.assert_array_equal(got, want)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -171,3 +171,11 @@ def test_leaf_can_be_written_under_no_grad():
     with tn.no_grad():
         w[0] = 5.0
     assert w.tolist() == [5.0, 2.0] and w.requires_grad
+
+
+def test_fused_linear_relu_keeps_nan(device):
+    """relu(NaN) is NaN in torch and in tn.relu; the fused epilogue must not turn it into 0."""
+    x = tn.tensor([[float("nan"), 1.0], [1.0, 2.0]], device=device)
+    w = tn.tensor([[1.0, 0.0], [0.0, -1.0]], device=device)
+    out = tn.nn.functional.linear(x, w, activation="relu").tolist()
+    assert np.isnan(out[0]).all() and out[1] == [1.0, 0.0]      # NaN * 0 is NaN too
