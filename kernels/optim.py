@@ -6,7 +6,9 @@ follows the numpy mirror (PyTorch's update rules) step by step in the same
 order; float16/bfloat16 parameters and state are computed in float32 and
 rounded once when stored. Hyper-parameters that are 0 (weight decay,
 momentum, dampening) are compile-time switches, so the plain step pays for
-nothing it does not use.
+nothing it does not use. The others travel as the bits of a float64 (a
+compiled kernel would receive a Python float as float32) and are rounded to
+the parameter's compute dtype inside, as numpy does on the host.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import math
 import triton
 import triton.language as tl
 
-from .elementwise import _cast, _div, _sqrt, _strided_offset, _up, launch_strided
+from .elementwise import (_cast, _div, _f64_from_bits, _sqrt, _strided_offset, _up, float_bits,
+                          launch_strided)
 
 
 @triton.jit
@@ -31,6 +34,10 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dam
     p = _up(tl.load(p_ptr + p_off, mask=mask, other=0))
     d = _up(tl.load(g_ptr + _strided_offset(lin, size1, size2, size3, gs0, gs1, gs2, gs3, NDIM),
                     mask=mask, other=0))
+    lr = _f64_from_bits(lr).to(p.dtype)
+    momentum = _f64_from_bits(momentum).to(p.dtype)
+    weight_decay = _f64_from_bits(weight_decay).to(p.dtype)
+    one_minus_dampening = _f64_from_bits(one_minus_dampening).to(p.dtype)
     if WEIGHT_DECAY:
         d = d + weight_decay * p
     if MOMENTUM:
@@ -72,6 +79,13 @@ def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one
                     mask=mask, other=0))
     m = _up(tl.load(m_ptr + m_off, mask=mask, other=0))
     v = _up(tl.load(v_ptr + v_off, mask=mask, other=0))
+    decay = _f64_from_bits(decay).to(p.dtype)
+    one_minus_beta1 = _f64_from_bits(one_minus_beta1).to(p.dtype)
+    beta2 = _f64_from_bits(beta2).to(p.dtype)
+    one_minus_beta2 = _f64_from_bits(one_minus_beta2).to(p.dtype)
+    step_size = _f64_from_bits(step_size).to(p.dtype)
+    bias2_sqrt = _f64_from_bits(bias2_sqrt).to(p.dtype)
+    eps = _f64_from_bits(eps).to(p.dtype)
     # 1. decoupled weight decay: p *= 1 - lr * wd
     if WEIGHT_DECAY:
         p = p * decay
@@ -80,7 +94,7 @@ def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one
     v = v * beta2
     v = v + one_minus_beta2 * g * g
     # 3. p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    denom = _div(_sqrt(v), bias2_sqrt + tl.zeros((1,), v.dtype)) + eps
+    denom = _div(_sqrt(v), bias2_sqrt) + eps
     p = p - _div(step_size * m, denom)
     tl.store(p_ptr + p_off, _cast(p, p_ptr.dtype.element_ty), mask=mask)
     tl.store(m_ptr + m_off, _cast(m, m_ptr.dtype.element_ty), mask=mask)
@@ -97,7 +111,7 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, n
     use_momentum = bool(momentum)
     buf = momentum_buf if use_momentum else param
     launch_strided(_sgd_kernel, [param, grad, buf],
-                   (float(lr), float(momentum), float(weight_decay), 1.0 - float(dampening)),
+                   tuple(float_bits(h) for h in (lr, momentum, weight_decay, 1.0 - dampening)),
                    WEIGHT_DECAY=bool(weight_decay), MOMENTUM=use_momentum,
                    FIRST=bool(first_step), DAMPENING=bool(dampening), NESTEROV=bool(nesterov),
                    UNIT_LR=lr == 1.0)
@@ -112,8 +126,8 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     bias1 = 1.0 - beta1 ** step
     bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
     launch_strided(_adamw_kernel, [param, grad, exp_avg, exp_avg_sq],
-                   (1.0 - lr * weight_decay, 1.0 - beta1, float(beta2), 1.0 - beta2, lr / bias1,
-                    bias2_sqrt, float(eps)),
+                   tuple(float_bits(h) for h in (1.0 - lr * weight_decay, 1.0 - beta1, beta2,
+                                                 1.0 - beta2, lr / bias1, bias2_sqrt, eps)),
                    WEIGHT_DECAY=bool(weight_decay))
 
 
@@ -131,8 +145,8 @@ def _kernels():
             out.append({"name": f"sgd_{dt}_first{int(first)}_damp{int(damp)}_nest{int(nest)}",
                         "fn": _sgd_kernel, "constexprs": ce,
                         "signature": {"p_ptr": f"*{dt}", "g_ptr": f"*{dt}", "buf_ptr": f"*{dt}",
-                                      "lr": "fp32", "momentum": "fp32", "weight_decay": "fp32",
-                                      "one_minus_dampening": "fp32", **strided,
+                                      "lr": "i64", "momentum": "i64", "weight_decay": "i64",
+                                      "one_minus_dampening": "i64", **strided,
                                       **{f"{p}s{k}": "i64" for p in ("p", "g", "b")
                                          for k in range(4)},
                                       **{k: "constexpr" for k in ce}}})
@@ -140,7 +154,7 @@ def _kernels():
         out.append({"name": f"adamw_{dt}", "fn": _adamw_kernel, "constexprs": ce,
                     "signature": {"p_ptr": f"*{dt}", "g_ptr": f"*{dt}", "m_ptr": f"*{dt}",
                                   "v_ptr": f"*{dt}",
-                                  **{k: "fp32" for k in ("decay", "one_minus_beta1", "beta2",
+                                  **{k: "i64" for k in ("decay", "one_minus_beta1", "beta2",
                                                          "one_minus_beta2", "step_size",
                                                          "bias2_sqrt", "eps")},
                                   **strided,
