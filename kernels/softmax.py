@@ -33,7 +33,8 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _cast, _strided_offset, _up, launch_strided, numel
+from .elementwise import (_cast, _f64_from_bits, _strided_offset, _up, float_bits, launch_strided,
+                          numel)
 from .memory import cast, contiguous
 from .reduction import reduce
 
@@ -228,6 +229,8 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_
     base = rows * stride_n                      # int64: rows * vocab may pass 2**31
     t = tl.load(t_ptr + rows * t_stride, mask=row_mask, other=ignore_index)
     valid = row_mask & (t != ignore_index)
+    one_minus_eps = _f64_from_bits(one_minus_eps).to(ACC)    # float64 bits: no fp32 rounding
+    eps_over_c = _f64_from_bits(eps_over_c).to(ACC)
     # 1. the target logit, read directly (targets were range-checked by ops.py)
     picked = tl.load(x_ptr + base + tl.where(valid, t, 0) * stride_c, mask=valid,
                      other=0).to(ACC)
@@ -294,6 +297,8 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
     row_mask = rows < N
     t = tl.load(t_ptr + rows * t_stride, mask=row_mask, other=ignore_index)
     valid = row_mask & (t != ignore_index)
+    one_minus_eps = _f64_from_bits(one_minus_eps).to(ACC)
+    eps_over_c = _f64_from_bits(eps_over_c).to(ACC)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0).to(ACC)
     g = tl.load(g_ptr + rows * g_stride, mask=row_mask, other=0).to(ACC)
     if MEAN:
@@ -338,8 +343,8 @@ def _ce_launch_args(logits, target, label_smoothing):
     n, c = buffers.shape(logits)
     sn, sc = buffers.strides(logits)
     smooth = bool(label_smoothing)
-    return n, c, sn, sc, buffers.strides(target)[0], smooth, 1.0 - label_smoothing, \
-        label_smoothing / c
+    return n, c, sn, sc, buffers.strides(target)[0], smooth, float_bits(1.0 - label_smoothing), \
+        float_bits(label_smoothing / c)
 
 
 def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
@@ -520,8 +525,8 @@ def _kernels():
                         "signature": {"x_ptr": f"*{dt}", "t_ptr": "*i64", "loss_ptr": f"*{acc_s}",
                                       "lse_ptr": f"*{acc_s}", "N": "i64", "C": "i64",
                                       "stride_n": "i64", "stride_c": "i64", "t_stride": "i64",
-                                      "ignore_index": "i64", "one_minus_eps": "fp32",
-                                      "eps_over_c": "fp32", **{k: "constexpr" for k in c}}})
+                                      "ignore_index": "i64", "one_minus_eps": "i64",
+                                      "eps_over_c": "i64", **{k: "constexpr" for k in c}}})
             c = ce(SMOOTH=smooth, MEAN=not smooth, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
             out.append({"name": f"ce_bwd_{dt}_smooth{int(smooth)}", "fn": _ce_bwd_kernel,
                         "constexprs": c,
@@ -531,7 +536,7 @@ def _kernels():
                                       "stride_n": "i64", "stride_c": "i64", "t_stride": "i64",
                                       "g_stride": "i64", "dx_stride_n": "i64",
                                       "dx_stride_c": "i64", "ignore_index": "i64",
-                                      "one_minus_eps": "fp32", "eps_over_c": "fp32",
+                                      "one_minus_eps": "i64", "eps_over_c": "i64",
                                       **{k: "constexpr" for k in c}}})
     for mode in ("sum", "mean", "count"):
         c = ce(MODE=mode, ACC=tl.float32, BLOCK=1024)
