@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _cast, _strided_offset, launch_strided, numel
+from .elementwise import _cast, _div, _strided_offset, launch_strided, numel
 from .memory import contiguous, full
 
 # ----------------------------------------------------------------------------------------------
@@ -60,7 +60,8 @@ def _reduce_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k, chunk, n_chunks, co
     if OP == "sum" or OP == "mean":
         r = tl.sum(acc, axis=1)
         if FINAL and OP == "mean":
-            r = r / count
+            # IEEE-rounded, as numpy's mean (``count`` may arrive as a constexpr 1)
+            r = _div(r, tl.zeros_like(r) + count)
     else:
         if OP == "max":
             r = tl.max(acc, axis=1)

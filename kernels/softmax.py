@@ -33,8 +33,8 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import (_cast, _f64_from_bits, _strided_offset, _up, float_bits, launch_strided,
-                          numel)
+from .elementwise import (_cast, _div, _f64_from_bits, _strided_offset, _up, float_bits,
+                          launch_strided, numel)
 from .memory import cast, contiguous
 from .reduction import reduce
 
@@ -95,7 +95,7 @@ def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner, xso, xsk, xsi, oso, osk, os
         if LOG:
             y = x - lse[:, None]
         else:
-            y = tl.exp(x - shift[:, None]) / s[:, None]
+            y = _div(tl.exp(x - shift[:, None]), s[:, None])
         tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
                  _cast(y, out_ptr.dtype.element_ty), mask=mask)
 
@@ -276,7 +276,7 @@ def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, t_stride, ignore_index,
     if MODE == "sum":
         r = tl.sum(total, axis=0)
     elif MODE == "mean":
-        r = tl.sum(total, axis=0) / tl.sum(count, axis=0).to(ACC)
+        r = _div(tl.sum(total, axis=0), tl.sum(count, axis=0).to(ACC))
     else:
         r = tl.sum(count, axis=0).to(ACC)
     tl.store(out_ptr, _cast(r, out_ptr.dtype.element_ty))
@@ -302,7 +302,7 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0).to(ACC)
     g = tl.load(g_ptr + rows * g_stride, mask=row_mask, other=0).to(ACC)
     if MEAN:
-        g = g / tl.load(count_ptr).to(ACC)
+        g = _div(g, tl.load(count_ptr).to(ACC))
     scale = tl.where(valid, g, 0.0)
     x_base = rows * stride_n
     d_base = rows * dx_stride_n
