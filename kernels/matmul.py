@@ -125,6 +125,11 @@ def _config_kind(ptr, precision):
     return "tf32" if precision == "tf32" else "ieee"
 
 
+def _tune_bucket(size: int) -> int:
+    """The autotune key of a GEMM size: the next power of 2 (0 stays 0)."""
+    return 0 if size <= 0 else 1 << (int(size) - 1).bit_length()
+
+
 def _prune_configs(configs, named_args, **kwargs):
     """autotune's early prune hook: the tiles written for this dtype/precision and flags."""
     kind = _config_kind(named_args["a_ptr"], kwargs.get("INPUT_PRECISION"))
@@ -141,14 +146,17 @@ def _prune_configs(configs, named_args, **kwargs):
 
 
 @triton.autotune(configs=_all_configs(),
-                 key=["M", "N", "K", "BATCH", "MASK_A", "ROWSUM_A", "INPUT_PRECISION"],
+                 key=["M_TUNE", "N_TUNE", "K_TUNE", "BATCH", "MASK_A", "ROWSUM_A",
+                      "INPUT_PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_configs})
 @triton.jit
 def _gemm_kernel(
     # pointers
     a_ptr, b_ptr, c_ptr, bias_ptr, keep_ptr, rowsum_ptr,
-    # sizes: C[z] (M, N) = A[z] (M, K) @ B[z] (K, N); z runs over BATCH = Z0 * Z1 matrices
-    M, N, K, BATCH, Z1,
+    # sizes: C[z] (M, N) = A[z] (M, K) @ B[z] (K, N); z runs over BATCH = Z0 * Z1 matrices;
+    # *_TUNE: M, N, K rounded up to powers of 2, the autotune key (a new batch size of the
+    # same order reuses the tuned tile instead of benchmarking every config again)
+    M, N, K, BATCH, Z1, M_TUNE, N_TUNE, K_TUNE,
     # strides (in elements)
     stride_az0, stride_az1, stride_am, stride_ak,
     stride_bz0, stride_bz1, stride_bk, stride_bn,
@@ -317,7 +325,7 @@ def _gemm(a, b, c, m, n, k, a_strides, b_strides, c_strides, *, batch=1, z1=1,
     _gemm_kernel[_gemm_grid](
         a, b, c,
         c if bias is None else bias, c if keep is None else keep, c if rowsum is None else rowsum,
-        m, n, k, batch, z1,
+        m, n, k, batch, z1, _tune_bucket(m), _tune_bucket(n), _tune_bucket(k),
         az[0], az[1], a_strides[0], a_strides[1],
         bz[0], bz[1], b_strides[0], b_strides[1],
         cz[0], cz[1], c_strides[0], c_strides[1],
@@ -472,7 +480,7 @@ def _gemm_entry(name, dt, cfg, *, bias=False, relu=False, mask=False, rowsum=Fal
     every pointer and every other size and stride is marked divisible by 16.
     """
     ptrs = ("a_ptr", "b_ptr", "c_ptr", "bias_ptr", "keep_ptr", "rowsum_ptr")
-    ints = ("M", "N", "K", "BATCH", "Z1",
+    ints = ("M", "N", "K", "BATCH", "Z1", "M_TUNE", "N_TUNE", "K_TUNE",
             "stride_az0", "stride_az1", "stride_am", "stride_ak",
             "stride_bz0", "stride_bz1", "stride_bk", "stride_bn",
             "stride_cz0", "stride_cz1", "stride_cm", "stride_cn",
