@@ -67,14 +67,6 @@ def empty(shape, dtype):
     return torch.empty(tuple(shape), dtype=TORCH_DTYPE[dtype], device=DEVICE)
 
 
-def empty_like(buf):
-    return torch.empty(buf.shape, dtype=buf.dtype, device=buf.device)
-
-
-def empty_strided(shape, strides, dtype):
-    return torch.empty_strided(tuple(shape), tuple(strides), dtype=TORCH_DTYPE[dtype], device=DEVICE)
-
-
 def upload(a: np.ndarray, dtype):
     """A device buffer with a copy of host array ``a`` (already of ``dtype``)."""
     a = np.ascontiguousarray(a).reshape(a.shape)     # (ascontiguousarray makes 0-d 1-d)
@@ -99,12 +91,6 @@ def download(buf) -> np.ndarray:
     if t.dtype == torch.uint32:
         return t.contiguous().view(torch.int32).numpy().copy().view(np.uint32)
     return t.contiguous().numpy().copy() if t.device.type == DEVICE.type else t.numpy()
-
-
-def copy_(dst, src) -> None:
-    """Raw same-dtype copy of ``src`` into ``dst`` (a device memcpy, no conversion)."""
-    assert dst.dtype == src.dtype, "copy_ moves bytes; cast with the cast kernel first"
-    dst.copy_(src)
 
 
 # -- views and metadata ------------------------------------------------------------------------
@@ -132,10 +118,6 @@ def view_shape(buf, shape):
 def view_index(buf, index):
     """Basic indexing (ints, slices, None, Ellipsis): a strided view."""
     return buf[index]
-
-
-def as_index(buf):
-    return buf
 
 
 def is_contiguous(buf) -> bool:

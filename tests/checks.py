@@ -1,5 +1,8 @@
-"""Assertions shared by the test files (imported as ``from checks import assert_close``)."""
+"""Helpers shared by the test files (``from checks import assert_close``, ...)."""
 import numpy as np
+import torch
+
+import tritonnn as tn
 
 
 def assert_close(actual, expected, atol=1e-6, rtol=1e-5, what=""):
@@ -15,3 +18,33 @@ def assert_close(actual, expected, atol=1e-6, rtol=1e-5, what=""):
         where = [tuple(int(i) for i in ix) for ix in np.argwhere(bad)[:5]]
         first = ", ".join(f"{ix}: {a[ix]!r} vs {e[ix]!r}" for ix in where)
         raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements differ; first: {first}")
+
+
+class NeuralNetwork(tn.nn.Module):
+    """The seed guide's MLP: two hidden layers (30, 20) with ReLU, 2,213 parameters at 50 -> 3."""
+
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+        self.layers = tn.nn.Sequential(
+            tn.nn.Linear(num_inputs, 30), tn.nn.ReLU(),
+            tn.nn.Linear(30, 20), tn.nn.ReLU(),
+            tn.nn.Linear(20, num_outputs),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class TorchNeuralNetwork(torch.nn.Module):
+    """The same architecture in torch, with the same parameter names."""
+
+    def __init__(self, num_inputs, num_outputs):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(num_inputs, 30), torch.nn.ReLU(),
+            torch.nn.Linear(30, 20), torch.nn.ReLU(),
+            torch.nn.Linear(20, num_outputs),
+        )
+
+    def forward(self, x):
+        return self.layers(x)

@@ -14,6 +14,7 @@ from safetensors.torch import save_file as th_save_file
 import tritonnn as tn
 import tritonnn.nn.functional as F
 from tritonnn.io import load_metadata
+from checks import NeuralNetwork, TorchNeuralNetwork
 
 DTYPES = [
     (tn.float32, np.float32, torch.float32),
@@ -117,32 +118,6 @@ def test_reads_files_written_by_safetensors(tmp_path, rng):
     t = tn.load(q)["bf"]
     assert t.dtype is tn.bfloat16
     np.testing.assert_array_equal(np.asarray(t.tolist(), np.float32), bf.float().numpy())
-
-
-class NeuralNetwork(tn.nn.Module):
-    def __init__(self, num_inputs, num_outputs):
-        super().__init__()
-        self.layers = tn.nn.Sequential(
-            tn.nn.Linear(num_inputs, 30), tn.nn.ReLU(),
-            tn.nn.Linear(30, 20), tn.nn.ReLU(),
-            tn.nn.Linear(20, num_outputs),
-        )
-
-    def forward(self, x):
-        return self.layers(x)
-
-
-class TorchNeuralNetwork(torch.nn.Module):
-    def __init__(self, num_inputs, num_outputs):
-        super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Linear(num_inputs, 30), torch.nn.ReLU(),
-            torch.nn.Linear(30, 20), torch.nn.ReLU(),
-            torch.nn.Linear(20, num_outputs),
-        )
-
-    def forward(self, x):
-        return self.layers(x)
 
 
 def test_torch_state_dict_loads_into_our_model(tmp_path, rng):

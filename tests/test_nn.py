@@ -7,35 +7,7 @@ import torch
 
 import tritonnn as tn
 import tritonnn.nn.functional as F
-from checks import assert_close
-
-
-class NeuralNetwork(tn.nn.Module):
-    """The seed guide's MLP."""
-
-    def __init__(self, num_inputs, num_outputs):
-        super().__init__()
-        self.layers = tn.nn.Sequential(
-            tn.nn.Linear(num_inputs, 30), tn.nn.ReLU(),
-            tn.nn.Linear(30, 20), tn.nn.ReLU(),
-            tn.nn.Linear(20, num_outputs),
-        )
-
-    def forward(self, x):
-        return self.layers(x)
-
-
-class TorchNeuralNetwork(torch.nn.Module):
-    def __init__(self, num_inputs, num_outputs):
-        super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Linear(num_inputs, 30), torch.nn.ReLU(),
-            torch.nn.Linear(30, 20), torch.nn.ReLU(),
-            torch.nn.Linear(20, num_outputs),
-        )
-
-    def forward(self, x):
-        return self.layers(x)
+from checks import NeuralNetwork, TorchNeuralNetwork, assert_close
 
 
 TorchNeuralNetwork.__name__ = "NeuralNetwork"
