@@ -12,7 +12,7 @@ _KEY_A, _KEY_B = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
 _ROUND_A, _ROUND_B = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 
 
-def _philox(seed: int, counter: np.ndarray):
+def philox(seed: int, counter: np.ndarray):
     """Four uint32 words of Philox-4x32-10 for each uint64 counter (c2 = c3 = 0)."""
     c0 = (counter & _M).astype(np.uint32)
     c1 = (counter >> np.uint64(32)).astype(np.uint32)
@@ -49,14 +49,14 @@ def _counters(n: int, offset: int) -> np.ndarray:
 def rand(shape, dtype, seed, offset):
     """Uniform [0, 1) numbers of ``shape``, computed in float32, returned in ``dtype``."""
     n = int(np.prod(shape, dtype=np.int64))
-    c0, _, _, _ = _philox(seed, _counters(n, offset))
+    c0, _, _, _ = philox(seed, _counters(n, offset))
     return _uniform(c0).reshape(shape).astype(dtype.np, copy=False)
 
 
 def randn(shape, dtype, seed, offset):
     """Standard normal numbers by Box-Muller on two Philox words, as ``tl.randn``."""
     n = int(np.prod(shape, dtype=np.int64))
-    c0, c1, _, _ = _philox(seed, _counters(n, offset))
+    c0, c1, _, _ = philox(seed, _counters(n, offset))
     u1 = np.maximum(np.float32(1.0e-7), _uniform(c0))
     u2 = _uniform(c1)
     r = np.sqrt(np.float32(-2.0) * np.log(u1))

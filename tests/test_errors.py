@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tritonnn as tn
-from tritonnn.device import backend
+from tritonnn.backends import backend
 
 F = tn.nn.functional
 

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(not cuda_usable(), reason="no GPU and no Triton 
 
 
 def _kernels():
-    from tritonnn.device import as_device, backend
+    from tritonnn.backends import backend
+    from tritonnn.device import as_device
     return backend(as_device("cuda"))
 
 

@@ -15,7 +15,8 @@ import torch
 import tritonnn as tn
 import tritonnn.nn.functional as Fn
 from tritonnn import dtypes as D
-from tritonnn.device import as_device, backend, interpreting
+from tritonnn.backends import backend
+from tritonnn.device import as_device, interpreting
 
 from conftest import cuda_usable
 

@@ -321,3 +321,54 @@ def test_cross_entropy_grad_wrt_logits_intermediate():
     torch.nn.functional.cross_entropy(t, torch.tensor(y), reduction="sum").backward()
     assert_close(gl.numpy(), t.grad.numpy(), what="dlogits")
     assert_close(gw.numpy(), t.grad.numpy().T @ x, what="dW")
+
+
+# the walk decides whether the cross-entropy rule may write into the logits buffer
+
+def _ce_inplace_decision(monkeypatch, scenario):
+    """Run one backward through cross-entropy and return the ``inplace`` flag its rule got."""
+    from tritonnn import fallback_cpu
+    seen = []
+    real = fallback_cpu.softmax_cross_entropy_bwd
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+    monkeypatch.setattr(fallback_cpu, "softmax_cross_entropy_bwd", spy)
+    x, w, b, y = _setup(4)
+    tw = tn.tensor(w, requires_grad=True)
+    y = tn.tensor(y)
+    held = []
+    if scenario == "leaf logits":
+        logits = tn.tensor(x @ w.T, requires_grad=True)
+        held.append(logits)
+    else:
+        logits = F.linear(tn.tensor(x), tw, tn.tensor(b))
+    loss = F.cross_entropy(logits, y)
+    if scenario == "user keeps the logits":
+        held.append(logits)
+    elif scenario == "user keeps a view":
+        held.append(logits[1:])
+    elif scenario == "another op saved them, walked later":
+        loss = (logits * logits).sum() + loss
+    elif scenario == "another op saved them, walked first":
+        loss = loss + (logits * logits).sum()
+    del logits
+    loss.backward(retain_graph=scenario == "retain_graph")
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize("scenario, inplace", [
+    ("temporary logits", True),
+    ("user keeps the logits", False),
+    ("user keeps a view", False),
+    ("another op saved them, walked later", False),
+    # the walk pops the last-pushed branch first: the product's rule has read (and freed) the
+    # logits before cross-entropy runs, so that rule holds the last use
+    ("another op saved them, walked first", True),
+    ("retain_graph", False),
+    ("leaf logits", False),
+])
+def test_the_walk_grants_the_cross_entropy_in_place_write(monkeypatch, scenario, inplace):
+    assert _ce_inplace_decision(monkeypatch, scenario) is inplace

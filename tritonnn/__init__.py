@@ -12,9 +12,10 @@ from .dtypes import (DType, bfloat16, bool_, float16, float32, float64, int32, i
                      uint32)
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .random import initial_seed, manual_seed
-from .tape import Gradients, grad, is_grad_enabled, no_grad
-from .tensor import (Tensor, arange, cat, empty, from_numpy, full, maximum, minimum, ones,
-                     ones_like, rand, randn, stack, tensor, where, zeros, zeros_like)
+from .tape import is_grad_enabled, no_grad
+from .tensor import (Gradients, Tensor, arange, cat, empty, from_numpy, full, grad, maximum,
+                     minimum, ones, ones_like, rand, randn, stack, tensor, where, zeros,
+                     zeros_like)
 from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .io import load, save
 from . import nn, optim, data  # noqa: E402  (layers need the tensor API above)

@@ -1,7 +1,7 @@
-"""Devices, and the backend module that runs each one's ops."""
+"""Devices: ``tn.device("cpu")``, ``"cuda"``, ``"cuda:N"``, and whether "cuda" is interpreted."""
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
 
 from .errors import DeviceError
@@ -60,39 +60,11 @@ def as_device(d) -> Device:
         return dev
 
 
+@functools.cache
 def interpreting() -> bool:
-    """True when device "cuda" runs the Triton kernels through Triton's interpreter."""
+    """True when device "cuda" runs the Triton kernels through Triton's interpreter.
+
+    The one reader of ``TRITONNN_INTERPRET`` (read once, on first use): set it before
+    the first use of device "cuda".
+    """
     return os.environ.get("TRITONNN_INTERPRET", "") not in ("", "0")
-
-
-_backends: dict = {}
-
-
-def backend(dev: Device):
-    """The module of op functions for ``dev``: fallback_cpu for cpu, kernels for cuda."""
-    try:
-        return _backends[dev.type]
-    except KeyError:
-        pass
-    if dev.type == "cpu":
-        from . import fallback_cpu as mod
-    else:
-        mod = _load_cuda_backend()
-    _backends[dev.type] = mod
-    return mod
-
-
-def _load_cuda_backend():
-    if interpreting():
-        # Triton reads TRITON_INTERPRET when it is first imported.
-        os.environ["TRITON_INTERPRET"] = "1"
-    missing = [m for m in ("torch", "triton") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise DeviceError(f"device 'cuda' needs {' and '.join(missing)} installed "
-                          f"(pip install 'tritonnn[gpu]')")
-    from . import kernels as mod
-    if not interpreting() and not mod.buffers.gpu_available():
-        raise DeviceError("device 'cuda': no GPU is available; run on 'cpu', or set "
-                          "TRITONNN_INTERPRET=1 before importing tritonnn to run the "
-                          "Triton kernels through Triton's interpreter")
-    return mod

@@ -20,7 +20,10 @@ import tempfile
 import numpy as np
 
 from . import dtypes as D
+from .backends import backend
+from .device import as_device
 from .errors import TritonnnError
+from .tensor import Tensor
 
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -38,7 +41,6 @@ def _fspath(op, path):
 
 
 def _tensor_bytes(name, t):
-    from .tensor import Tensor
     if not isinstance(t, Tensor):
         raise TritonnnError(f"save: value for {name!r} is a {type(t).__name__}, not a tensor")
     a = np.ascontiguousarray(t.detach()._backend.to_numpy(t._data))
@@ -176,8 +178,6 @@ def read_header(path, f, size):
 
 def load(path, device="cpu"):
     """A dict name -> tensor from a safetensors file, on ``device``."""
-    from .device import as_device, backend
-    from .tensor import Tensor
     path = _fspath("load", path)
     dev = as_device(device)
     if os.path.isdir(path):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
+from .fallback_cpu.random import philox
+
 
 class _State:
     seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
@@ -34,9 +38,6 @@ def take(n: int):
 
 def draw_seed() -> int:
     """A 64-bit seed drawn from the stream (one Philox block), e.g. for a DataLoader's orders."""
-    import numpy as np
-
-    from .fallback_cpu.random import _philox
     seed, offset = take(4)
-    c0, c1, _, _ = _philox(seed, np.array([offset], dtype=np.uint64))
+    c0, c1, _, _ = philox(seed, np.array([offset], dtype=np.uint64))
     return (int(c1[0]) << 32) | int(c0[0])

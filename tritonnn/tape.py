@@ -1,46 +1,52 @@
-"""The autograd tape: nodes recorded by ops, and the reverse walk that computes gradients.
+"""The autograd tape: the nodes ops record, and the reverse walk that turns them into gradients.
 
-An op that has an input requiring grad records one ``Node``: its name, its
-backward rule (a closure over exactly the buffers it saved) and, per input,
-where that input's gradient goes next (the input's own node, the leaf tensor
-itself, or None). ``backward`` walks the nodes reachable from the loss in
-reverse topological order with an explicit stack (no recursion), hands each
-node the sum of its output's gradients, and drops every node's rule and saved
-buffers as soon as it has run, unless ``retain_graph``.
+An op that has an input requiring grad records one ``Node``: the op's name, its
+backward rule, the buffers the rule reads (``saved``), the op's other
+arguments (``attrs``) and, per input, where that input's gradient goes next
+(the input's own node, the leaf tensor itself, or None). The tape works on
+backend buffers only and never imports the Tensor: a leaf is an opaque key
+here, and ``walk`` returns the leaves' gradient buffers for ``tensor.py`` to
+wrap.
+
+``walk`` visits the nodes reachable from the loss in reverse topological order
+with an explicit stack (no recursion), hands each node the sum of its output's
+gradients, and drops each node's saved buffers as soon as its rule has run,
+unless the graph is retained. It also makes the one in-place decision of the
+tape: a node may name one saved buffer its rule can overwrite (``donate``, the
+fused cross-entropy's logits); the walk grants it (``node.last_use``) only
+when the graph is not retained and no one else holds that buffer (no other
+node saved it, no view of it, no tensor of the user's).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
 
-import numpy as np
-
-from .errors import DeviceError, ShapeError, TritonnnError
+from .errors import TritonnnError
 
 
-class _GradMode:
+class GradMode:
+    """Whether ops record nodes (``tn.no_grad()`` turns it off)."""
+
     enabled = True
-    retaining = False   # the current backward walk keeps its graph (no in-place tricks then)
 
 
 def is_grad_enabled() -> bool:
-    return _GradMode.enabled
+    return GradMode.enabled
 
 
 class no_grad:
     """Context manager (and decorator) under which ops record nothing."""
 
     def __enter__(self):
-        self._prev = _GradMode.enabled
-        _GradMode.enabled = False
+        self._prev = GradMode.enabled
+        GradMode.enabled = False
         return self
 
     def __exit__(self, *exc):
-        _GradMode.enabled = self._prev
+        GradMode.enabled = self._prev
         return False
 
     def __call__(self, fn):
-        import functools
-
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with no_grad():
@@ -48,62 +54,119 @@ class no_grad:
         return wrapper
 
 
-class Node:
-    """One recorded op: ``backward(grad_out) -> tuple of input gradients (or None)``.
+# ----------------------------------------------------------------------------------------------
+# what the tape and the op table know of a tensor
+# ----------------------------------------------------------------------------------------------
 
-    ``saved`` pairs the version box of each tensor whose buffer the rule reads with
-    its version at forward time, so a later in-place write is caught, not used.
+
+class TensorBase:
+    """A buffer on a device and its place on the tape: the part of a tensor the op table uses.
+
+    ``tensor.Tensor`` subclasses it with the user API and defines ``_new``, which
+    ops call on an operand to wrap a result buffer in a tensor on the same device.
+    ``_version`` is a one-element list shared by every tensor viewing the same
+    memory: in-place writes bump it, and the walk refuses to run a rule whose
+    saved inputs changed since the forward.
     """
 
-    __slots__ = ("name", "backward", "next", "saved", "__weakref__")
+    __slots__ = ("_data", "dtype", "device", "requires_grad", "grad", "_node", "_backend",
+                 "_version", "__weakref__")
 
-    def __init__(self, name, backward, next_, saved=()):
+    def _new(self, buf, dtype):
+        """A new tensor holding ``buf`` (of ``dtype``) on this tensor's device."""
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._data.shape)
+
+    def numel(self) -> int:
+        n = 1
+        for s in self._data.shape:
+            n *= s
+        return n
+
+
+# ----------------------------------------------------------------------------------------------
+# nodes and backward rules
+# ----------------------------------------------------------------------------------------------
+
+RULES: dict = {}
+"""op name -> its backward rule ``rule(node, grad) -> tuple of input gradients (or None)``."""
+
+
+def backward_rule(*names):
+    """Register the decorated function as the backward rule of the ops ``names``."""
+    def register(fn):
+        for name in names:
+            if name in RULES:
+                raise TritonnnError(f"backward rule for op '{name}' defined twice")
+            RULES[name] = fn
+        return fn
+    return register
+
+
+class Node:
+    """One recorded op ``name`` and its backward rule ``rule`` (looked up in ``RULES``).
+
+    ``backend``: the module that runs the rule's math. ``next``: per input, the node that produced it, the leaf tensor, or None (no
+    gradient wanted). ``saved``: the buffers the rule reads. ``versions``: the
+    version box of each tensor whose buffer is saved, with its version at
+    forward time, so an in-place write in between is an error, not a wrong
+    gradient. ``attrs``: whatever else the rule needs (shapes, dims, flags).
+    ``donate``: the index in ``saved`` of a buffer the rule may overwrite on its
+    last use, and ``last_use`` whether the walk granted that.
+    """
+
+    __slots__ = ("name", "rule", "next", "saved", "versions", "attrs", "backend", "donate",
+                 "last_use", "__weakref__")
+
+    def __init__(self, name, next_, backend, saved=(), versions=(), attrs=None, donate=None):
+        try:
+            self.rule = RULES[name]
+        except KeyError:
+            raise TritonnnError(f"{name}: this op has no backward rule; it can't take part in "
+                                f"autograd (compute it under tn.no_grad() or on detached "
+                                f"tensors)") from None
         self.name = name
-        self.backward = backward
         self.next = next_
+        self.backend = backend
         self.saved = saved
+        self.versions = versions
+        self.attrs = attrs
+        self.donate = donate
+        self.last_use = False
+
+    def needs(self, i) -> bool:
+        """Whether input ``i`` wants a gradient."""
+        return self.next[i] is not None
 
     def __repr__(self):
         return f"<Node {self.name}>"
 
 
-class Gradients(Mapping):
-    """Gradients of one backward walk, keyed by tensor (``g[w]``, the seed's ``grads.get(&w)``)."""
-
-    def __init__(self):
-        self._by_id = {}    # id(tensor) -> (tensor, gradient tensor)
-
-    def _put(self, t, g):
-        self._by_id[id(t)] = (t, g)
-
-    def __getitem__(self, t):
-        try:
-            return self._by_id[id(t)][1]
-        except KeyError:
-            raise KeyError(f"Gradients: no gradient for tensor of shape {tuple(t.shape)}; "
-                           f"it does not require grad or the loss does not depend on it") from None
-
-    def get(self, t, default=None):
-        entry = self._by_id.get(id(t))
-        return default if entry is None else entry[1]
-
-    def __contains__(self, t):
-        return id(t) in self._by_id
-
-    def __iter__(self):
-        return (t for t, _ in self._by_id.values())
-
-    def __len__(self):
-        return len(self._by_id)
-
-    def __repr__(self):
-        return f"Gradients({len(self)} tensors)"
+def _freed(node, g):
+    """The rule of a node whose graph was walked and freed (the walk checks for it first)."""
+    raise freed_error(node)
 
 
-def _freed_error(node):
+def freed_error(node):
     return TritonnnError(
         f"backward: the graph through '{node.name}' was already walked and its saved buffers "
         f"freed; pass retain_graph=True to the first backward() or tn.grad() to walk it again")
+
+
+def is_freed(node) -> bool:
+    return node.rule is _freed
+
+
+# ----------------------------------------------------------------------------------------------
+# the reverse walk
+# ----------------------------------------------------------------------------------------------
 
 
 def _reachable(root):
@@ -112,8 +175,8 @@ def _reachable(root):
     stack = [root]
     while stack:
         node = stack.pop()
-        if node.backward is _freed:
-            raise _freed_error(node)
+        if node.rule is _freed:
+            raise freed_error(node)
         for nxt in node.next:
             if type(nxt) is Node:
                 if nxt in consumers:
@@ -124,155 +187,63 @@ def _reachable(root):
     return consumers
 
 
-def _add(a, b):
-    """a + b for two gradient buffers on one device (a may be None)."""
-    if a is None:
-        return b
-    return backend_of_buffer(a).binary(a, b, "add")
+def _check_versions(node):
+    for box, version in node.versions:
+        if box[0] != version:
+            raise TritonnnError(
+                f"backward: a tensor that '{node.name}' saved for its gradient was modified "
+                f"in place after the forward (version {version}, now {box[0]}); compute "
+                f"the loss again after changing it, or change a copy")
 
 
-def backend_of_buffer(buf):
-    from . import fallback_cpu
-    if isinstance(buf, np.ndarray):
-        return fallback_cpu
-    from . import kernels
-    return kernels
+def _sum(B, a, b):
+    """a + b for two gradient buffers of backend B (a may be None)."""
+    return b if a is None else B.binary(a, b, "add")
 
 
-def _walk(root_node, grad, consumers, retain_graph, keep, kept, to_leaf):
-    """The reverse walk: each node runs once all its consumers have handed it their gradient."""
-    pending = {root_node: grad}
-    ready = [root_node]
+def walk(root, seed, retain_graph=False, keep=()):
+    """Walk back from node ``root`` seeded with the gradient buffer ``seed``.
+
+    Returns ``(leaf_grads, kept)``: ``leaf_grads`` maps ``id(leaf)`` to
+    ``[leaf, gradient buffer]`` for every leaf reached; ``kept`` maps each node
+    of ``keep`` (non-leaf tensors whose gradient is wanted) to its gradient
+    buffer. Unless ``retain_graph``, every walked node is freed.
+    """
+    consumers = _reachable(root)
+    leaf_grads = {}
+    kept = {}
+    pending = {root: seed}
+    ready = [root]
     while ready:
         node = ready.pop()
         g = pending.pop(node, None)
         nexts = node.next
+        B = node.backend
         if node in keep:
             kept[node] = g
-        for box, version in node.saved:
-            if box[0] != version:
-                raise TritonnnError(
-                    f"backward: a tensor that '{node.name}' saved for its gradient was modified "
-                    f"in place after the forward (version {version}, now {box[0]}); compute "
-                    f"the loss again after changing it, or change a copy")
-        in_grads = node.backward(g) if g is not None else (None,) * len(nexts)
+        _check_versions(node)
+        if g is None:
+            in_grads = (None,) * len(nexts)
+        else:
+            node.last_use = (node.donate is not None and not retain_graph
+                             and B.exclusively_owned(node.saved[node.donate], 1))
+            in_grads = node.rule(node, g)
         if not retain_graph:
-            node.backward = _freed
-            node.next = ()
+            node.rule = _freed
+            node.next = node.saved = node.attrs = ()
         for nxt, gi in zip(nexts, in_grads):
             if nxt is None:
                 continue
             if type(nxt) is Node:
                 if gi is not None:
-                    pending[nxt] = _add(pending.get(nxt), gi)
+                    pending[nxt] = _sum(B, pending.get(nxt), gi)
                 consumers[nxt] -= 1
                 if consumers[nxt] == 0:
                     ready.append(nxt)
             elif gi is not None:
-                to_leaf(nxt, gi)
-
-
-def run_backward(root, grad, retain_graph, wanted=None):
-    """Walk back from tensor ``root`` seeded with buffer ``grad``.
-
-    ``wanted`` None: accumulate into leaves' ``.grad`` and return a Gradients of
-    every leaf reached. Otherwise a list of tensors whose gradients to return
-    (leaves or not); ``.grad`` is left alone.
-    """
-    from .tensor import Tensor
-    leaf_grads = {}                       # id(leaf) -> [leaf, buffer]
-    keep = {}                             # node -> tensor, for non-leaf wanted tensors
-    kept = {}
-    if wanted is not None:
-        for t in wanted:
-            if t._node is not None:
-                keep[t._node] = t
-
-    def to_leaf(leaf, g):
-        slot = leaf_grads.get(id(leaf))
-        if slot is None:
-            leaf_grads[id(leaf)] = [leaf, g]
-        else:
-            slot[1] = _add(slot[1], g)
-
-    root_node = root._node
-    if root_node is None:
-        to_leaf(root, grad)
-    else:
-        consumers = _reachable(root_node)
-        _GradMode.retaining = bool(retain_graph)
-        try:
-            _walk(root_node, grad, consumers, retain_graph, keep, kept, to_leaf)
-        finally:
-            _GradMode.retaining = False
-
-    # a backward rule may pass one buffer to several inputs (add), or the caller's own seed
-    # through: every gradient handed out gets its own buffer, so none aliases another
-    handed = {id(grad)}
-
-    def as_tensor(like, buf):
-        B = like._backend
-        buf = B.contiguous(buf)
-        if id(buf) in handed:
-            buf = B.cast(buf, like.dtype)          # a private copy
-        handed.add(id(buf))
-        return Tensor._make(buf, like.dtype, like.device, B)
-
-    if wanted is not None:
-        out = []
-        for t in wanted:
-            if t._node is not None:
-                buf = kept.get(t._node)
-            else:
-                slot = leaf_grads.get(id(t))
-                buf = None if slot is None else slot[1]
-            out.append(None if buf is None else as_tensor(t, buf))
-        return tuple(out)
-
-    grads = Gradients()
-    for leaf, buf in leaf_grads.values():
-        gt = as_tensor(leaf, buf)
-        grads._put(leaf, gt)
-        if leaf.grad is None:
-            leaf.grad = gt
-        else:
-            leaf.grad = Tensor._make(_add(leaf.grad._data, gt._data),
-                                     leaf.dtype, leaf.device, leaf._backend)
-    return grads
-
-
-def _freed(_grad):
-    raise TritonnnError("backward: this node's graph was freed")
-
-
-def seed_gradient(t, gradient, op):
-    """The buffer that starts a backward walk from ``t``: ones for a scalar, else ``gradient``."""
-    from .tensor import Tensor
-    if not t.requires_grad:
-        raise TritonnnError(f"{op}: the tensor of shape {t.shape} does not require grad and "
-                            f"has no graph (call requires_grad_() on a leaf it depends on)")
-    if t._node is not None and t._node.backward is _freed:
-        raise _freed_error(t._node)
-    if gradient is None:
-        if t.numel() != 1:
-            raise ShapeError(f"{op}: gradient can be implicitly created only for a scalar "
-                             f"output, got shape {t.shape}; pass gradient= of that shape")
-        return t._backend.full(t.shape, 1, t.dtype)
-    if not isinstance(gradient, Tensor):
-        raise TritonnnError(f"{op}: gradient must be a tensor, got {type(gradient).__name__}")
-    if gradient.shape != t.shape:
-        raise ShapeError(f"{op}: gradient shape {gradient.shape} does not match output shape {t.shape}")
-    if gradient.device != t.device:
-        raise DeviceError(f"{op}: gradient on {gradient.device}, output on {t.device}")
-    return gradient.to(t.dtype)._data
-
-
-def grad(outputs, inputs, grad_outputs=None, retain_graph=False):
-    """Gradients of ``outputs`` with respect to each of ``inputs``, as a tuple; ``.grad`` untouched."""
-    from .tensor import Tensor
-    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    for t in inputs:
-        if not isinstance(t, Tensor) or not t.requires_grad:
-            raise TritonnnError("grad: every input must be a tensor that requires grad")
-    seed = seed_gradient(outputs, grad_outputs, "grad")
-    return run_backward(outputs, seed, retain_graph, wanted=inputs)
+                slot = leaf_grads.get(id(nxt))
+                if slot is None:
+                    leaf_grads[id(nxt)] = [nxt, gi]
+                else:
+                    slot[1] = _sum(B, slot[1], gi)
+    return leaf_grads, kept

@@ -1,30 +1,31 @@
-"""The Tensor: a buffer on a device, its dtype, and its place on the autograd tape.
+"""The Tensor: the user API over a buffer on a device, the factories, and autograd's entry points.
 
-Tensor methods only check arguments and dispatch: the math lives in the op
+Tensor methods check argument types and dispatch: the math lives in the op
 table (``ops.py``) and, below it, in the device's backend (``fallback_cpu``
-for "cpu", ``kernels`` for "cuda").
+for "cpu", ``kernels`` for "cuda"). ``backward`` and ``grad`` run the tape's
+walk (``tape.walk``) and wrap the gradient buffers it returns.
 """
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import dtypes as D
 from . import ops
 from . import random as _random
-from .device import Device, as_device, backend
-from .errors import DTypeError, ShapeError, TritonnnError
-from .tape import is_grad_enabled, no_grad, run_backward, seed_gradient
+from .backends import backend
+from .checks import norm_dim, same_device, scalar_type, sizes
+from .device import Device, as_device
+from .errors import DeviceError, DTypeError, ShapeError, TritonnnError
+from .tape import TensorBase, freed_error, is_freed, walk
 
 
-class Tensor:
+class Tensor(TensorBase):
     """An n-dimensional array on "cpu" or "cuda" that can take part in autograd."""
 
-    # _version: a one-element list shared by every tensor that views the same memory; in-place
-    # writes bump it, and the tape refuses to run a backward rule whose saved inputs changed
-    __slots__ = ("_data", "dtype", "device", "requires_grad", "grad", "_node", "_backend",
-                 "_version", "__weakref__")
+    __slots__ = ()
     __array_priority__ = 1000   # numpy scalars on the left defer to our operators
 
     @classmethod
@@ -40,30 +41,28 @@ class Tensor:
         t._version = [0]
         return t
 
+    def _new(self, buf, dtype):
+        t = object.__new__(Tensor)
+        t._data = buf
+        t.dtype = dtype
+        t.device = self.device
+        t.requires_grad = False
+        t.grad = None
+        t._node = None
+        t._backend = self._backend
+        t._version = [0]
+        return t
+
     def __init__(self, *args, **kwargs):
         raise TritonnnError("Tensor: create tensors with tn.tensor(...), tn.zeros(...), "
                             "tn.from_numpy(...) and the other factories")
 
     # -- metadata ------------------------------------------------------------------------------
-    @property
-    def shape(self) -> tuple:
-        return tuple(self._data.shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self._data.shape)
-
     def dim(self) -> int:
         return self.ndim
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[ops._norm_dim("size", dim, self.ndim)]
-
-    def numel(self) -> int:
-        n = 1
-        for s in self._data.shape:
-            n *= s
-        return n
+        return self.shape if dim is None else self.shape[norm_dim("size", dim, self.ndim)]
 
     def __len__(self):
         if self.ndim == 0:
@@ -97,8 +96,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=False):
         """Walk the tape back from here; returns a ``tn.Gradients`` and accumulates leaves' ``.grad``."""
-        seed = seed_gradient(self, gradient, "backward")
-        return run_backward(self, seed, retain_graph)
+        return _backward(self, gradient, retain_graph)
 
     # -- conversion ----------------------------------------------------------------------------
     def to(self, *args, dtype=None, device=None):
@@ -225,8 +223,8 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s = ops._norm_dim("flatten", start_dim, self.ndim)
-        e = ops._norm_dim("flatten", end_dim, self.ndim)
+        s = norm_dim("flatten", start_dim, self.ndim)
+        e = norm_dim("flatten", end_dim, self.ndim)
         if s > e:
             raise TritonnnError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
@@ -261,40 +259,13 @@ class Tensor:
         return ops.expand(self, shape)
 
     def contiguous(self):
-        c = self._backend.contiguous(self._data)
-        if c is self._data:
-            return self
-        out = Tensor._make(c, self.dtype, self.device, self._backend)
-        return ops._record(out, "contiguous", lambda g: (g,), (self,))
+        return ops.contiguous(self)
 
     def __getitem__(self, index):
         return ops.getitem(self, index)
 
     def __setitem__(self, index, value):
-        if self._node is not None or (self.requires_grad and is_grad_enabled()):
-            raise TritonnnError(
-                f"setitem: a tensor of shape {self.shape} that requires grad can't be modified in "
-                f"place ({'an op output' if self._node is not None else 'a leaf'}; "
-                f"a leaf can be, under tn.no_grad())")
-        idx = ops._norm_index(self, index)
-        if isinstance(value, Tensor):
-            if value.device != self.device:
-                from .errors import DeviceError
-                raise DeviceError(f"setitem: value on {value.device}, tensor on {self.device}")
-            src = value._data if value.dtype is self.dtype else value.to(self.dtype)._data
-        elif isinstance(value, numbers.Number):
-            src = value
-        else:
-            raise TritonnnError(f"setitem: value must be a tensor or a number, "
-                                f"got {type(value).__name__}")
-        view = self._backend.getitem(self._data, idx)
-        target_shape = tuple(view.shape)
-        if isinstance(value, Tensor) and \
-                ops.broadcast_shapes("setitem", value.shape, target_shape) != target_shape:
-            raise ShapeError(f"setitem: a value of shape {value.shape} does not fit the "
-                             f"indexed shape {target_shape}")
-        self._backend.setitem(self._data, idx, src)
-        self._version[0] += 1
+        ops.setitem(self, index, value)
 
     # -- arithmetic ----------------------------------------------------------------------------
     def __add__(self, o):
@@ -337,13 +308,13 @@ class Tensor:
         return ops.unary(self, "abs")
 
     def __matmul__(self, o):
-        return ops.matmul(self, o)
+        return ops.matmul(self, expect_tensor("matmul", o))
 
     def __rmatmul__(self, o):
         return NotImplemented
 
     def matmul(self, o):
-        return ops.matmul(self, o)
+        return self @ o
 
     def add(self, o):
         return self + o
@@ -452,7 +423,11 @@ class Tensor:
         return self.to(D.bool_).sum().item() == self.numel()
 
 
-ops.Tensor = Tensor
+def expect_tensor(op, value, what="operand"):
+    """``value`` itself if it is a tensor, else a TritonnnError naming ``op``."""
+    if not isinstance(value, Tensor):
+        raise TritonnnError(f"{op}: expected a tensor {what}, got {type(value).__name__}")
+    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,17 +493,8 @@ def from_numpy(a: np.ndarray) -> Tensor:
     return tensor(a)
 
 
-def _shape(op, shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    for s in shape:
-        if not isinstance(s, numbers.Integral) or s < 0:
-            raise ShapeError(f"{op}: sizes must be non-negative ints, got {tuple(shape)}")
-    return tuple(int(s) for s in shape)
-
-
 def _factory(op, shape, dtype, device, requires_grad, make):
-    shape = _shape(op, shape)
+    shape = sizes(op, shape)
     dt = D.as_dtype(dtype) if dtype is not None else D.float32
     dev = as_device(device)
     B = backend(dev)
@@ -549,7 +515,7 @@ def empty(*shape, dtype=None, device=None, requires_grad=False):
 
 def full(shape, value, dtype=None, device=None, requires_grad=False):
     if dtype is None:
-        dtype = ops._scalar_type(value)
+        dtype = scalar_type(value)
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
     return _factory("full", tuple(shape), dtype, device, requires_grad,
@@ -577,7 +543,7 @@ def arange(start, end=None, step=1, dtype=None, device=None):
 
 
 def _random_factory(op, shape, dtype, device, requires_grad, normal):
-    shape = _shape(op, shape)
+    shape = sizes(op, shape)
     dt = D.as_dtype(dtype) if dtype is not None else D.float32
     if not dt.is_floating:
         raise DTypeError(f"{op}: expects a floating-point dtype, got {dt}")
@@ -601,25 +567,170 @@ def randn(*shape, dtype=None, device=None, requires_grad=False):
     return _random_factory("randn", shape, dtype, device, requires_grad, normal=True)
 
 
+# ----------------------------------------------------------------------------------------------
+# functions of several tensors
+# ----------------------------------------------------------------------------------------------
+
+
+def _tensor_list(op, tensors):
+    tensors = list(tensors)
+    for t in tensors:
+        expect_tensor(op, t, "in the list")
+    return tensors
+
+
 def stack(tensors, dim=0):
-    return ops.cat(tensors, dim, op="stack")
+    return ops.cat(_tensor_list("stack", tensors), dim, op="stack")
 
 
 def cat(tensors, dim=0):
-    return ops.cat(tensors, dim)
+    return ops.cat(_tensor_list("cat", tensors), dim)
 
 
 def where(cond, a, b):
-    return ops.where(cond, a, b)
+    """``a`` where ``cond`` else ``b``; a Python number takes the other operand's dtype, as torch."""
+    if not isinstance(cond, Tensor) or cond.dtype is not D.bool_:
+        raise DTypeError("where: condition must be a bool tensor")
+
+    def operand(v, other):
+        if isinstance(v, Tensor):
+            return v
+        like = isinstance(other, Tensor) and (other.dtype.is_floating or not isinstance(v, float))
+        return tensor(v, dtype=other.dtype if like else None, device=cond.device)
+    return ops.where(cond, operand(a, b), operand(b, a))
 
 
 def maximum(a, b):
-    return ops.binary(a, b, "maximum")
+    return ops.binary(expect_tensor("maximum", a), b, "maximum")
 
 
 def minimum(a, b):
-    return ops.binary(a, b, "minimum")
+    return ops.binary(expect_tensor("minimum", a), b, "minimum")
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd entry points: the tape walks buffers, these wrap them
+# ----------------------------------------------------------------------------------------------
+
+
+class Gradients(Mapping):
+    """Gradients of one backward walk, keyed by tensor (``g[w]``, the seed's ``grads.get(&w)``)."""
+
+    def __init__(self):
+        self._by_id = {}    # id(tensor) -> (tensor, gradient tensor)
+
+    def _put(self, t, g):
+        self._by_id[id(t)] = (t, g)
+
+    def __getitem__(self, t):
+        try:
+            return self._by_id[id(t)][1]
+        except KeyError:
+            raise KeyError(f"Gradients: no gradient for tensor of shape {tuple(t.shape)}; "
+                           f"it does not require grad or the loss does not depend on it") from None
+
+    def get(self, t, default=None):
+        entry = self._by_id.get(id(t))
+        return default if entry is None else entry[1]
+
+    def __contains__(self, t):
+        return id(t) in self._by_id
+
+    def __iter__(self):
+        return (t for t, _ in self._by_id.values())
+
+    def __len__(self):
+        return len(self._by_id)
+
+    def __repr__(self):
+        return f"Gradients({len(self)} tensors)"
+
+
+def _seed(t, gradient, op):
+    """The buffer that starts a backward walk from ``t``: ones for a scalar, else ``gradient``."""
+    if not t.requires_grad:
+        raise TritonnnError(f"{op}: the tensor of shape {t.shape} does not require grad and "
+                            f"has no graph (call requires_grad_() on a leaf it depends on)")
+    if t._node is not None and is_freed(t._node):
+        raise freed_error(t._node)
+    if gradient is None:
+        if t.numel() != 1:
+            raise ShapeError(f"{op}: gradient can be implicitly created only for a scalar "
+                             f"output, got shape {t.shape}; pass gradient= of that shape")
+        return t._backend.full(t.shape, 1, t.dtype)
+    if not isinstance(gradient, Tensor):
+        raise TritonnnError(f"{op}: gradient must be a tensor, got {type(gradient).__name__}")
+    if gradient.shape != t.shape:
+        raise ShapeError(f"{op}: gradient shape {gradient.shape} does not match output shape {t.shape}")
+    if gradient.device != t.device:
+        raise DeviceError(f"{op}: gradient on {gradient.device}, output on {t.device}")
+    return gradient.to(t.dtype)._data
+
+
+def _walk(root, seed, retain_graph, keep=()):
+    """The tape's walk from tensor ``root``; a leaf root is its own gradient."""
+    if root._node is None:
+        return {id(root): [root, seed]}, {}
+    return walk(root._node, seed, retain_graph, keep)
+
+
+class _Wrapper:
+    """Wraps the walk's gradient buffers in tensors, each with a buffer of its own.
+
+    A rule may pass one buffer to several inputs (add), or the caller's own seed
+    through: every gradient handed out gets its own buffer, so none aliases another.
+    """
+
+    def __init__(self, seed):
+        self.handed = {id(seed)}
+
+    def __call__(self, like, buf):
+        B = like._backend
+        buf = B.contiguous(buf)
+        if id(buf) in self.handed:
+            buf = B.cast(buf, like.dtype)          # a private copy
+        self.handed.add(id(buf))
+        return Tensor._make(buf, like.dtype, like.device, B)
+
+
+def _backward(root, gradient, retain_graph):
+    """``root.backward()``: every leaf's gradient, added into its ``.grad`` too."""
+    seed = _seed(root, gradient, "backward")
+    leaf_grads, _ = _walk(root, seed, retain_graph)
+    wrap = _Wrapper(seed)
+    grads = Gradients()
+    for leaf, buf in leaf_grads.values():
+        gt = wrap(leaf, buf)
+        grads._put(leaf, gt)
+        if leaf.grad is None:
+            leaf.grad = gt
+        else:
+            leaf.grad = Tensor._make(leaf._backend.binary(leaf.grad._data, gt._data, "add"),
+                                     leaf.dtype, leaf.device, leaf._backend)
+    return grads
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=False):
+    """Gradients of ``outputs`` with respect to each of ``inputs``, as a tuple; ``.grad`` untouched."""
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    for t in inputs:
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise TritonnnError("grad: every input must be a tensor that requires grad")
+    seed = _seed(expect_tensor("grad", outputs, "output"), grad_outputs, "grad")
+    keep = {t._node for t in inputs if t._node is not None}
+    leaf_grads, kept = _walk(outputs, seed, retain_graph, keep)
+    wrap = _Wrapper(seed)
+    out = []
+    for t in inputs:
+        if t._node is not None:
+            buf = kept.get(t._node)
+        else:
+            slot = leaf_grads.get(id(t))
+            buf = None if slot is None else slot[1]
+        out.append(None if buf is None else wrap(t, buf))
+    return tuple(out)
 
 
 __all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "empty", "full", "arange", "rand",
-           "randn", "stack", "cat", "where", "no_grad", "zeros_like", "ones_like"]
+           "randn", "stack", "cat", "where", "zeros_like", "ones_like", "maximum", "minimum",
+           "Gradients", "grad"]

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from .. import dtypes as D
 from ..device import Device, as_device
 from ..errors import ShapeError, TritonnnError
-from ..tensor import Tensor, rand
+from ..tensor import Tensor, rand, tensor
 from ..tape import no_grad
 from . import functional as F
 
@@ -134,7 +134,6 @@ class Module:
                     continue
                 v = state_dict[n]
                 if not isinstance(v, Tensor):
-                    from ..tensor import tensor
                     v = tensor(v)
                 v = v.detach().to(p.device, p.dtype)
                 p._backend.copy_(p._data, v._data)

@@ -1,0 +1,193 @@
+"""The shape of the house: imports go one way, down the layers of ARCHITECTURE.md.
+
+Reads every module of ``tritonnn/``, ``kernels/`` and ``fallback_cpu/`` as an
+AST (nothing is imported), collects every import, including those inside
+functions, and checks that
+
+* no import cycle exists (a cycle would need a placeholder or a lazy import
+  to dodge it);
+* each import goes to a lower layer, or stays within one package of the same
+  layer (the op families of a backend, the layers of ``tritonnn.nn``);
+* the kernel backends' floors (``kernels/_*.py``, ``kernels/buffers.py``,
+  ``fallback_cpu/_*.py``) import no op family;
+* no module binds a name in another module (``ops.Tensor = Tensor``);
+* every backward rule the op table records has a rule, and a missing one is a
+  clear error.
+"""
+import ast
+import pathlib
+
+import pytest
+
+import tritonnn as tn
+from tritonnn import ops, tape
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FOLDERS = {"tritonnn": ROOT / "tritonnn", "tritonnn.kernels": ROOT / "kernels",
+           "tritonnn.fallback_cpu": ROOT / "fallback_cpu"}
+
+# lowest first; a module not listed takes its package's layer (tritonnn.nn.modules -> "tritonnn.nn")
+LAYERS = [
+    ("tritonnn.errors",),
+    ("tritonnn.dtypes", "tritonnn.device", "tritonnn.precision", "tritonnn.contract"),
+    ("tritonnn.fallback_cpu", "tritonnn.kernels", "tritonnn.checks"),
+    ("tritonnn.backends", "tritonnn.random", "tritonnn.cuda", "tritonnn.tape"),
+    ("tritonnn.ops",),
+    ("tritonnn.tensor",),
+    ("tritonnn.nn", "tritonnn.optim", "tritonnn.data", "tritonnn.io", "tritonnn.datasets"),
+    ("tritonnn",),                  # the package's __init__: the public names
+    ("tritonnn.cli",),
+]
+FLOORS = {"tritonnn.kernels": ("tritonnn.kernels.buffers",), "tritonnn.fallback_cpu": ()}
+
+
+def _modules():
+    mods = {}
+    for pkg, folder in FOLDERS.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = [p for p in path.relative_to(folder).with_suffix("").parts if p != "__init__"]
+            mods[".".join([pkg] + parts)] = path
+    return mods
+
+
+MODULES = _modules()
+
+
+def _targets(mod, node):
+    """The project modules an import statement in ``mod`` loads (``from pkg import sub`` -> pkg.sub)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name in MODULES]
+    base = mod.split(".")
+    if MODULES[mod].name != "__init__.py":
+        base = base[:-1]
+    if node.level:
+        base = base[:len(base) - (node.level - 1)]
+        src = ".".join(base + ([node.module] if node.module else []))
+    else:
+        src = node.module or ""
+    subs = [f"{src}.{a.name}" for a in node.names if f"{src}.{a.name}" in MODULES]
+    return subs + ([src] if len(subs) < len(node.names) and src in MODULES else [])
+
+
+def _graph():
+    edges = {}
+    for mod, path in MODULES.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                targets.update(t for t in _targets(mod, node) if t != mod)
+        edges[mod] = targets
+    return edges
+
+
+EDGES = _graph()
+
+
+def _layer(mod):
+    name = mod
+    while name and (name != "tritonnn" or mod == "tritonnn"):
+        for i, group in enumerate(LAYERS):
+            if name in group:
+                return i, name
+        name = name.rpartition(".")[0]
+    raise AssertionError(f"{mod} is in no layer of LAYERS: add it (and to ARCHITECTURE.md)")
+
+
+def test_every_module_has_a_layer():
+    for mod in MODULES:
+        _layer(mod)
+
+
+def test_no_import_cycle():
+    """Tarjan's strongly connected components over the import graph: all of size one."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in EDGES[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in MODULES:
+        if v not in index:
+            visit(v)
+    assert not cycles, "import cycles (counting imports inside functions): " + "; ".join(
+        " <-> ".join(c) for c in cycles)
+
+
+def test_imports_go_down_the_layers():
+    bad = []
+    for mod, targets in EDGES.items():
+        lm, gm = _layer(mod)
+        for t in sorted(targets):
+            lt, gt = _layer(t)
+            if lt > lm or (lt == lm and gm != gt):
+                bad.append(f"{mod} (layer {lm}) imports {t} (layer {lt})")
+    assert not bad, "imports that go up or sideways:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("pkg", sorted(FLOORS))
+def test_backend_floors_import_no_op_family(pkg):
+    floors = [m for m in MODULES if m.startswith(pkg + ".") and
+              (m.rpartition(".")[2].startswith("_") or m in FLOORS[pkg])]
+    assert floors, f"{pkg} has no floor modules"
+    families = {m for m in MODULES if m.startswith(pkg + ".") and m not in floors}
+    bad = [f"{m} imports {t}" for m in floors for t in sorted(EDGES[m] & families)]
+    assert not bad, "a floor module imports an op family: " + "; ".join(bad)
+
+
+def test_no_module_binds_a_name_in_another():
+    """The ``ops.Tensor = Tensor`` pattern: a module-level placeholder bound from outside."""
+    bad = []
+    for mod, path in MODULES.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.update(a.asname or a.name for a in node.names)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and \
+                            t.value.id in imported and t.value.id not in ("os",):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: "
+                                   f"{t.value.id}.{t.attr} = ...")
+    assert not bad, "modules binding names in other modules:\n" + "\n".join(bad)
+
+
+def test_an_op_without_a_rule_is_a_clear_error():
+    x = tn.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(tn.TritonnnError, match="frobnicate: this op has no backward rule"):
+        ops._record(x._new(x._data, x.dtype), "frobnicate", (x,))
+
+
+def test_every_recorded_op_has_a_rule():
+    """Every op name the op table passes to _record or Node(...) is in the rule table."""
+    tree = ast.parse((ROOT / "tritonnn" / "ops.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("_record", "Node"):
+            arg = node.args[1] if len(node.args) > 1 else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.add(arg.value)
+    assert names, "found no recorded op names: the scan is broken"
+    missing = sorted(names - set(tape.RULES))
+    assert not missing, f"ops recorded without a backward rule: {missing}"

@@ -1,0 +1,110 @@
+"""Argument checks shared by the op table, the Tensor API and the layers above them.
+
+Each check either returns the normalized argument or raises the tritonnn error
+that names the operation and the offending shapes, dtypes or devices. None of
+them touches a buffer: they run before any kernel does.
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import dtypes as D
+from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
+
+
+def norm_dim(op, dim, ndim):
+    """``dim`` in ``[0, ndim)`` (negative dims count from the end; a 0-d tensor has dim 0 or -1)."""
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TritonnnError(f"{op}: dim must be an int, got {dim!r}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexOutOfRange(f"{op}: dim {dim} is out of range for a tensor of {ndim} "
+                              f"dimension(s) (expected in [{-n}, {n - 1}])")
+    return dim % n
+
+
+def norm_dims(op, dim, ndim):
+    """Reduction dims as a tuple; None or an empty list means every dim, as in torch."""
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        dims = tuple(norm_dim(op, d, ndim) for d in dim)
+        if len(set(dims)) != len(dims):
+            raise TritonnnError(f"{op}: dim {tuple(dim)} names a dimension twice")
+        return dims
+    return (norm_dim(op, dim, ndim),)
+
+
+def broadcast_shapes(op, a, b):
+    """numpy's broadcasting of two shapes, or a ShapeError naming both."""
+    out = []
+    for i in range(max(len(a), len(b))):
+        x = a[len(a) - 1 - i] if i < len(a) else 1
+        y = b[len(b) - 1 - i] if i < len(b) else 1
+        if x != y and x != 1 and y != 1:
+            raise ShapeError(f"{op}: shapes {tuple(a)} and {tuple(b)} cannot be broadcast together "
+                             f"(dimension {-1 - i}: {x} vs {y})")
+        out.append(max(x, y) if x != 0 and y != 0 else 0)
+    return tuple(reversed(out))
+
+
+def sizes(op, shape):
+    """A factory's ``*shape`` (ints, or one tuple/list of ints) as a tuple of non-negative ints."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, numbers.Integral) or s < 0:
+            raise ShapeError(f"{op}: sizes must be non-negative ints, got {tuple(shape)}")
+    return tuple(int(s) for s in shape)
+
+
+def scalar_type(s):
+    """The dtype a Python scalar takes in an op: bool -> bool, int -> int64, float -> float32."""
+    if isinstance(s, bool):
+        return D.bool_
+    if isinstance(s, numbers.Integral):
+        return D.int64
+    if isinstance(s, numbers.Real):
+        return D.float32
+    raise DTypeError(f"unsupported operand of type {type(s).__name__}")
+
+
+def is_scalar(v) -> bool:
+    """A real Python or numpy number (what ops accept beside tensors)."""
+    return isinstance(v, numbers.Number) and not isinstance(v, complex)
+
+
+def same_device(op, *tensors):
+    """The one device of ``tensors``, or a DeviceError listing each operand's shape and device."""
+    dev = tensors[0].device
+    for t in tensors[1:]:
+        if t.device != dev:
+            raise DeviceError(f"{op}: operands are on different devices: "
+                              + ", ".join(f"{tuple(x.shape)} on {x.device}" for x in tensors)
+                              + "; move them with .to(device) first")
+    return dev
+
+
+def floating(op, t):
+    """A DTypeError unless ``t`` holds floating-point numbers."""
+    if not t.dtype.is_floating:
+        raise DTypeError(f"{op}: expected a floating-point tensor, got {t.dtype} "
+                         f"(convert with .to(tn.float32))")
+
+
+def same_float_dtype(op, a, b):
+    """A DTypeError unless ``a`` and ``b`` share one floating-point dtype."""
+    if a.dtype is not b.dtype:
+        raise DTypeError(f"{op}: operands have different dtypes {a.dtype} {a.shape} and {b.dtype} "
+                         f"{b.shape}; convert one with .to(dtype)")
+    floating(op, a)
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def reduction(op, reduction):
+    """A loss's ``reduction`` argument: "mean", "sum" or "none"."""
+    if reduction not in REDUCTIONS:
+        raise TritonnnError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
