@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 
 from . import dtypes as D
+from .device import Device, as_device
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 
 
@@ -108,3 +109,20 @@ def reduction(op, reduction):
     if reduction not in REDUCTIONS:
         raise TritonnnError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
+
+
+def dtype_and_device(op, args, dtype=None, device=None):
+    """``to(...)``'s positional arguments sorted into ``(dtype or None, device or None)``.
+
+    Each of ``args`` is a dtype (``tn.float32`` or ``"float32"``) or a device
+    (``"cpu"``, ``"cuda:0"``, ``tn.device(...)``), in any order, as PyTorch takes them.
+    """
+    for a in args:
+        if isinstance(a, D.DType) or (isinstance(a, str) and a in D.NAMES):
+            dtype = a
+        elif isinstance(a, (str, Device)):
+            device = a
+        else:
+            raise TritonnnError(f"{op}: expected a dtype or a device, got {a!r}")
+    return (None if dtype is None else D.as_dtype(dtype),
+            None if device is None else as_device(device))

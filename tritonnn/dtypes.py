@@ -41,6 +41,7 @@ bool_ = DType("bool", np.bool_, False, False)
 
 ALL = (float32, float64, float16, bfloat16, int64, int32, uint32, uint8, bool_)
 _BY_NAME = {d.name: d for d in ALL}
+NAMES = frozenset(_BY_NAME)
 _BY_NP = {d.np: d for d in ALL}
 # safetensors' names for our dtypes, both ways
 SAFETENSORS_NAME = {

@@ -1,21 +1,21 @@
 """The autograd tape: the nodes ops record, and the reverse walk that turns them into gradients.
 
-An op that has an input requiring grad records one ``Node``: the op's name, its
-backward rule, the buffers the rule reads (``saved``), the op's other
-arguments (``attrs``) and, per input, where that input's gradient goes next
-(the input's own node, the leaf tensor itself, or None). The tape works on
-backend buffers only and never imports the Tensor: a leaf is an opaque key
-here, and ``walk`` returns the leaves' gradient buffers for ``tensor.py`` to
-wrap.
+An op that has an input requiring grad records one ``Node``: the op's name and
+backward rule (``RULES``, filled by ``@backward_rule`` in ``ops.py``), the
+buffers the rule reads (``saved``), the op's other arguments (``attrs``) and,
+per input, where that input's gradient goes next (the input's own node, the
+leaf tensor itself, or None). The tape works on backend buffers and knows a
+tensor only as ``TensorBase`` (``tensor.Tensor`` builds on it): ``walk``
+returns the leaves' gradient buffers for ``tensor.py`` to wrap.
 
 ``walk`` visits the nodes reachable from the loss in reverse topological order
 with an explicit stack (no recursion), hands each node the sum of its output's
 gradients, and drops each node's saved buffers as soon as its rule has run,
-unless the graph is retained. It also makes the one in-place decision of the
-tape: a node may name one saved buffer its rule can overwrite (``donate``, the
-fused cross-entropy's logits); the walk grants it (``node.last_use``) only
-when the graph is not retained and no one else holds that buffer (no other
-node saved it, no view of it, no tensor of the user's).
+unless the graph is retained. It also makes the tape's one in-place decision:
+a node may name one saved buffer its rule can overwrite (``donate``, the fused
+cross-entropy's logits); the walk grants it (``node.last_use``) only when the
+graph is not retained and nothing else holds that buffer any more (no node
+still to run saved it, no view of it, no tensor of the user's).
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from . import dtypes as D
 from . import ops
 from . import random as _random
 from .backends import backend
-from .checks import norm_dim, same_device, scalar_type, sizes
-from .device import Device, as_device
+from .checks import dtype_and_device, norm_dim, scalar_type, sizes
+from .device import as_device
 from .errors import DeviceError, DTypeError, ShapeError, TritonnnError
 from .tape import TensorBase, freed_error, is_freed, walk
 
@@ -42,16 +42,7 @@ class Tensor(TensorBase):
         return t
 
     def _new(self, buf, dtype):
-        t = object.__new__(Tensor)
-        t._data = buf
-        t.dtype = dtype
-        t.device = self.device
-        t.requires_grad = False
-        t.grad = None
-        t._node = None
-        t._backend = self._backend
-        t._version = [0]
-        return t
+        return Tensor._make(buf, dtype, self.device, self._backend)
 
     def __init__(self, *args, **kwargs):
         raise TritonnnError("Tensor: create tensors with tn.tensor(...), tn.zeros(...), "
@@ -101,18 +92,12 @@ class Tensor(TensorBase):
     # -- conversion ----------------------------------------------------------------------------
     def to(self, *args, dtype=None, device=None):
         """``to(dtype)``, ``to(device)`` or ``to(device, dtype)``."""
-        for a in args:
-            if isinstance(a, D.DType) or (isinstance(a, str) and a in D._BY_NAME):
-                dtype = a                          # tn.float32 or "float32"
-            elif isinstance(a, (str, Device)):
-                device = a                         # "cpu", "cuda:0", tn.device(...)
-            else:
-                raise TritonnnError(f"to: expected a dtype or a device, got {a!r}")
+        dtype, device = dtype_and_device("to", args, dtype, device)
         out = self
         if device is not None:
-            out = ops.to_device(out, as_device(device))
+            out = ops.to_device(out, device)
         if dtype is not None:
-            out = ops.cast(out, D.as_dtype(dtype))
+            out = ops.cast(out, dtype)
         return out
 
     def to_dtype(self, dtype):

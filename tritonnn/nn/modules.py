@@ -4,8 +4,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from .. import dtypes as D
-from ..device import Device, as_device
+from ..checks import dtype_and_device
 from ..errors import ShapeError, TritonnnError
 from ..tensor import Tensor, rand, tensor
 from ..tape import no_grad
@@ -151,15 +150,7 @@ class Module:
 
     def to(self, *args, device=None, dtype=None):
         """Move (``to(device)``) or convert (``to(dtype)``) every parameter in place."""
-        device = None if device is None else as_device(device)
-        dtype = None if dtype is None else D.as_dtype(dtype)
-        for a in args:
-            if isinstance(a, D.DType) or (isinstance(a, str) and a in D._BY_NAME):
-                dtype = D.as_dtype(a)
-            else:
-                device = as_device(a) if isinstance(a, (str, Device)) else None
-                if device is None:
-                    raise TritonnnError(f"Module.to: expected a device or a dtype, got {a!r}")
+        dtype, device = dtype_and_device("Module.to", args, dtype, device)
         for p in self.parameters():
             new = p.detach().to(*(x for x in (device, dtype) if x is not None))
             if dtype is not None and not dtype.is_floating:
