@@ -44,23 +44,29 @@ def _record(out, name, inputs, saved=(), watch=(), attrs=None, donate=None):
     arguments; ``donate``: the index in ``saved`` of a buffer the rule may
     overwrite on its last use (``tape.Node``).
     """
-    if GradMode.enabled:
-        edges = []
-        needed = False
-        for t in inputs:
-            # where its gradient goes: the input's node, the leaf itself, or nowhere
-            e = None if t is None else (t._node or (t if t.requires_grad else None))
-            needed = needed or e is not None
-            edges.append(e)
-        if needed:
-            out._node = Node(name, tuple(edges), out._backend, saved, _versions(watch), attrs,
-                             donate)
-            out.requires_grad = True
+    if not GradMode.enabled:
+        return out
+    edges = []
+    needed = False
+    for t in inputs:
+        # where its gradient goes: the input's node, the leaf itself, or nowhere
+        e = None if t is None else t._node or (t if t.requires_grad else None)
+        needed = needed or e is not None
+        edges.append(e)
+    if not needed:
+        return out
+    out._node = Node(name, tuple(edges), out._backend, saved, _versions(watch) if watch else (),
+                     attrs, donate)
+    out.requires_grad = True
     return out
 
 
 def _versions(tensors):
-    return tuple((t._version, t._version[0]) for t in tensors if t is not None)
+    versions = []
+    for t in tensors:
+        if t is not None:
+            versions.append((t._version, t._version[0]))
+    return tuple(versions)
 
 
 def _view(out, x):
@@ -175,7 +181,8 @@ def binary(a, b, op, reverse=False):
     nx, ny = xt and x.requires_grad, yt and y.requires_grad
     if not (nx or ny):
         return out
-    # _record, inlined for the hottest op: an input that needs a gradient has a node or is a leaf
+    # what _record does, inlined for the hottest op (calling it costs +0.35 us, 15% of an
+    # 8-element add): an input that needs a gradient has a node or is a leaf
     oshape = out_buf.shape
     attrs = (xb.shape, yb.shape if yt else ()) if (
         (xt and xb.shape != oshape) or (yt and yb.shape != oshape)) else None
