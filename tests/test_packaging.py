@@ -8,6 +8,7 @@ into it and nothing is written into the checkout. The sweep is then run as a use
 package runs it: ``python -m tritonnn.perf.sweep`` / ``tritonnn sweep`` from an unrelated
 folder, results in ``--out`` or under that folder, and the source tree untouched.
 """
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -55,7 +56,10 @@ def _changed(before, after):
 @pytest.fixture(scope="module")
 def wheel_names(tmp_path_factory):
     """The file names inside a wheel built (offline, no isolation) from a copy of the sources."""
-    pytest.importorskip("setuptools")
+    setuptools = pytest.importorskip("setuptools")
+    version = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
+    if version < (70, 1) and importlib.util.find_spec("wheel") is None:
+        pytest.skip(f"setuptools {setuptools.__version__} builds wheels only with 'wheel' installed")
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
