@@ -11,14 +11,12 @@ GB/s = 2*N*V*bytes / t: the least traffic (read the logits, write their gradient
 """
 from __future__ import annotations
 
-import os
 import sys
 import tracemalloc
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "cross_entropy"
 SPEED_TARGET = C.Target(">=", 2.0)      # t(torch) / t(tritonnn)

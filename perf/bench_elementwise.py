@@ -12,14 +12,12 @@ out), cast n*(b_in + b_out); b the element size.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "elementwise"
 GPU_TARGET = C.Target(">=", 0.9)        # t(torch) / t(tritonnn)

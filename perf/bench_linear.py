@@ -9,13 +9,11 @@ are not counted).
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "linear"
 GPU_TARGET = C.Target(">=", 1.1)        # t(torch) / t(tritonnn)

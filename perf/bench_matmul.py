@@ -8,13 +8,11 @@ TFLOP/s = 2*M*N*K / t.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "matmul"
 CPU_TARGET = C.Target("<=", 1.1)        # t(tritonnn) / t(numpy)

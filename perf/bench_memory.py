@@ -25,13 +25,11 @@ exactly, index_add to 1e-5 of the largest magnitude (the order of the sums diffe
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "memory"
 GPU_TARGET = C.Target(">=", 0.8)        # t(torch) / t(tritonnn)

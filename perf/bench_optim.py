@@ -14,13 +14,11 @@ GB/s = bytes touched / t: SGD-momentum 5*P*b (read p, g, buf; write p, buf), Ada
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "optim"
 GPU_TARGET = C.Target(">=", 1.0)        # t(torch foreach) / t(tritonnn)

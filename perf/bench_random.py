@@ -13,13 +13,11 @@ GB/s = n*b / t (the numbers written).
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "random"
 GPU_TARGET = C.Target(">=", 0.8)        # t(torch) / t(tritonnn)

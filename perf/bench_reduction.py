@@ -10,13 +10,11 @@ GB/s = (in_bytes + out_bytes) / t: the input read once, the result written once.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "reduction"
 GPU_TARGET = C.Target(">=", 0.9)        # t(torch) / t(tritonnn)

@@ -8,13 +8,11 @@ GB/s = 2*bytes/t (read x, write the result).
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "relu"
 GPU_TARGET = C.Target(">=", 0.9)        # t(copy) / t(tritonnn) = bandwidth ratio

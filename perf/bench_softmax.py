@@ -12,13 +12,11 @@ and dy and writes dx).
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "softmax"
 GPU_TARGET = C.Target(">=", 1.0)        # t(torch) / t(tritonnn)

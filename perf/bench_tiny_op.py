@@ -7,13 +7,11 @@ reported beside torch's; do_bench's device-side time is in the "device time" row
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "tiny_op"
 CPU_TARGET = C.Target(">=", 1.0)        # t(torch) / t(tritonnn)

@@ -6,22 +6,20 @@ weights and see the same batch; their losses are compared over the first steps.
 cpu target: >= 1.5x PyTorch CPU eager's speed (stretch 2x); cuda: reported beside torch.
 TFLOP/s = 6*B*P_w / t, P_w the weight count (forward, dx and dw matmuls).
 
-``python perf/bench_train_step.py --profile [--device cpu]`` times the step's phases and
-prints cProfile's top functions: where tritonnn spends the step.
+``python -m tritonnn.perf.bench_train_step --profile [--device cpu]`` times the step's
+phases and prints cProfile's top functions: where tritonnn spends the step.
 """
 from __future__ import annotations
 
 import cProfile
 import io
-import os
 import pstats
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILY = "train_step"
 CPU_TARGET = C.Target(">=", 1.5, stretch=2.0)     # t(torch) / t(tritonnn)

@@ -27,8 +27,10 @@ from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+# where results go without --out: a folder in the current working directory (the package
+# itself may sit in a read-only site-packages; the results committed with the sources are
+# refreshed with an explicit --out perf/results/<device>)
+DEFAULT_RESULTS = "perf_results"
 
 # ==============================================================================================
 # machine and versions
@@ -107,9 +109,9 @@ def thread_settings() -> str:
 
 
 def default_out(device: str) -> str:
-    if device == "cuda":
-        return os.path.join(RESULTS, slug(device_name("cuda")))
-    return os.path.join(RESULTS, slug(cpu_model()))
+    """``./perf_results/<device slug>``, absolute, under the current working directory."""
+    name = device_name("cuda") if device == "cuda" else cpu_model()
+    return os.path.join(os.path.abspath(DEFAULT_RESULTS), slug(name))
 
 
 # ==============================================================================================
@@ -588,12 +590,14 @@ def parse_args(argv=None, description=""):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions")
-    p.add_argument("--out", default=None, help="results folder (default perf/results/<device>)")
+    p.add_argument("--out", default=None,
+                   help=f"results folder (default ./{DEFAULT_RESULTS}/<device>, under the "
+                        "current folder)")
     return p.parse_args(argv)
 
 
 def script_main(run, description="", argv=None) -> int:
-    """``python perf/bench_X.py [--device cpu|cuda] [--quick] [--out DIR]``."""
+    """``python -m tritonnn.perf.bench_X [--device auto|cpu|cuda] [--quick] [--out DIR]``."""
     args = parse_args(argv, description)
     device = resolve_device(args.device)
     out = args.out or default_out(device)

@@ -75,17 +75,19 @@ stage walkthrough 37 python3 examples/seed_walkthrough.py --device cuda
 # soak); first compiles of every kernel specialization dominate, so collect many failures per run
 stage pytest 140 python3 -m pytest -q -m "not slow" --maxfail=25 -p no:cacheprovider
 
-# -- the sweep: one process per family (a crashed kernel can poison its CUDA context) -------
+# -- the sweep (tritonnn.perf, from the editable install above): one process per family (a
+# crashed kernel can poison its CUDA context) -------------------------------------------------
 # budgets (s): softmax, elementwise, reduction, optim and random got 91 s, every other stage
 # shrank by ~20%; memory's 15 s came out of pytest's (155 -> 140); all budgets sum to 452 s,
 # under DEADLINE
 for fam_budget in matmul:32 linear:24 cross_entropy:20 softmax:20 relu:12 elementwise:25 \
                   reduction:20 memory:15 optim:14 random:12 train_step:12 tiny_op:8 import:12; do
     fam=${fam_budget%%:*}
-    stage "sweep_$fam" "${fam_budget##*:}" python3 perf/sweep.py --device cuda --kernels "$fam" --out "$OUT/sweep"
+    stage "sweep_$fam" "${fam_budget##*:}" python3 -m tritonnn.perf.sweep --device cuda --kernels "$fam" \
+        --out "$OUT/sweep"
 done
-python3 perf/sweep.py --summarize "$OUT/sweep" > "$OUT/sweep_table.txt" 2>&1
-stage profile_train_step 12 python3 perf/bench_train_step.py --profile --device cuda
+python3 -m tritonnn.perf.sweep --summarize "$OUT/sweep" > "$OUT/sweep_table.txt" 2>&1
+stage profile_train_step 12 python3 -m tritonnn.perf.bench_train_step --profile --device cuda
 
 # -- summary -----------------------------------------------------------------------------------
 echo

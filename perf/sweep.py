@@ -1,10 +1,12 @@
-"""Run the perf/ sweeps: ``tritonnn sweep [--device auto|cpu|cuda] [--kernels ...] [--quick]``.
+"""Run the perf sweeps: ``tritonnn sweep`` or ``python -m tritonnn.perf.sweep``.
 
-Each family (one ``bench_<family>.py``) runs in turn; its CSV and PNG are written as soon
-as it finishes (so a time limit still leaves the finished ones), then the whole table is
-printed and saved as ``sweep-<device kind>.csv`` / ``.txt`` / ``.md``. A family that crashes is
-reported and the sweep goes on. ``python perf/sweep.py --summarize DIR`` prints the table
-of the CSVs already in DIR.
+Options: ``--device auto|cpu|cuda``, ``--kernels FAMILY ...`` (all by default), ``--quick``,
+``--out DIR``. Each family (one ``bench_<family>.py`` of this package) runs in turn; its CSV
+and PNG are written into the results folder (``--out``, by default ``./perf_results/<device>``
+under the current folder) as soon as it finishes, so a time limit still leaves the finished
+ones; then the whole table is printed and saved as ``sweep-<device kind>.csv`` / ``.txt`` /
+``.md``. A family that crashes is reported and the sweep goes on.
+``python -m tritonnn.perf.sweep --summarize DIR`` prints the table of the CSVs already in DIR.
 """
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from . import common as C
 
 FAMILIES = ("matmul", "linear", "cross_entropy", "softmax", "relu", "elementwise", "reduction",
             "memory", "optim", "random", "train_step", "tiny_op", "import")
@@ -67,7 +68,7 @@ def main(device="auto", kernels=None, quick=False, out=None) -> int:
     for fam in families:
         t0 = time.perf_counter()
         try:
-            mod = importlib.import_module(f"bench_{fam}")
+            mod = importlib.import_module(f".bench_{fam}", __package__)
             fam_rows = mod.run(device=device, quick=quick, out=out)
         except Exception:  # noqa: BLE001  (report, go on with the next family)
             failed.append(fam)
@@ -100,14 +101,24 @@ def summarize(folder) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(argv=None) -> int:
+    """``python -m tritonnn.perf.sweep [--device ...] [--kernels ...] [--quick] [--out DIR]``
+    or ``--summarize DIR``."""
+    p = argparse.ArgumentParser(prog="python -m tritonnn.perf.sweep",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--kernels", nargs="*", default=None, help=f"families: {' '.join(FAMILIES)}")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=None)
-    p.add_argument("--summarize", metavar="DIR", default=None)
-    a = p.parse_args()
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
+    p.add_argument("--out", default=None,
+                   help=f"results folder (default ./{C.DEFAULT_RESULTS}/<device>, under the "
+                        "current folder)")
+    p.add_argument("--summarize", metavar="DIR", default=None,
+                   help="print and save the table of the family CSVs already in DIR")
+    a = p.parse_args(argv)
     if a.summarize:
-        sys.exit(summarize(a.summarize))
-    sys.exit(main(a.device, a.kernels, a.quick, a.out))
+        return summarize(a.summarize)
+    return main(a.device, a.kernels, a.quick, a.out)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -4,6 +4,7 @@ Without a real GPU, device "cuda" runs the Triton kernels through Triton's
 interpreter (TRITONNN_INTERPRET=1, set here before tritonnn or triton is
 imported). On a GPU machine the tests run the compiled kernels instead.
 """
+import functools
 import os
 import shutil
 
@@ -18,19 +19,36 @@ import tritonnn as tn  # noqa: E402
 DEVICES = ["cpu", "cuda"]
 
 
-def cuda_usable() -> bool:
+@functools.cache
+def why_no_cuda() -> str | None:
+    """Why device "cuda" cannot run here, or None when it can (a GPU, or Triton's interpreter).
+
+    Asked once per session: every test that needs "cuda" comes here (``cuda_usable``,
+    ``skip_without_cuda``, the ``device`` fixture). Only tritonnn's ``DeviceError`` means "not
+    here"; any other exception (a kernel module that fails to import, say) is a bug and is raised.
+    """
     try:
-        tn.zeros(1, device="cuda")
-        return True
-    except tn.DeviceError:
-        return False
+        tn.zeros(1, device="cuda").numpy()
+    except tn.DeviceError as e:
+        return str(e)
+    return None
+
+
+def cuda_usable() -> bool:
+    return why_no_cuda() is None
+
+
+def skip_without_cuda():
+    """Skip the calling test when device "cuda" cannot run here, saying why."""
+    if not cuda_usable():
+        pytest.skip(f"device cuda not usable: {why_no_cuda()}")
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Run a test on every device: "cpu" (numpy) and "cuda" (Triton, interpreted without a GPU)."""
-    if request.param == "cuda" and not cuda_usable():
-        pytest.skip("no GPU and no Triton interpreter")
+    if request.param == "cuda":
+        skip_without_cuda()
     return request.param
 
 

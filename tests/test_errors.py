@@ -16,6 +16,8 @@ import pytest
 import tritonnn as tn
 from tritonnn.backends import backend
 
+from conftest import skip_without_cuda
+
 F = tn.nn.functional
 
 # backend entry points that compute or write (views, allocation and host copies are allowed)
@@ -360,13 +362,6 @@ def test_nan_and_inf_are_values_not_errors(device):
     assert math.isnan(t.sum().item())
 
 
-def _cuda_or_skip():
-    try:
-        tn.zeros(1, device="cuda")
-    except Exception as e:  # noqa: BLE001  (any failure to start the backend: not testable here)
-        pytest.skip(f"cuda backend not usable: {type(e).__name__}: {e}")
-
-
 # (id, build(cpu factory, cuda factory) -> zero-argument bad call, message regex)
 MIXED = [
     ("add", lambda c, g: lambda: c(2) + g(2), r"\+.*\(2,\) on cpu.*\(2,\) on cuda"),
@@ -387,7 +382,7 @@ MIXED = [
 
 @pytest.mark.parametrize("build, pattern", [m[1:] for m in MIXED], ids=[m[0] for m in MIXED])
 def test_mixing_devices_is_a_device_error(no_math, build, pattern):
-    _cuda_or_skip()
+    skip_without_cuda()
 
     def cpu(*s):
         return tn.ones(*s)

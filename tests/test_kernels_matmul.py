@@ -16,6 +16,8 @@ import pytest
 import tritonnn as tn
 from tritonnn import dtypes as D
 
+from conftest import skip_without_cuda
+
 F = tn.nn.functional
 CPU = importlib.import_module("tritonnn.fallback_cpu.matmul")
 
@@ -35,10 +37,7 @@ MLP = (128, 784, 256)
 @pytest.fixture(scope="module")
 def kern():
     """(kernels.matmul, kernels.buffers); loading the cuda backend sets up the interpreter."""
-    try:
-        tn.zeros(1, device="cuda")
-    except tn.DeviceError:
-        pytest.skip("no GPU and no Triton interpreter")
+    skip_without_cuda()
     return (importlib.import_module("tritonnn.kernels.matmul"),
             importlib.import_module("tritonnn.kernels.buffers"))
 

@@ -110,27 +110,56 @@ def _split(args):
     return host, dev
 
 
+def _expect_dtype(name, what, got, want, dtype):
+    """Both backends' ``what`` has the dtype the case expects (``None``: a plain Python value)."""
+    for side, r in (("kernel", got), ("mirror", want)):
+        r = _host(r)
+        r = np.asarray(r) if isinstance(r, np.generic) else r
+        if dtype is None:
+            assert not isinstance(r, np.ndarray), \
+                f"{name}: {what} from the {side} is a {r.dtype} array, the case expects a value"
+        else:
+            assert isinstance(r, np.ndarray), \
+                f"{name}: {what} from the {side} is {r!r}, the case expects a {dtype} array"
+            assert r.dtype == dtype.np, \
+                f"{name}: {what} from the {side} is {r.dtype}, the case expects {dtype}"
+
+
 def _check(name, args, dtype, atol, rtol):
-    """Run ``name`` on both backends with ``args`` (Arg operands or plain values) and compare."""
+    """Run ``name`` on both backends with ``args`` (Arg operands or plain values) and compare.
+
+    ``dtype``: the result's expected dtype, the same on both backends (``None`` for a plain
+    Python value); for a tuple of results, one dtype for all or a tuple with one per result.
+    """
     host, dev = _split(args)
     want = getattr(F, name)(*host)
     got = getattr(K, name)(*dev)
     if isinstance(want, tuple):
         assert isinstance(got, tuple) and len(got) == len(want), f"{name}: result arity"
-        for i, (g, w) in enumerate(zip(got, want)):
+        dtypes = dtype if isinstance(dtype, tuple) else (dtype,) * len(want)
+        assert len(dtypes) == len(want), f"{name}: {len(want)} results, {len(dtypes)} dtypes"
+        for i, (g, w, dt) in enumerate(zip(got, want, dtypes)):
+            g, w = _host(g), _host(w)
+            _expect_dtype(name, f"output {i}", g, w, dt)
             compare(name, g, w, atol, rtol, f"output {i}")
     else:
-        compare(name, got, want, atol, rtol)
+        assert not isinstance(dtype, tuple), f"{name}: one result, dtypes {dtype}"
+        g, w = _host(got), _host(want)
+        _expect_dtype(name, "result", g, w, dtype)
+        compare(name, g, w, atol, rtol)
     return got, want
 
 
 def _check_inplace(name, args, which, dtype, atol, rtol):
-    """Run an in-place ``name`` on both backends and compare the operands at ``which`` after."""
+    """Run an in-place ``name`` on both backends; the operands at ``which`` keep ``dtype`` and
+    agree after the call."""
     host, dev = _split(args)
     getattr(F, name)(*host)
     getattr(K, name)(*dev)
     for i in which:
-        compare(name, dev[i], host[i], atol, rtol, f"operand {i} after the call")
+        got = _host(dev[i])
+        _expect_dtype(name, f"operand {i} after the call", got, host[i], dtype)
+        compare(name, got, host[i], atol, rtol, f"operand {i} after the call")
 
 
 def rnd(shape, seed=0, low=None):
@@ -157,6 +186,11 @@ def test_tanh_near_zero_keeps_relative_precision():
 
 
 BINARY_OPS = ["add", "sub", "mul", "div", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"]
+COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}          # give bool, whatever the operands
+
+
+def _binary_dtype(op, dtype):
+    return D.bool_ if op in COMPARISONS else dtype
 
 
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES, ids=DTYPE_IDS)
@@ -167,7 +201,7 @@ def test_binary_broadcast_strided(op, dtype, atol, rtol):
     if op in ("eq", "ne", "le", "ge"):
         b = make(np.round(rnd((17, 1), 3)), dtype, "sliced")
         a = make(np.round(rnd((3, 17, 129), 2)), dtype)      # ties do happen
-    _check("binary", [a, b, op], dtype, atol, rtol)
+    _check("binary", [a, b, op], _binary_dtype(op, dtype), atol, rtol)
 
 
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES, ids=DTYPE_IDS)
@@ -177,14 +211,15 @@ def test_binary_broadcast_strided(op, dtype, atol, rtol):
 def test_binary_scalar(op, scalar, dtype, atol, rtol):
     x = rnd((129,), 4, low=0.1) if op == "pow" and scalar not in (2, 3) else rnd((129,), 4)
     tol = (4 * atol, 4 * rtol) if op == "pow" else (atol, rtol)   # exp(e * log x) vs pow
-    _check("binary", [make(x, dtype, "sliced"), scalar, op], dtype, *tol)
+    _check("binary", [make(x, dtype, "sliced"), scalar, op], _binary_dtype(op, dtype), *tol)
 
 
 def test_binary_integer_and_float64():
     a = np.arange(-8, 9, dtype=np.int64)
     for op in ("add", "sub", "mul", "maximum", "lt"):
-        _check("binary", [make(a, D.int64), make(a[::-1].copy(), D.int64), op], D.int64, 0, 0)
-        _check("binary", [make(a, D.int64), 3, op], D.int64, 0, 0)
+        _check("binary", [make(a, D.int64), make(a[::-1].copy(), D.int64), op],
+               _binary_dtype(op, D.int64), 0, 0)
+        _check("binary", [make(a, D.int64), 3, op], _binary_dtype(op, D.int64), 0, 0)
     x = rnd((17,), 5).astype(np.float64)
     # a Python float meets a float64 buffer in full precision (no float32 rounding)
     _check("binary", [make(x, D.float64), 0.1, "mul"], D.float64, 0, 1e-15)
@@ -241,7 +276,9 @@ def test_reduce_integers_and_bool():
     a = np.arange(-50, 79, dtype=np.int64).reshape(3, 43)
     for op in ("sum", "max", "min"):
         _check("reduce", [make(a, D.int64, "transposed"), (1,), False, op], D.int64, 0, 0)
-        _check("reduce", [make(a.astype(np.int32), D.int32), (0,), True, op], D.int32, 0, 0)
+        # integer sums widen to int64 (as torch's); max and min keep int32
+        _check("reduce", [make(a.astype(np.int32), D.int32), (0,), True, op],
+               D.int64 if op == "sum" else D.int32, 0, 0)
     _check("reduce", [make(a > 3, D.bool_), (), False, "sum"], D.int64, 0, 0)
 
 
@@ -250,14 +287,14 @@ def test_reduce_integers_and_bool():
                                          (1, False)])
 def test_argmax(dim, keepdim, dtype, atol, rtol):
     x = np.round(rnd((3, 17, 129), 14) * 2)            # ties: the first maximum wins
-    _check("argmax", [make(x, dtype, "transposed"), dim, keepdim], dtype, 0, 0)
+    _check("argmax", [make(x, dtype, "transposed"), dim, keepdim], D.int64, 0, 0)
 
 
 def test_argmax_nan_and_integers():
     x = rnd((3, 129), 15)
     x[1, 7] = np.nan
     x[1, 9] = np.nan
-    _check("argmax", [make(x, D.float32), 1, False], D.float32, 0, 0)
+    _check("argmax", [make(x, D.float32), 1, False], D.int64, 0, 0)
     a = np.array([[3, 9, 9, -2], [-5, -5, -7, -5]], np.int64)
     _check("argmax", [make(a, D.int64), 1, False], D.int64, 0, 0)
 
@@ -314,8 +351,10 @@ def _check_ce(n, c, dtype, atol, rtol, reduction, eps, inplace, layout="contiguo
     logits, target = _ce_case(n, c, dtype, seed, ignore)
     lg = make(logits, dtype, layout)
     t = make(target, D.int64)
-    (loss, lse), _ = _check("softmax_cross_entropy_fwd", [lg, t, -100, eps, reduction], dtype,
-                            atol, rtol)
+    # the loss in the logits' dtype; lse, saved for backward, in the accumulation dtype
+    acc = D.float64 if dtype is D.float64 else D.float32
+    (loss, lse), _ = _check("softmax_cross_entropy_fwd", [lg, t, -100, eps, reduction],
+                            (dtype, acc), atol, rtol)
     g = rnd((n,), seed + 1) if reduction == "none" else np.float32(1.7)
     g_arg = make(g, dtype)
     want = F.softmax_cross_entropy_bwd(g_arg.host, lg.host.copy(), target, K.to_numpy(lse),
@@ -324,6 +363,8 @@ def _check_ce(n, c, dtype, atol, rtol, reduction, eps, inplace, layout="contiguo
                                       inplace)
     if inplace:
         assert got is lg.dev, "in place: the gradient must be written into the logits buffer"
+    got = _host(got)
+    _expect_dtype("softmax_cross_entropy_bwd", "gradient", got, want, dtype)
     compare("softmax_cross_entropy_bwd", got, want, atol, rtol * 2)
 
 
@@ -357,7 +398,8 @@ def test_cross_entropy_big_vocabulary(vocab, rows, dtype, atol, rtol):
 
 def test_first_bad_target():
     for t in ([1, -100, 40, -3], [0, 1, 2], [-100], [5, 37]):
-        _check("first_bad_target", [make(np.array(t, np.int64), D.int64), 37, -100], D.int64, 0, 0)
+        # a plain value: the first bad target (an int), or None
+        _check("first_bad_target", [make(np.array(t, np.int64), D.int64), 37, -100], None, 0, 0)
 
 
 @pytest.mark.skipif(interpreting(), reason="needs a GPU with > 5 GB free")

@@ -119,14 +119,7 @@ def cmd_train(args):
 
 
 def cmd_sweep(args):
-    here = os.path.dirname(os.path.abspath(__file__))
-    perf = os.path.join(os.path.dirname(here), "perf")
-    if not os.path.isdir(perf):
-        print("tritonnn sweep: the perf/ folder of a source checkout is needed "
-              "(pip install -e . from the repository)", file=sys.stderr)
-        return 2
-    sys.path.insert(0, perf)
-    import sweep  # perf/sweep.py
+    from .perf import sweep
     return sweep.main(device=args.device, kernels=args.kernels, quick=args.quick, out=args.out)
 
 
@@ -149,11 +142,12 @@ def main(argv=None):
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser("info", help="versions, devices and the active backend")
     i.set_defaults(fn=cmd_info)
-    s = sub.add_parser("sweep", help="run the kernel performance sweeps in perf/")
+    s = sub.add_parser("sweep", help="run the kernel performance sweeps (tritonnn.perf)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.add_argument("--kernels", nargs="*", default=None, help="families to run (default: all)")
     s.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
-    s.add_argument("--out", default=None, help="results folder (default perf/results/<device>)")
+    s.add_argument("--out", default=None,
+                   help="results folder (default ./perf_results/<device>, under the current folder)")
     s.set_defaults(fn=cmd_sweep)
     args = p.parse_args(argv)
     import tritonnn as tn
