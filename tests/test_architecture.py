@@ -1,6 +1,6 @@
 """The shape of the house: imports go one way, down the layers of ARCHITECTURE.md.
 
-Reads every module of ``tritonnn/``, ``kernels/`` and ``fallback_cpu/`` as an
+Reads every module of ``tritonnn/``, ``kernels/``, ``fallback_cpu/`` and ``perf/`` as an
 AST (nothing is imported), collects every import, including those inside
 functions, and checks that
 
@@ -24,7 +24,7 @@ from tritonnn import ops, tape
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FOLDERS = {"tritonnn": ROOT / "tritonnn", "tritonnn.kernels": ROOT / "kernels",
-           "tritonnn.fallback_cpu": ROOT / "fallback_cpu"}
+           "tritonnn.fallback_cpu": ROOT / "fallback_cpu", "tritonnn.perf": ROOT / "perf"}
 
 # lowest first; a module not listed takes its package's layer (tritonnn.nn.modules -> "tritonnn.nn")
 LAYERS = [
@@ -36,6 +36,7 @@ LAYERS = [
     ("tritonnn.tensor",),
     ("tritonnn.nn", "tritonnn.optim", "tritonnn.data", "tritonnn.io", "tritonnn.datasets"),
     ("tritonnn",),                  # the package's __init__: the public names
+    ("tritonnn.perf",),             # the benchmark sweeps (torch is their baseline)
     ("tritonnn.cli",),
 ]
 FLOORS = {"tritonnn.kernels": ("tritonnn.kernels.buffers",), "tritonnn.fallback_cpu": ()}

@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
+
+from tqdm import tqdm
+
+import tritonnn as tn
+import tritonnn.nn.functional as F
+
+from .datasets import load_digits, train_test_split
+from .device import interpreting
+from .perf import sweep
 
 
 def _version(pkg):
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(pkg)
     except PackageNotFoundError:
@@ -18,15 +26,12 @@ def _version(pkg):
 
 def _pick_device(choice):
     """``auto`` means a real GPU when there is one (the interpreter is for tests, not training)."""
-    import tritonnn as tn
     if choice != "auto":
         return choice
     return "cuda" if tn.cuda.is_available() else "cpu"
 
 
 def cmd_info(args):
-    import tritonnn as tn
-    from tritonnn.device import interpreting
     print(f"tritonnn   {tn.__version__}")
     print(f"python     {platform.python_version()} ({sys.executable})")
     for pkg in ("numpy", "safetensors", "ml-dtypes", "torch", "triton"):
@@ -37,8 +42,7 @@ def cmd_info(args):
     if interpreting():
         mode = "Triton kernels through Triton's interpreter on the host (TRITONNN_INTERPRET=1)"
     elif gpu:
-        from tritonnn.kernels import buffers
-        mode = f"Triton kernels compiled for {buffers.device_name()}"
+        mode = f"Triton kernels compiled for {tn.cuda.get_device_name()}"
     else:
         mode = "unavailable (no GPU; set TRITONNN_INTERPRET=1 to run the kernels interpreted)"
     print(f"  cuda     {mode}")
@@ -48,7 +52,6 @@ def cmd_info(args):
 
 
 def build_mlp(inputs, hidden, classes, device):
-    import tritonnn as tn
     layers, width = [], inputs
     for h in hidden:
         layers += [tn.nn.Linear(width, h), tn.nn.ReLU()]
@@ -58,7 +61,6 @@ def build_mlp(inputs, hidden, classes, device):
 
 
 def accuracy(model, x, y, batch_size=512):
-    import tritonnn as tn
     hits = 0
     with tn.no_grad():
         for i in range(0, len(x), batch_size):
@@ -68,11 +70,6 @@ def accuracy(model, x, y, batch_size=512):
 
 
 def cmd_train(args):
-    import tritonnn as tn
-    import tritonnn.nn.functional as F
-    from tqdm import tqdm
-
-    from .datasets import load_digits, train_test_split
     device = _pick_device(args.device)
     tn.manual_seed(args.seed)
     images, labels = load_digits()
@@ -119,7 +116,6 @@ def cmd_train(args):
 
 
 def cmd_sweep(args):
-    from .perf import sweep
     return sweep.main(device=args.device, kernels=args.kernels, quick=args.quick, out=args.out)
 
 
@@ -150,7 +146,6 @@ def main(argv=None):
                    help="results folder (default ./perf_results/<device>, under the current folder)")
     s.set_defaults(fn=cmd_sweep)
     args = p.parse_args(argv)
-    import tritonnn as tn
     try:
         return args.fn(args)
     except tn.TritonnnError as e:

@@ -1,5 +1,11 @@
-"""``tn.cuda``: whether a real GPU is there (never true under the interpreter alone)."""
+"""``tn.cuda``: whether a real GPU is there (never true under the interpreter alone).
+
+``tritonnn.kernels`` (and with it torch) is imported by these functions, not by
+``import tritonnn``, so the cpu path never loads torch.
+"""
 import importlib.util
+
+from .errors import DeviceError
 
 
 def is_available() -> bool:
@@ -15,6 +21,14 @@ def device_count() -> int:
         return 0
     from .kernels import buffers
     return buffers.device_count()
+
+
+def get_device_name() -> str:
+    """The GPU's name, as torch.cuda.get_device_name (a DeviceError without one)."""
+    if not is_available():
+        raise DeviceError("cuda.get_device_name: no GPU is available")
+    from .kernels import buffers
+    return buffers.device_name()
 
 
 def synchronize() -> None:
