@@ -187,10 +187,10 @@ def _where_kernel(cond_ptr, a_ptr, b_ptr, out_ptr, n, size1, size2, size3,
     b_off = strided_offset(lin, size1, size2, size3, stride_b0, stride_b1, stride_b2, stride_b3,
                            NDIM)
     b = tl.load(b_ptr + b_off, mask=mask, other=0)
+    r = tl.where(cond != 0, a, b)
     out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
                              stride_out_3, NDIM)
-    tl.store(out_ptr + out_off, cast_to(tl.where(cond != 0, a, b), out_ptr.dtype.element_ty),
-             mask=mask)
+    tl.store(out_ptr + out_off, cast_to(r, out_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -75,11 +75,11 @@ def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
     """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    dst_off = strided_offset(lin, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
-                             stride_dst_3, NDIM)
     src_off = strided_offset(lin, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
                              stride_src_3, NDIM)
     v = tl.load(src_ptr + src_off, mask=mask, other=0)
+    dst_off = strided_offset(lin, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
+                             stride_dst_3, NDIM)
     if ADD:
         v = up(tl.load(dst_ptr + dst_off, mask=mask, other=0)) + up(v)
     elif tl.constexpr(dst_ptr.dtype.element_ty == tl.int1):
