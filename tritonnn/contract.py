@@ -390,7 +390,9 @@ def problems(namespace, names=OPS):
     ``FAMILY_NAMES[family]`` for a family module). Returns a list of sentences,
     empty when it conforms: each name missing, each parameter list that differs
     from the stub's, and each public function defined in ``namespace`` (or below
-    it) that is not one of ``names``.
+    it) that is not one of ``names`` nor declared in the module's ``HELPERS``
+    (the public functions a module offers beyond the contract, each for a stated
+    reason).
     """
     stubs = globals()
     label = namespace.__name__
@@ -402,12 +404,13 @@ def problems(namespace, names=OPS):
         elif _parameters(fn) != _parameters(stubs[name]):
             out.append(f"{label}.{name}{inspect.signature(fn)} differs from the contract's "
                        f"{name}{inspect.signature(stubs[name])}")
-    wanted = set(names)
+    wanted = set(names) | set(getattr(namespace, "HELPERS", ()))
     for name, obj in vars(namespace).items():
         if name.startswith("_") or name in wanted or not isinstance(obj, types.FunctionType):
             continue
         if obj.__module__ == label or obj.__module__.startswith(label + "."):
-            out.append(f"{label}.{name} is public but not one of its contract functions")
+            out.append(f"{label}.{name} is public but neither one of its contract functions "
+                       f"nor in its HELPERS")
     return out
 
 
