@@ -250,8 +250,8 @@ def aot_entry(name, fn, pointers, constexprs, *, scalars=None, scalar_type="i64"
     """
     scalars = scalars or {}
     args = fn.arg_names
-    unknown = (set(constexprs) | set(scalars) | set(() if isinstance(pointers, str) else pointers)) \
-        - set(args)
+    named = set(constexprs) | set(scalars) | set(() if isinstance(pointers, str) else pointers)
+    unknown = named - set(args)
     if unknown:
         raise ValueError(f"AOT entry {name}: {fn.__name__} has no parameters {sorted(unknown)}")
     signature = {}

@@ -227,7 +227,7 @@ def full(shape, value, dtype):
         v = float_bits(value) if is_float else int(value)
         block, warps = _launch.elementwise(n)
         _fill_kernel[(cdiv(n, block),)](out, v, n, FLOAT=is_float, BLOCK=block,
-                                                num_warps=warps)
+                                        num_warps=warps)
     return out
 
 
@@ -242,7 +242,7 @@ def arange(start, stop, step, dtype):
     if n:
         block, warps = _launch.elementwise(n)
         _arange_kernel[(cdiv(n, block),)](out, a, s, n, FLOAT=is_float, BLOCK=block,
-                                                  num_warps=warps)
+                                          num_warps=warps)
     return out
 
 

@@ -34,7 +34,7 @@ def _draw(shape, dtype, seed, offset, normal):
     if n:
         block, warps = _launch.elementwise(n)
         _random_kernel[(cdiv(n, block),)](out, int(seed), int(offset), n, NORMAL=normal,
-                                                  BLOCK=block, num_warps=warps)
+                                          BLOCK=block, num_warps=warps)
     return out
 
 

@@ -60,7 +60,10 @@ def _online_lse_step(m, s, x):
 
 @triton.jit
 def _row_start(rows, inner, stride_o, stride_i):
-    """Offset of each row's first element in an (outer, K, inner) view: row r is (r // inner, :, r % inner)."""
+    """Offset of each row's first element in an (outer, K, inner) view.
+
+    Row ``r`` is ``(r // inner, :, r % inner)``: the softmax dim K runs along it.
+    """
     return (rows // inner) * stride_o + (rows % inner) * stride_i
 
 
