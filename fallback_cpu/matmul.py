@@ -7,18 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import _LOW, masked_grad
-from .memory import scratch
-
-
-def _f32(x):
-    return x.astype(np.float32) if x.dtype in _LOW else x
-
+from ._arrays import LOW, masked_grad, scratch, up
 
 def matmul(a, b):
     """``a @ b`` for 1-D, 2-D and batched (broadcast) operands, numpy semantics."""
-    if a.dtype in _LOW:
-        return np.matmul(_f32(a), _f32(b)).astype(a.dtype)
+    if a.dtype in LOW:
+        return np.matmul(up(a), up(b)).astype(a.dtype)
     return np.matmul(a, b)
 
 
@@ -28,10 +22,10 @@ def linear_fwd(x, w, b, relu):
     One BLAS call writes the product; bias and ReLU then run in place on that
     buffer, so the layer allocates exactly one (M, N) array.
     """
-    if x.dtype in _LOW:
-        out = np.matmul(_f32(x), _f32(w).T)
+    if x.dtype in LOW:
+        out = np.matmul(up(x), up(w).T)
         if b is not None:
-            out += _f32(b)
+            out += up(b)
         if relu:
             np.maximum(out, 0.0, out=out)
         return out.astype(x.dtype)
@@ -56,17 +50,17 @@ def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
     With ``relu`` the saved forward output ``out`` is the mask: the upstream
     gradient is zeroed where out <= 0 as it is read (PyTorch's convention at 0).
     """
-    g = _f32(grad_out)
+    g = up(grad_out)
     if relu:
         g = _relu_mask(g, out)
     dx = dw = db = None
     if need_dx:
-        dx = np.matmul(g, _f32(w))
+        dx = np.matmul(g, up(w))
     if need_dw:
-        dw = np.matmul(g.T, _f32(x))
+        dw = np.matmul(g.T, up(x))
     if need_db:
         db = g.sum(axis=0)
-    if grad_out.dtype in _LOW:
+    if grad_out.dtype in LOW:
         dt = grad_out.dtype
         dx = None if dx is None else dx.astype(dt)
         dw = None if dw is None else dw.astype(dt)

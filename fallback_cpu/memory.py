@@ -1,32 +1,16 @@
-"""Buffers on the host: creation, conversion, views and joins (numpy).
+"""Buffers on the host: creation, conversion, views, in-place writes and joins (numpy).
 
 A cpu buffer is a plain ``numpy.ndarray`` of any strides. Every function here
 has a twin of the same name and signature in ``kernels/memory.py``.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-
-_scratch_cache: dict = {}
-
-
-def scratch(like, slot=0, dtype=None):
-    """A reusable work array shaped like ``like`` (not an op: a helper of the numpy kernels).
-
-    The numpy kernels run one at a time, so a kernel may use scratch arrays for
-    its intermediates as long as none escapes the call; reusing them saves the
-    allocation and first-touch page faults of fresh arrays on every step.
-    """
-    dt = like.dtype if dtype is None else np.dtype(dtype)
-    key = (like.shape, dt, slot)
-    buf = _scratch_cache.get(key)
-    if buf is None:
-        if len(_scratch_cache) > 64:
-            _scratch_cache.clear()
-        buf = _scratch_cache[key] = np.empty(like.shape, dt)
-    return buf
-
+from ..dtypes import from_numpy as dtype_from_numpy
+from ._arrays import LOW
 
 def from_numpy(array: np.ndarray, dtype):
     """A buffer holding a copy of ``array`` converted to ``dtype``."""
@@ -35,7 +19,6 @@ def from_numpy(array: np.ndarray, dtype):
 
 def dtype_of(x):
     """The tritonnn dtype of buffer ``x``."""
-    from tritonnn.dtypes import from_numpy as dtype_from_numpy
     return dtype_from_numpy(x.dtype)
 
 
@@ -72,6 +55,14 @@ def contiguous(x):
 def copy_(dst, src):
     """Write ``src`` (broadcast to ``dst``'s shape) into ``dst`` in place."""
     np.copyto(dst, src, casting="unsafe")
+
+
+def accumulate_(dst, src):
+    """``dst += src`` in place (gradient accumulation); ``src`` broadcasts to ``dst``."""
+    if dst.dtype in LOW:
+        dst[...] = (dst.astype(np.float32) + src.astype(np.float32)).astype(dst.dtype)
+    else:
+        np.add(dst, src, out=dst)
 
 
 def reshape(x, shape):
@@ -113,7 +104,6 @@ def index_add(dst, index, src):
 
 def exclusively_owned(buf, extra_refs):
     """True when ``buf`` owns its memory and no one but the caller (``extra_refs`` references) holds it."""
-    import sys
     # this function's parameter and getrefcount's own argument add two references
     return buf.base is None and buf.flags.owndata and sys.getrefcount(buf) <= extra_refs + 2
 

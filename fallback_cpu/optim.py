@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 
-from .elementwise import _LOW
-from .memory import scratch as _scratch
+from ._arrays import LOW, scratch
 
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, nesterov, first_step):
@@ -20,7 +19,7 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, n
     momentum * buf + (1 - dampening) * d; param -= lr * (d + momentum * buf if
     nesterov else buf). Every pass writes into an existing array: no temporaries.
     """
-    if param.dtype in _LOW:
+    if param.dtype in LOW:
         p = param.astype(np.float32)
         buf = None if momentum_buf is None else momentum_buf.astype(np.float32)
         sgd_step(p, grad.astype(np.float32), buf, lr, momentum, weight_decay, dampening,
@@ -31,7 +30,7 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, n
         return
     d = grad
     if weight_decay:
-        d = _scratch(param)
+        d = scratch(param)
         np.multiply(param, weight_decay, out=d)
         d += grad
     if momentum:
@@ -40,19 +39,19 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, n
         else:
             momentum_buf *= momentum
             if dampening:
-                t = _scratch(param, 1)
+                t = scratch(param, 1)
                 np.multiply(d, 1.0 - dampening, out=t)
                 momentum_buf += t
             else:
                 momentum_buf += d
         if nesterov:
-            t = _scratch(param, 1)
+            t = scratch(param, 1)
             np.multiply(momentum_buf, momentum, out=t)
             t += d
             d = t
         else:
             d = momentum_buf
-    s = _scratch(param)
+    s = scratch(param)
     np.multiply(d, lr, out=s)
     param -= s
 
@@ -63,12 +62,12 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     param *= 1 - lr * wd; m = lerp(m, g, 1 - b1); v = b2 * v + (1 - b2) * g^2;
     param -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     """
-    if param.dtype in _LOW:
+    if param.dtype in LOW:
         p, m, v = (a.astype(np.float32) for a in (param, exp_avg, exp_avg_sq))
         adamw_step(p, grad.astype(np.float32), m, v, step, lr, beta1, beta2, eps, weight_decay)
         param[...], exp_avg[...], exp_avg_sq[...] = p, m, v
         return
-    s = _scratch(param)
+    s = scratch(param)
     if weight_decay:
         param *= 1.0 - lr * weight_decay
     np.subtract(grad, exp_avg, out=s)

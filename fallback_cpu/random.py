@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+HELPERS = ("philox",)
+"""Beyond the contract: ``tritonnn.random`` draws the host-side seed stream with ``philox``."""
+
 _M = np.uint64(0xFFFFFFFF)
 _KEY_A, _KEY_B = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
 _ROUND_A, _ROUND_B = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)

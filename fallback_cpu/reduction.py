@@ -1,15 +1,19 @@
-"""Reductions along dimensions (numpy); float16/bfloat16 accumulate in float32."""
+"""Reductions along dimensions (numpy); float16/bfloat16 accumulate in float32.
+
+Twins in ``kernels/reduction.py``. ``sum_to_shape`` (the backward of
+broadcasting) is a sum over the broadcast dims.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import _LOW, _up
+from ._arrays import LOW, up
 
 
 def reduce(x, dims, keepdim, op):
     """``op`` in sum, mean, max, min over ``dims`` (a tuple; empty means all)."""
     axis = tuple(dims) if dims else None
-    xf = _up(x)
+    xf = up(x)
     if op == "sum":
         r = np.sum(xf, axis=axis, keepdims=keepdim)
     elif op == "mean":
@@ -25,6 +29,20 @@ def reduce(x, dims, keepdim, op):
     if op == "sum" and (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer)):
         return r.astype(np.int64, copy=False)
     return r.astype(x.dtype, copy=False)
+
+
+def sum_to_shape(g, shape):
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (the backward of broadcasting)."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    r = up(g).sum(axis=axes, keepdims=True, dtype=np.float32 if g.dtype in LOW else None)
+    if lead:
+        r = r.reshape(r.shape[lead:])
+    return r.reshape(shape).astype(g.dtype, copy=False)
 
 
 def argmax(x, dim, keepdim):

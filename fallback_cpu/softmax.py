@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import _LOW, _up
+from ._arrays import up
 
 
 def _acc(x):
@@ -31,7 +31,7 @@ def softmax_fwd(x, dim):
 
 def softmax_bwd(grad, y, dim):
     """dx = y * (g - sum(g * y)) along ``dim``."""
-    g, yf = _up(grad), _up(y)
+    g, yf = up(grad), up(y)
     return (yf * (g - np.sum(g * yf, axis=dim, keepdims=True))).astype(grad.dtype, copy=False)
 
 
@@ -42,7 +42,7 @@ def log_softmax_fwd(x, dim):
 
 def log_softmax_bwd(grad, y, dim):
     """dx = g - exp(y) * sum(g) along ``dim``."""
-    g, yf = _up(grad), _up(y)
+    g, yf = up(grad), up(y)
     return (g - np.exp(yf) * np.sum(g, axis=dim, keepdims=True)).astype(grad.dtype, copy=False)
 
 

@@ -1,31 +1,102 @@
-"""Launch settings for the non-GEMM kernels: block sizes, warps and strided layouts.
+"""The host-side floor of the kernels: launch settings, strided layouts, one strided launcher.
 
-One place decides how big a block is and how many warps run it, so every
-row-wise kernel (softmax, cross-entropy, reductions, gathers) sizes itself the
-same way. Under the Triton interpreter each program runs as a handful of numpy
-ops over whole blocks, so blocks there are big and grids small; on a GPU blocks
-are sized for occupancy and a fixed set of block sizes keeps the number of
-compiled variants small. Every answer is cached per shape.
+Every op family builds on this module (and on ``_jitlib``, its device-side
+twin); it imports no op family.
 
-Strided operands are described by a *layout*: the shape collapsed to at most
-``MAX_DIMS`` dims (size-1 dims dropped, neighbouring dims merged where every
-operand's strides allow), padded on the left to exactly ``MAX_DIMS``. The
-kernels turn a linear index into an element offset per operand from it
-(``elementwise._strided_offset``).
+Block sizes and warps. One place decides how big a block is and how many
+warps run it, so every row-wise kernel (softmax, cross-entropy, reductions,
+gathers) sizes itself the same way. Under the Triton interpreter each program
+runs as a handful of numpy ops over whole blocks, so blocks there are big and
+grids small; on a GPU blocks are sized for occupancy and a fixed set of block
+sizes keeps the number of compiled variants small. Every answer is cached per
+shape.
+
+Strided layouts. Operands of one shape are described by a *layout*: the shape
+collapsed to at most ``MAX_DIMS`` dims (size-1 dims dropped, neighbouring dims
+merged where every operand's strides allow), padded on the left to exactly
+``MAX_DIMS``. Kernels turn a linear index into an element offset per operand
+from it (``_jitlib.strided_offset``); a shape that keeps more dims is split
+along its leading dim into several launches (``strided_pieces``).
+
+Ahead-of-time compile entries
+-----------------------------
+Every kernel module lists example specializations of its kernels in
+``KERNELS`` (``kernels.KERNELS`` is their concatenation), for
+``tests/test_aot_compile.py`` to build each with ``triton.compile(ASTSource(fn,
+signature, constexprs), target=GPUTarget("cuda", 80 or 90, 32))`` on a machine
+without a GPU. ``aot_entry`` makes each entry, a dict:
+
+``name``        a unique label, e.g. ``"ce_fwd_bf16_smooth1"``
+``fn``          the ``@triton.jit`` function (``kernel.fn`` under ``triton.autotune``)
+``signature``   ``{arg name: type}`` for EVERY parameter, in order: pointers
+                ``"*fp32"``, ``"*bf16"``, ``"*i64"``, ``"*i1"`` (bool buffers)...,
+                scalars ``"i64"`` (``"i32"``, ``"fp32"``...), and ``"constexpr"``
+                for meta-parameters
+``constexprs``  ``{name: value}`` for every ``"constexpr"`` in ``signature``
+                (strings, ints, bools, floats such as ``float("-inf")``, and
+                ``tl.float32``-style dtypes)
+``num_warps``, ``num_stages``   launch options (defaults: the warps ``warps``
+                gives the entry's block sizes, and 3 stages)
+``divisible_by_16`` optional parameter names the compiler may assume are multiples of 16
+``ptx_contains`` optional ``{arch: [substring, ...]}`` the PTX must contain
 """
 from __future__ import annotations
 
 import functools
+import struct
 
-from ..device import interpreting
+from . import buffers
+from ._interpret import INTERPRET
 
-INTERPRET = interpreting()
 MAX_DIMS = 4
 
 # the most elements one program touches at once (a [BLOCK_M, BLOCK_N] tile or a 1-D block)
 _TILE_GPU = 4096
 _TILE_INTERPRET = 1 << 16
 _ELEMENTWISE_GPU = 1024
+
+# ----------------------------------------------------------------------------------------------
+# shapes and scalars
+# ----------------------------------------------------------------------------------------------
+
+
+def numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def broadcast_shape(*shapes):
+    """numpy's broadcast of shapes (already validated by ops.py)."""
+    nd = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(nd):
+        size = 1
+        for s in shapes:
+            j = i - (nd - len(s))
+            if j >= 0 and s[j] != 1:
+                size = s[j]
+        out.append(size)
+    return tuple(out)
+
+
+def float_bits(value) -> int:
+    """The float64 bits of ``value`` as a signed int64 (a kernel argument that loses nothing)."""
+    return struct.unpack("<q", struct.pack("<d", float(value)))[0]
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------------------------
+# block sizes and warps
+# ----------------------------------------------------------------------------------------------
 
 
 def warps(elems: int) -> int:
@@ -35,24 +106,6 @@ def warps(elems: int) -> int:
     within the register file without spilling (checked by tests/test_aot_compile.py).
     """
     return max(1, min(16, int(elems) // 256))
-
-
-def with_warps(entries):
-    """Give each ahead-of-time compile entry the warps its launcher uses for its block sizes."""
-    for e in entries:
-        elems = 1
-        for k in ("BLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_B", "BLOCK_R"):
-            elems *= int(e["constexprs"].get(k, 1))
-        e.setdefault("num_warps", warps(elems))
-    return entries
-
-
-def next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -97,6 +150,33 @@ def reduce_split(n_rows: int, n_cols: int):
     return cdiv(n_cols, chunk), chunk
 
 
+# ----------------------------------------------------------------------------------------------
+# strided layouts and the strided launcher
+# ----------------------------------------------------------------------------------------------
+
+
+def merge_dims(shape, strides):
+    """``[(size, strides), ...]``: the dims of ``shape`` that are not 1, neighbours merged.
+
+    ``strides`` holds one stride sequence per operand; two neighbouring dims
+    merge when, for every operand, the outer one steps over exactly the inner
+    one (``outer stride == inner stride * inner size``), so walking the merged
+    dim visits the same elements in the same order.
+    """
+    merged = []
+    for i, size in enumerate(shape):
+        if size == 1:
+            continue
+        st = tuple(s[i] for s in strides)
+        if merged:
+            outer_size, outer_st = merged[-1]
+            if all(o == s * size for o, s in zip(outer_st, st)):
+                merged[-1] = (outer_size * size, st)
+                continue
+        merged.append((size, st))
+    return merged
+
+
 @functools.lru_cache(maxsize=4096)
 def layout(shape: tuple, strides: tuple):
     """Collapse ``shape`` for operands with ``strides`` (a tuple of stride tuples).
@@ -104,22 +184,88 @@ def layout(shape: tuple, strides: tuple):
     Returns ``(ndim, sizes, strides)``: ``ndim`` the number of dims left (1 to
     ``MAX_DIMS``), ``sizes`` the ``MAX_DIMS`` sizes (leading ones padded with 1)
     and per operand its ``MAX_DIMS`` strides; or None when more than
-    ``MAX_DIMS`` dims remain (the caller then splits the leading dim).
+    ``MAX_DIMS`` dims remain.
     """
-    dims = [(s, tuple(st[i] for st in strides)) for i, s in enumerate(shape) if s != 1]
-    merged = []
-    for size, st in dims:
-        if merged:
-            psize, pst = merged[-1]
-            if all(p == s * size for p, s in zip(pst, st)):
-                merged[-1] = (psize * size, st)
-                continue
-        merged.append((size, st))
-    if not merged:
-        merged = [(1, tuple(0 for _ in strides))]
+    merged = merge_dims(shape, strides) or [(1, tuple(0 for _ in strides))]
     if len(merged) > MAX_DIMS:
         return None
     pad = MAX_DIMS - len(merged)
     sizes = (1,) * pad + tuple(s for s, _ in merged)
     per_op = tuple((0,) * pad + tuple(st[k] for _, st in merged) for k in range(len(strides)))
     return len(merged), sizes, per_op
+
+
+def strided_pieces(bufs):
+    """Yield ``(views, ndim, sizes, strides)`` for each launch over the same-shape ``bufs``.
+
+    One piece, ``bufs`` themselves with their ``layout``, when the shape
+    collapses to ``MAX_DIMS`` dims; otherwise the pieces of the views at each
+    index of the leading dim, in order. A view at index 0 starts where its
+    buffer starts, so a kernel may still step from it along a dim not in the
+    layout (the gather kernels' index positions).
+    """
+    shape = buffers.shape(bufs[0])
+    geo = layout(shape, tuple(tuple(buffers.strides(b)) for b in bufs))
+    if geo is None:
+        for i in range(shape[0]):
+            yield from strided_pieces([buffers.view_index(b, (i,)) for b in bufs])
+        return
+    yield (bufs, *geo)
+
+
+def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
+    """Launch ``kernel`` once per ``BLOCK`` elements of the same-shape buffers ``bufs``.
+
+    ``kernel`` takes ``(*bufs, *scalars, n, size1, size2, size3, *strides, NDIM, BLOCK)``
+    with four strides per buffer (``stride_<operand>0`` .. ``3``); ``meta`` are its
+    other constexprs; ``num_warps`` overrides the elementwise choice.
+    """
+    if numel(buffers.shape(bufs[0])) == 0:
+        return
+    for views, ndim, sizes, strides in strided_pieces(bufs):
+        n = numel(sizes)
+        block, default_warps = elementwise(n)
+        kernel[(cdiv(n, block),)](*views, *scalars, n, sizes[1], sizes[2], sizes[3],
+                                  *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
+                                  num_warps=num_warps or default_warps, **meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# ahead-of-time compile entries (format: this module's docstring)
+# ----------------------------------------------------------------------------------------------
+
+_BLOCK_NAMES = ("BLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_B", "BLOCK_R")
+
+
+def aot_entry(name, fn, pointers, constexprs, *, scalars=None, scalar_type="i64", **options):
+    """One ahead-of-time compile entry for the jit function ``fn``.
+
+    Only what its parameter names do not say is given: ``pointers``, the dtype
+    of every ``*_ptr`` parameter (``{name: "bf16", ...}``, or one dtype for
+    all); ``constexprs``, the meta-parameter values; ``scalars``, any scalar
+    whose type is not ``scalar_type``. The signature follows ``fn.arg_names``.
+    ``options`` (``num_warps``, ``num_stages``, ``divisible_by_16``,
+    ``ptx_contains``) are copied; ``num_warps`` defaults to what ``warps``
+    gives the product of the entry's block sizes, as the launchers choose.
+    """
+    scalars = scalars or {}
+    args = fn.arg_names
+    named = set(constexprs) | set(scalars) | set(() if isinstance(pointers, str) else pointers)
+    unknown = named - set(args)
+    if unknown:
+        raise ValueError(f"AOT entry {name}: {fn.__name__} has no parameters {sorted(unknown)}")
+    signature = {}
+    for arg in args:
+        if arg in constexprs:
+            signature[arg] = "constexpr"
+        elif arg.endswith("_ptr"):
+            dtype = pointers if isinstance(pointers, str) else pointers.get(arg)
+            if dtype is None:
+                raise ValueError(f"AOT entry {name}: no dtype for {fn.__name__}'s {arg}")
+            signature[arg] = f"*{dtype}"
+        else:
+            signature[arg] = scalars.get(arg, scalar_type)
+    if "num_warps" not in options:
+        options["num_warps"] = warps(numel(int(constexprs.get(k, 1)) for k in _BLOCK_NAMES))
+    return {"name": name, "fn": fn, "signature": signature, "constexprs": dict(constexprs),
+            **options}

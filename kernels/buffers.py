@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from .. import dtypes as D
-from ..device import interpreting
+from ._interpret import INTERPRET
 
-DEVICE = torch.device("cpu") if interpreting() else torch.device("cuda")
+DEVICE = torch.device("cpu") if INTERPRET else torch.device("cuda")
 
 TORCH_DTYPE = {
     D.float32: torch.float32, D.float64: torch.float64, D.float16: torch.float16,
@@ -36,7 +36,7 @@ def device_count() -> int:
 
 
 def device_name() -> str:
-    return torch.cuda.get_device_name() if gpu_available() and not interpreting() else "interpreter"
+    return torch.cuda.get_device_name() if gpu_available() and not INTERPRET else "interpreter"
 
 
 def synchronize() -> None:

@@ -19,23 +19,9 @@ bfloat16 multiply on tensor cores with a float32 accumulator; float32 is IEEE
 (FMA) unless ``tritonnn.precision.allow_tf32()``; float64 uses the fp64 MMA of
 sm_80+ with a float64 accumulator. Outputs come back in the input dtype.
 
-Ahead-of-time compile list
---------------------------
-``KERNELS`` (here and in every kernel module) lists example specializations
-that ``tests/test_aot_compile.py`` compiles for sm_80 and sm_90 with
-``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget(...))``.
-Each entry is a dict:
-
-``name``        a unique label for reports, e.g. ``"gemm_bf16_128x256x64"``
-``fn``          the ``@triton.jit`` function (unwrapped from ``triton.autotune``:
-                pass ``kernel.fn``)
-``signature``   ``{arg name: type}`` for EVERY parameter, in order: ``"*fp32"``,
-                ``"*bf16"``, ``"i32"``, ``"i64"``, ``"fp32"``..., and
-                ``"constexpr"`` for meta-parameters
-``constexprs``  ``{name: value}`` for every ``"constexpr"`` in ``signature``
-``num_warps``, ``num_stages``   launch options (defaults 4 and 3)
-``ptx_contains`` optional ``{arch: [substring, ...]}`` the PTX for that
-                compute capability must contain (e.g. ``{90: ["wgmma.mma_async"]}``)
+``KERNELS`` lists example specializations for ahead-of-time compilation
+(format: ``kernels/_launch.py``), built by ``_gemm_entry`` as the runtime
+specializes contiguous operands.
 """
 from __future__ import annotations
 
@@ -45,9 +31,10 @@ import triton
 import triton.language as tl
 
 from .. import dtypes as D
-from ..device import interpreting
 from ..precision import allow_tf32
 from . import buffers
+from ._interpret import INTERPRET
+from ._launch import aot_entry, merge_dims
 
 # ----------------------------------------------------------------------------------------------
 # tile configurations
@@ -107,7 +94,7 @@ def _config_key(c):
 
 
 def _all_configs():
-    if interpreting():
+    if INTERPRET:
         return [_CONFIG_INTERPRET]
     unique = {}
     for kind in _CONFIGS_BY_KIND.values():
@@ -298,7 +285,7 @@ def _masked_colsum_kernel(
              mask=in_n)
 
 
-_COLSUM_BLOCK = (64, 64) if interpreting() else (32, 128)   # (BLOCK_M, BLOCK_N)
+_COLSUM_BLOCK = (64, 64) if INTERPRET else (32, 128)   # (BLOCK_M, BLOCK_N)
 
 
 def _colsum_grid(meta):
@@ -310,7 +297,6 @@ def _colsum_grid(meta):
 # ----------------------------------------------------------------------------------------------
 
 _NO_STRIDES = (0, 0)
-_INTERPRETING = interpreting()
 
 
 def _precision(dtype):
@@ -334,7 +320,7 @@ def _gemm(a, b, c, m, n, k, a_strides, b_strides, c_strides, *, batch=1, z1=1,
         0 if rowsum is None else buffers.strides(rowsum)[0],
         HAS_BIAS=bias is not None, RELU=relu, MASK_A=keep is not None,
         ROWSUM_A=rowsum is not None, FP64=dtype is D.float64,
-        INPUT_PRECISION=_precision(dtype), DOT_IN_FP32=_INTERPRETING and dtype is D.bfloat16,
+        INPUT_PRECISION=_precision(dtype), DOT_IN_FP32=INTERPRET and dtype is D.bfloat16,
     )
 
 
@@ -410,20 +396,6 @@ def _batch_layout(shape, strides, batch):
     return out
 
 
-def _collapse(batch, *stride_lists):
-    """Merge adjacent batch dims every operand walks as one (and drop size-1 dims)."""
-    dims = [(s, [sl[i] for sl in stride_lists]) for i, s in enumerate(batch) if s != 1]
-    merged = []
-    for size, strides in dims:
-        if merged:
-            psize, pstrides = merged[-1]
-            if all(ps == st * size for ps, st in zip(pstrides, strides)):
-                merged[-1] = (psize * size, strides)
-                continue
-        merged.append((size, strides))
-    return merged
-
-
 def matmul(a, b):
     """``a @ b`` for 2-D or batched operands (..., M, K) @ (..., K, N), batch dims broadcast."""
     sa, sb = buffers.shape(a), buffers.shape(b)
@@ -443,8 +415,9 @@ def matmul(a, b):
     if not (m and n) or 0 in batch:
         return out
     sta, stb, stc = buffers.strides(a), buffers.strides(b), buffers.strides(out)
-    dims = _collapse(batch, _batch_layout(sa, sta, batch), _batch_layout(sb, stb, batch),
-                     list(stc[:-2]))
+    # batch dims every operand walks as one merge (and size-1 dims drop)
+    dims = merge_dims(batch, (_batch_layout(sa, sta, batch), _batch_layout(sb, stb, batch),
+                              stc[:-2]))
     if len(dims) <= 2:
         _launch_batched(a, b, out, m, n, k, sta[-2:], stb[-2:], stc[-2:], dims)
         return out
@@ -453,20 +426,20 @@ def matmul(a, b):
     b_full = buffers.expand(b, batch + (k, n))
     for idx in itertools.product(*(range(s) for s in batch[:-2])):
         av, bv, cv = (buffers.view_index(t, idx) for t in (a_full, b_full, out))
-        sub = _collapse(batch[-2:], *(list(buffers.strides(t)[:-2]) for t in (av, bv, cv)))
+        sub = merge_dims(batch[-2:], tuple(buffers.strides(t)[:-2] for t in (av, bv, cv)))
         _launch_batched(av, bv, cv, m, n, k, sta[-2:], stb[-2:], stc[-2:], sub)
     return out
 
 
 def _launch_batched(a, b, c, m, n, k, sa, sb, sc, dims):
-    dims = [(1, [0, 0, 0])] * (2 - len(dims)) + dims
+    dims = [(1, (0, 0, 0))] * (2 - len(dims)) + dims
     (z0, s0), (z1, s1) = dims
     _gemm(a, b, c, m, n, k, sa, sb, sc, batch=z0 * z1, z1=z1,
           az=(s0[0], s1[0]), bz=(s0[1], s1[1]), cz=(s0[2], s1[2]))
 
 
 # ----------------------------------------------------------------------------------------------
-# ahead-of-time compile list (format: this module's docstring)
+# ahead-of-time compile list (format: kernels/_launch.py)
 # ----------------------------------------------------------------------------------------------
 
 def _gemm_entry(name, dt, cfg, *, bias=False, relu=False, mask=False, rowsum=False,
@@ -477,14 +450,8 @@ def _gemm_entry(name, dt, cfg, *, bias=False, relu=False, mask=False, rowsum=Fal
     It mirrors what the runtime compiles for contiguous operands with sizes that are
     multiples of 16: the strides that are 1 (``unit_strides``, plus the output's,
     the bias's and db's) and, for 2-D products, the batch counts become constexpr 1;
-    every pointer and every other size and stride is marked divisible by 16.
+    every pointer and every other size and stride is an i32 marked divisible by 16.
     """
-    ptrs = ("a_ptr", "b_ptr", "c_ptr", "bias_ptr", "keep_ptr", "rowsum_ptr")
-    ints = ("M", "N", "K", "BATCH", "Z1", "M_TUNE", "N_TUNE", "K_TUNE",
-            "stride_az0", "stride_az1", "stride_am", "stride_ak",
-            "stride_bz0", "stride_bz1", "stride_bk", "stride_bn",
-            "stride_cz0", "stride_cz1", "stride_cm", "stride_cn",
-            "stride_keep_m", "stride_keep_k", "stride_bias", "stride_rowsum")
     constexprs = {"HAS_BIAS": bias, "RELU": relu, "MASK_A": mask, "ROWSUM_A": rowsum,
                   "FP64": dt == "fp64", "INPUT_PRECISION": precision, "DOT_IN_FP32": False}
     constexprs.update(cfg.kwargs)
@@ -492,14 +459,11 @@ def _gemm_entry(name, dt, cfg, *, bias=False, relu=False, mask=False, rowsum=Fal
     if not batched:
         ones |= {"BATCH", "Z1"}
     constexprs.update({k: 1 for k in ones})
-    signature = {p: f"*{dt}" for p in ptrs}
-    signature.update({k: "i32" for k in ints})
-    signature.update({k: "constexpr" for k in constexprs})
-    signature = {k: signature[k] for k in _gemm_kernel.fn.arg_names}   # parameter order
-    divisible = [k for k in _gemm_kernel.fn.arg_names if k in ptrs or k in ints and k not in ones]
-    return {"name": name, "fn": _gemm_kernel.fn, "signature": signature, "constexprs": constexprs,
-            "divisible_by_16": divisible, "num_warps": cfg.num_warps,
-            "num_stages": cfg.num_stages, "ptx_contains": ptx_contains or {}}
+    fn = _gemm_kernel.fn
+    return aot_entry(name, fn, dt, constexprs, scalar_type="i32",
+                     divisible_by_16=[k for k in fn.arg_names if k not in constexprs],
+                     num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                     ptx_contains=ptx_contains or {})
 
 
 def _kernels():
@@ -536,17 +500,13 @@ def _kernels():
     ]
     for dt in ("fp32", "bf16"):
         bm, bn = 32, 128
-        constexprs = {"MASK": True, "FP64": False, "BLOCK_M": bm, "BLOCK_N": bn,
-                      "stride_gn": 1, "stride_keep_n": 1, "stride_out": 1}
-        signature = {"g_ptr": f"*{dt}", "keep_ptr": f"*{dt}", "out_ptr": f"*{dt}", "M": "i32",
-                     "N": "i32", "stride_gm": "i32", "stride_keep_m": "i32"}
-        signature.update({k: "constexpr" for k in constexprs})
-        signature = {k: signature[k] for k in _masked_colsum_kernel.arg_names}
-        out.append({"name": f"masked_colsum_{dt}", "fn": _masked_colsum_kernel,
-                    "signature": signature, "constexprs": constexprs,
-                    "divisible_by_16": ["g_ptr", "keep_ptr", "out_ptr", "N", "stride_gm",
-                                        "stride_keep_m"],
-                    "num_warps": 4, "num_stages": 3, "ptx_contains": {}})
+        out.append(aot_entry(f"masked_colsum_{dt}", _masked_colsum_kernel, dt,
+                             {"MASK": True, "FP64": False, "BLOCK_M": bm, "BLOCK_N": bn,
+                              "stride_gn": 1, "stride_keep_n": 1, "stride_out": 1},
+                             scalar_type="i32",
+                             divisible_by_16=["g_ptr", "keep_ptr", "out_ptr", "N", "stride_gm",
+                                              "stride_keep_m"],
+                             num_warps=4, num_stages=3, ptx_contains={}))
     return out
 
 

@@ -7,12 +7,14 @@ device moves in a kernel here:
 * ``_fill_kernel``, ``_arange_kernel``: creation.
 * ``_copy_kernel``: ``dst[...] = src`` between any strides with dtype
   conversion (``cast``, ``contiguous``, ``copy_``, ``cat``, ``stack``, basic
-  ``setitem``, ``reshape`` of a non-viewable layout).
+  ``setitem``, ``reshape`` of a non-viewable layout), or ``dst[...] += src``
+  (``accumulate_``, basic ``index_add``).
 * Advanced indexing (int64 or bool index buffers, numpy's rules for where the
   indexed dims land): ``_index_offsets_kernel`` turns the index buffers into
   one int64 element offset per index position (-1 where out of range, which
   every later access masks off), then ``_gather_kernel`` reads, and
-  ``_scatter_kernel`` writes or adds. ``index_add`` with repeated positions
+  ``_scatter_kernel`` writes or adds, each program on a tile of (index
+  position, element of the rest) (``_index_tile``). ``index_add`` with repeated positions
   sums each position's contributions in a fixed order (``_segment_add_kernel``
   over a stable sort of the offsets): deterministic, no atomics.
 """
@@ -26,9 +28,9 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _sig as _strided_sig  # the AOT signature of a strided kernel
-from .elementwise import (_cast, _f64_from_bits, _strided_offset, _up, float_bits,
-                          launch_strided, numel)
+from ._jitlib import cast_to, f64_from_bits, strided_offset, up
+from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch_strided, numel,
+                      strided_pieces)
 
 # ----------------------------------------------------------------------------------------------
 # kernels
@@ -41,12 +43,12 @@ def _fill_kernel(out_ptr, value, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
     if FLOAT:
-        v = _f64_from_bits(value)
+        v = f64_from_bits(value)
     else:
         v = value + tl.zeros((1,), tl.int64)
     if tl.constexpr(out_ptr.dtype.element_ty == tl.int1):
         v = v != 0
-    tl.store(out_ptr + lin, tl.broadcast_to(_cast(v, out_ptr.dtype.element_ty), (BLOCK,)),
+    tl.store(out_ptr + lin, tl.broadcast_to(cast_to(v, out_ptr.dtype.element_ty), (BLOCK,)),
              mask=mask)
 
 
@@ -56,30 +58,39 @@ def _arange_kernel(out_ptr, start, step, n, FLOAT: tl.constexpr, BLOCK: tl.const
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
     if FLOAT:
-        v = _f64_from_bits(start) + lin.to(tl.float64) * _f64_from_bits(step)
+        v = f64_from_bits(start) + lin.to(tl.float64) * f64_from_bits(step)
     else:
         v = start + lin * step
-    tl.store(out_ptr + lin, _cast(v, out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + lin, cast_to(v, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
-                 ds0, ds1, ds2, ds3, ss0, ss1, ss2, ss3,
-                 NDIM: tl.constexpr, BLOCK: tl.constexpr):
-    """dst = src converted to dst's dtype (float -> int truncates, anything -> bool is != 0)."""
+                 stride_dst_0, stride_dst_1, stride_dst_2, stride_dst_3,
+                 stride_src_0, stride_src_1, stride_src_2, stride_src_3,
+                 ADD: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+    """dst = src converted to dst's dtype (float -> int truncates, anything -> bool is != 0).
+
+    ADD: dst += src instead, in float32 for float16/bfloat16 (gradient accumulation).
+    """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    v = tl.load(src_ptr + _strided_offset(lin, size1, size2, size3, ss0, ss1, ss2, ss3, NDIM),
-                mask=mask, other=0)
-    if tl.constexpr(dst_ptr.dtype.element_ty == tl.int1):
+    src_off = strided_offset(lin, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
+                             stride_src_3, NDIM)
+    v = tl.load(src_ptr + src_off, mask=mask, other=0)
+    dst_off = strided_offset(lin, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
+                             stride_dst_3, NDIM)
+    if ADD:
+        v = up(tl.load(dst_ptr + dst_off, mask=mask, other=0)) + up(v)
+    elif tl.constexpr(dst_ptr.dtype.element_ty == tl.int1):
         v = v != 0
-    tl.store(dst_ptr + _strided_offset(lin, size1, size2, size3, ds0, ds1, ds2, ds3, NDIM),
-             _cast(v, dst_ptr.dtype.element_ty), mask=mask)
+    tl.store(dst_ptr + dst_off, cast_to(v, dst_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _index_offsets_kernel(idx_ptr, offs_ptr, dim_size, dim_stride, base, n, size1, size2, size3,
-                          is0, is1, is2, is3, os0, os1, os2, os3,
+                          stride_idx_0, stride_idx_1, stride_idx_2, stride_idx_3,
+                          stride_offs_0, stride_offs_1, stride_offs_2, stride_offs_3,
                           FIRST: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
     """offs += wrap(idx) * dim_stride (offs = base + ... when FIRST); -1 marks an index out of range.
 
@@ -88,60 +99,76 @@ def _index_offsets_kernel(idx_ptr, offs_ptr, dim_size, dim_stride, base, n, size
     """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    i = tl.load(idx_ptr + _strided_offset(lin, size1, size2, size3, is0, is1, is2, is3, NDIM),
-                mask=mask, other=0).to(tl.int64)
+    idx_off = strided_offset(lin, size1, size2, size3, stride_idx_0, stride_idx_1, stride_idx_2,
+                             stride_idx_3, NDIM)
+    i = tl.load(idx_ptr + idx_off, mask=mask, other=0).to(tl.int64)
     i = tl.where(i < 0, i + dim_size, i)
     bad = (i < 0) | (i >= dim_size)
-    o_off = _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM)
+    offs_off = strided_offset(lin, size1, size2, size3, stride_offs_0, stride_offs_1,
+                              stride_offs_2, stride_offs_3, NDIM)
     if FIRST:
         acc = base + lin * 0
     else:
-        acc = tl.load(offs_ptr + o_off, mask=mask, other=-1)
-    tl.store(offs_ptr + o_off, tl.where(bad | (acc < 0), -1, acc + i * dim_stride), mask=mask)
+        acc = tl.load(offs_ptr + offs_off, mask=mask, other=-1)
+    # an earlier dim already out of range (acc < 0) keeps the position marked
+    tl.store(offs_ptr + offs_off, tl.where(bad | (acc < 0), -1, acc + i * dim_stride), mask=mask)
 
 
 @triton.jit
-def _gather_kernel(src_ptr, offs_ptr, out_ptr, nb, nr, out_stride_b, size1, size2, size3,
-                   ss0, ss1, ss2, ss3, os0, os1, os2, os3,
-                   NDIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
-    """out[b, r] = src[offs[b] + r] for index positions b and the (strided) rest r; 0 where offs < 0."""
+def _index_tile(offs_ptr, nb, nr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """This program's tile of index positions ``b`` (axis 0) by rest elements ``r`` (axis 1).
+
+    Returns ``(b, r, off, inside, valid)``: ``off[b]`` the element offset of each
+    position (-1: out of range), ``inside`` the [BLOCK_B, BLOCK_R] mask of the
+    tile's tails, ``valid`` that and ``off >= 0``.
+    """
     b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     r = tl.program_id(1).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     b_mask = b < nb
-    r_mask = r < nr
+    inside = b_mask[:, None] & (r < nr)[None, :]
     off = tl.load(offs_ptr + b, mask=b_mask, other=-1)
-    s_off = _strided_offset(r, size1, size2, size3, ss0, ss1, ss2, ss3, NDIM)
-    o_off = _strided_offset(r, size1, size2, size3, os0, os1, os2, os3, NDIM)
-    ok = (b_mask & (off >= 0))[:, None] & r_mask[None, :]
-    v = tl.load(src_ptr + off[:, None] + s_off[None, :], mask=ok, other=0)
-    tl.store(out_ptr + b[:, None] * out_stride_b + o_off[None, :], v,
-             mask=b_mask[:, None] & r_mask[None, :])
+    return b, r, off, inside, inside & (off >= 0)[:, None]
 
 
 @triton.jit
-def _scatter_kernel(dst_ptr, offs_ptr, val_ptr, nb, nr, val_stride_b, size1, size2, size3,
-                    ds0, ds1, ds2, ds3, vs0, vs1, vs2, vs3,
+def _gather_kernel(src_ptr, offs_ptr, out_ptr, nb, nr, stride_out_b, size1, size2, size3,
+                   stride_src_0, stride_src_1, stride_src_2, stride_src_3,
+                   stride_out_0, stride_out_1, stride_out_2, stride_out_3,
+                   NDIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """out[b, r] = src[offs[b] + r] for index positions b and the (strided) rest r; 0 where offs < 0."""
+    b, r, off, inside, valid = _index_tile(offs_ptr, nb, nr, BLOCK_B, BLOCK_R)
+    src_off = strided_offset(r, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
+                             stride_src_3, NDIM)
+    out_off = strided_offset(r, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
+                             stride_out_3, NDIM)
+    v = tl.load(src_ptr + off[:, None] + src_off[None, :], mask=valid, other=0)
+    tl.store(out_ptr + b[:, None] * stride_out_b + out_off[None, :], v, mask=inside)
+
+
+@triton.jit
+def _scatter_kernel(dst_ptr, offs_ptr, val_ptr, nb, nr, stride_val_b, size1, size2, size3,
+                    stride_dst_0, stride_dst_1, stride_dst_2, stride_dst_3,
+                    stride_val_0, stride_val_1, stride_val_2, stride_val_3,
                     ADD: tl.constexpr, NDIM: tl.constexpr, BLOCK_B: tl.constexpr,
                     BLOCK_R: tl.constexpr):
     """dst[offs[b] + r] = val[b, r] (ADD: +=; positions must be distinct then); skips offs < 0."""
-    b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    r = tl.program_id(1).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    b_mask = b < nb
-    r_mask = r < nr
-    off = tl.load(offs_ptr + b, mask=b_mask, other=-1)
-    d_off = _strided_offset(r, size1, size2, size3, ds0, ds1, ds2, ds3, NDIM)
-    v_off = _strided_offset(r, size1, size2, size3, vs0, vs1, vs2, vs3, NDIM)
-    ok = (b_mask & (off >= 0))[:, None] & r_mask[None, :]
-    v = tl.load(val_ptr + b[:, None] * val_stride_b + v_off[None, :], mask=ok, other=0)
-    d_ptrs = dst_ptr + off[:, None] + d_off[None, :]
+    b, r, off, inside, valid = _index_tile(offs_ptr, nb, nr, BLOCK_B, BLOCK_R)
+    dst_off = strided_offset(r, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
+                             stride_dst_3, NDIM)
+    val_off = strided_offset(r, size1, size2, size3, stride_val_0, stride_val_1, stride_val_2,
+                             stride_val_3, NDIM)
+    v = tl.load(val_ptr + b[:, None] * stride_val_b + val_off[None, :], mask=valid, other=0)
+    dst_ptrs = dst_ptr + off[:, None] + dst_off[None, :]
     if ADD:
-        v = _up(tl.load(d_ptrs, mask=ok, other=0)) + _up(v)
-    tl.store(d_ptrs, _cast(v, dst_ptr.dtype.element_ty), mask=ok)
+        v = up(tl.load(dst_ptrs, mask=valid, other=0)) + up(v)
+    tl.store(dst_ptrs, cast_to(v, dst_ptr.dtype.element_ty), mask=valid)
 
 
 @triton.jit
-def _segment_add_kernel(dst_ptr, offs_ptr, src_ptr, order_ptr, seg_ptr, nr, src_stride_b,
-                        size1, size2, size3, ds0, ds1, ds2, ds3, ss0, ss1, ss2, ss3,
+def _segment_add_kernel(dst_ptr, offs_ptr, src_ptr, order_ptr, seg_ptr, nr, stride_src_b,
+                        size1, size2, size3,
+                        stride_dst_0, stride_dst_1, stride_dst_2, stride_dst_3,
+                        stride_src_0, stride_src_1, stride_src_2, stride_src_3,
                         ACC: tl.constexpr, NDIM: tl.constexpr, BLOCK_R: tl.constexpr):
     """dst[offs[p] + r] += sum of src[b, r] over the index positions b that share position p.
 
@@ -155,18 +182,21 @@ def _segment_add_kernel(dst_ptr, offs_ptr, src_ptr, order_ptr, seg_ptr, nr, src_
     start = tl.load(seg_ptr + seg)
     end = tl.load(seg_ptr + seg + 1)
     off = tl.load(offs_ptr + tl.load(order_ptr + start))
-    s_off = _strided_offset(r, size1, size2, size3, ss0, ss1, ss2, ss3, NDIM)
+    src_off = strided_offset(r, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
+                             stride_src_3, NDIM)
     acc = tl.zeros((BLOCK_R,), ACC)
     for j in range(start, end):
         b = tl.load(order_ptr + j)
-        acc += tl.load(src_ptr + b * src_stride_b + s_off, mask=r_mask, other=0).to(ACC)
-    d_ptrs = dst_ptr + off + _strided_offset(r, size1, size2, size3, ds0, ds1, ds2, ds3, NDIM)
+        acc += tl.load(src_ptr + b * stride_src_b + src_off, mask=r_mask, other=0).to(ACC)
+    dst_off = strided_offset(r, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
+                             stride_dst_3, NDIM)
+    d_ptrs = dst_ptr + off + dst_off
     d = tl.load(d_ptrs, mask=r_mask, other=0).to(ACC)
-    tl.store(d_ptrs, _cast((d + acc), dst_ptr.dtype.element_ty), mask=r_mask)
+    tl.store(d_ptrs, cast_to(d + acc, dst_ptr.dtype.element_ty), mask=r_mask)
 
 
 # ----------------------------------------------------------------------------------------------
-# creation and conversion
+# creation, conversion and in-place writes
 # ----------------------------------------------------------------------------------------------
 
 
@@ -196,8 +226,8 @@ def full(shape, value, dtype):
         is_float = dtype.is_floating
         v = float_bits(value) if is_float else int(value)
         block, warps = _launch.elementwise(n)
-        _fill_kernel[(_launch.cdiv(n, block),)](out, v, n, FLOAT=is_float, BLOCK=block,
-                                                num_warps=warps)
+        _fill_kernel[(cdiv(n, block),)](out, v, n, FLOAT=is_float, BLOCK=block,
+                                        num_warps=warps)
     return out
 
 
@@ -211,15 +241,15 @@ def arange(start, stop, step, dtype):
     out = buffers.empty((n,), dtype)
     if n:
         block, warps = _launch.elementwise(n)
-        _arange_kernel[(_launch.cdiv(n, block),)](out, a, s, n, FLOAT=is_float, BLOCK=block,
-                                                  num_warps=warps)
+        _arange_kernel[(cdiv(n, block),)](out, a, s, n, FLOAT=is_float, BLOCK=block,
+                                          num_warps=warps)
     return out
 
 
 def cast(x, dtype):
     """A new buffer with ``x``'s values converted to ``dtype`` (float -> int truncates)."""
     out = buffers.empty(buffers.shape(x), dtype)
-    launch_strided(_copy_kernel, [out, x])
+    launch_strided(_copy_kernel, [out, x], ADD=False)
     return out
 
 
@@ -228,7 +258,7 @@ def contiguous(x):
     if buffers.is_contiguous(x):
         return x
     out = buffers.empty(buffers.shape(x), buffers.dtype_of(x))
-    launch_strided(_copy_kernel, [out, x])
+    launch_strided(_copy_kernel, [out, x], ADD=False)
     return out
 
 
@@ -237,7 +267,12 @@ def copy_(dst, src):
     if buffers.shares_memory(dst, src):
         # programs run concurrently: reading memory that others write is a race, so copy first
         src = cast(src, buffers.dtype_of(src))
-    launch_strided(_copy_kernel, [dst, buffers.expand(src, buffers.shape(dst))])
+    launch_strided(_copy_kernel, [dst, buffers.expand(src, buffers.shape(dst))], ADD=False)
+
+
+def accumulate_(dst, src):
+    """``dst += src`` in place (gradient accumulation); ``src`` broadcasts to ``dst``."""
+    launch_strided(_copy_kernel, [dst, buffers.expand(src, buffers.shape(dst))], ADD=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,7 +343,6 @@ class _Plan:
         view = buffers.view_index(x, tuple(view_index))
         vshape, vstrides = buffers.shape(view), buffers.strides(view)
         self.adv = [(vshape[d], vstrides[d], i) for d, i in zip(adv_dims, adv_idx)]
-        from .elementwise import broadcast_shape
         self.bshape = broadcast_shape(*(buffers.shape(i) for i in adv_idx if _is_buffer(i)))
         rest_dims = [d for d in range(len(vshape)) if d not in adv_dims]
         self.rest = tuple(vshape[d] for d in rest_dims)
@@ -356,20 +390,37 @@ def _plan(x, index):
     return _Plan(x, index)
 
 
-def _rows_launch(kernel, first, offs, second, nb, rest, b_stride, **meta):
-    """Launch a gather/scatter kernel over (index position, rest) with ``rest`` strided."""
-    nr = numel(rest)
-    geo = _launch.layout(rest, (tuple(buffers.strides(first)), tuple(buffers.strides(second))))
-    if geo is None:
-        for i in range(rest[0]):
-            _rows_launch(kernel, buffers.view_index(first, (i,)), offs,
-                         buffers.view_index(second, (i,)), nb, rest[1:], b_stride, **meta)
-        return
-    ndim, sizes, (s1, s2) = geo
-    bm, bn, warps = _launch.rows(nb, nr)
-    grid = (_launch.cdiv(nb, bm), _launch.cdiv(nr, bn))
-    kernel[grid](first, offs, second, nb, nr, b_stride, sizes[1], sizes[2], sizes[3], *s1, *s2,
-                 NDIM=ndim, BLOCK_B=bm, BLOCK_R=bn, num_warps=warps, **meta)
+def _launch_tiles(kernel, rest, offs, compact, nb, **meta):
+    """Launch a gather or scatter kernel over tiles of (index position, rest element).
+
+    ``rest`` is the indexed buffer with its advanced dims taken at 0 (``_Plan.src``);
+    ``compact`` the (nb, *rest) buffer on the other side (the gathered output, the
+    scattered values): the kernel gets its view at position 0 and its position stride.
+    """
+    stride_b = buffers.strides(compact)[0]
+    for (first, second), ndim, sizes, (s1, s2) in strided_pieces(
+            [rest, buffers.view_index(compact, (0,))]):
+        nr = numel(sizes)
+        bm, bn, warps = _launch.rows(nb, nr)
+        kernel[(cdiv(nb, bm), cdiv(nr, bn))](
+            first, offs, second, nb, nr, stride_b, sizes[1], sizes[2], sizes[3], *s1, *s2,
+            NDIM=ndim, BLOCK_B=bm, BLOCK_R=bn, num_warps=warps, **meta)
+
+
+def _launch_segments(rest, offs, src_c, order_b, seg_b, n_seg, acc):
+    """Launch ``_segment_add_kernel``: one program row per segment of repeated positions.
+
+    As ``_launch_tiles``, the kernel reads ``src_c`` (nb, *rest) through its view
+    at position 0 (the same data pointer) and its position stride.
+    """
+    stride_b = buffers.strides(src_c)[0]
+    for (dst, src), ndim, sizes, (s1, s2) in strided_pieces(
+            [rest, buffers.view_index(src_c, (0,))]):
+        nr = numel(sizes)
+        _, bn, warps = _launch.rows(1, nr)
+        _segment_add_kernel[(n_seg, cdiv(nr, bn))](
+            dst, offs, src, order_b, seg_b, nr, stride_b, sizes[1], sizes[2], sizes[3], *s1, *s2,
+            ACC=acc, NDIM=ndim, BLOCK_R=bn, num_warps=warps)
 
 
 def getitem(x, index):
@@ -380,22 +431,8 @@ def getitem(x, index):
     out = buffers.empty(plan.final, buffers.dtype_of(x))
     if plan.empty:
         return out
-    out_c = plan.compact(out)
-    # the gather kernel takes (src, offs, out): rest strides of the source, then of the output
-    _gather(plan.src, plan.offsets(), out_c, plan)
+    _launch_tiles(_gather_kernel, plan.src, plan.offsets(), plan.compact(out), plan.nb)
     return out
-
-
-def _gather(src, offs, out_c, plan):
-    out_rest = buffers.view_index(out_c, (0,))
-    b_stride = buffers.strides(out_c)[0]
-    _rows_launch(_gather_kernel, src, offs, out_rest, plan.nb, plan.rest, b_stride)
-
-
-def _scatter(dst_rest, offs, val_c, plan, add):
-    val_rest = buffers.view_index(val_c, (0,))
-    b_stride = buffers.strides(val_c)[0]
-    _rows_launch(_scatter_kernel, dst_rest, offs, val_rest, plan.nb, plan.rest, b_stride, ADD=add)
 
 
 def setitem(x, index, value):
@@ -416,14 +453,13 @@ def setitem(x, index, value):
     if plan.empty:
         return
     val_c = plan.compact(buffers.expand(value, plan.final))
-    _scatter(plan.src, plan.offsets(), val_c, plan, False)
+    _launch_tiles(_scatter_kernel, plan.src, plan.offsets(), val_c, plan.nb, ADD=False)
 
 
 def index_add(dst, index, src):
     """``dst[index] += src`` in place (repeated advanced indices accumulate); returns dst."""
     plan = _plan(dst, index)
     if plan is None:
-        from .elementwise import accumulate_
         accumulate_(buffers.view_index(dst, index), src)
         return dst
     if plan.empty:
@@ -436,7 +472,7 @@ def index_add(dst, index, src):
     keep = keys >= 0
     order, keys = order[keep], keys[keep]
     if len(np.unique(keys)) == len(keys):
-        _scatter(plan.src, offs, src_c, plan, True)
+        _launch_tiles(_scatter_kernel, plan.src, offs, src_c, plan.nb, ADD=True)
         return dst
     # repeated positions: sum each position's contributions in index order, then add once
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
@@ -444,25 +480,8 @@ def index_add(dst, index, src):
     order_b = buffers.upload(order.astype(np.int64), D.int64)
     seg_b = buffers.upload(seg, D.int64)
     acc = tl.float64 if buffers.dtype_of(dst) is D.float64 else tl.float32
-    _segment_launch(plan.src, offs, src_c, order_b, seg_b, len(starts), plan.rest, acc)
+    _launch_segments(plan.src, offs, src_c, order_b, seg_b, len(starts), acc)
     return dst
-
-
-def _segment_launch(dst_rest, offs, src_c, order_b, seg_b, n_seg, rest, acc):
-    src_rest = buffers.view_index(src_c, (0,))
-    geo = _launch.layout(rest, (tuple(buffers.strides(dst_rest)), tuple(buffers.strides(src_rest))))
-    if geo is None:
-        for i in range(rest[0]):
-            _segment_launch(buffers.view_index(dst_rest, (i,)), offs,
-                            buffers.view_index(src_c, (slice(None), i)), order_b, seg_b, n_seg,
-                            rest[1:], acc)
-        return
-    ndim, sizes, (sd, ss) = geo
-    nr = numel(rest)
-    _, bn, warps = _launch.rows(1, nr)
-    _segment_add_kernel[(n_seg, _launch.cdiv(nr, bn))](
-        dst_rest, offs, src_c, order_b, seg_b, nr, buffers.strides(src_c)[0],
-        sizes[1], sizes[2], sizes[3], *sd, *ss, ACC=acc, NDIM=ndim, BLOCK_R=bn, num_warps=warps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,55 +513,34 @@ def stack(xs, dim):
 
 
 # ----------------------------------------------------------------------------------------------
-# ahead-of-time compile list (format: kernels/__init__.py)
+# ahead-of-time compile list (format: kernels/_launch.py)
 # ----------------------------------------------------------------------------------------------
-
-def _rows_sig(ptrs, scalars, names, constexprs):
-    sig = dict(ptrs)
-    sig.update(scalars)
-    sig.update({"size1": "i64", "size2": "i64", "size3": "i64"})
-    for name in names:
-        sig.update({f"{name}s{k}": "i64" for k in range(4)})
-    sig.update({k: "constexpr" for k in constexprs})
-    return sig
-
 
 def _kernels():
     out = []
     for dt, is_float in (("fp32", True), ("bf16", True), ("i64", False), ("i1", False)):
         ce = {"FLOAT": is_float, "BLOCK": 1024}
-        out.append({"name": f"fill_{dt}", "fn": _fill_kernel, "constexprs": ce,
-                    "signature": {"out_ptr": f"*{dt}", "value": "i64", "n": "i64",
-                                  **{k: "constexpr" for k in ce}}})
-        out.append({"name": f"arange_{dt}", "fn": _arange_kernel, "constexprs": ce,
-                    "signature": {"out_ptr": f"*{dt}", "start": "i64", "step": "i64", "n": "i64",
-                                  **{k: "constexpr" for k in ce}}})
+        out.append(aot_entry(f"fill_{dt}", _fill_kernel, dt, ce))
+        out.append(aot_entry(f"arange_{dt}", _arange_kernel, dt, ce))
     for dst, src in (("fp32", "bf16"), ("i64", "fp32"), ("i1", "fp16"), ("fp16", "fp16")):
-        ce = {"NDIM": 4, "BLOCK": 1024}
-        out.append({"name": f"copy_{src}_to_{dst}", "fn": _copy_kernel, "constexprs": ce,
-                    "signature": _strided_sig({"dst_ptr": f"*{dst}", "src_ptr": f"*{src}"}, {},
-                                              ("d", "s"), ce)})
-    ce = {"FIRST": False, "NDIM": 2, "BLOCK": 1024}
-    out.append({"name": "index_offsets", "fn": _index_offsets_kernel, "constexprs": ce,
-                "signature": _strided_sig({"idx_ptr": "*i64", "offs_ptr": "*i64"},
-                                          {"dim_size": "i64", "dim_stride": "i64", "base": "i64"},
-                                          ("i", "o"), ce)})
-    ce = {"NDIM": 2, "BLOCK_B": 8, "BLOCK_R": 512}
-    out.append({"name": "gather_bf16", "fn": _gather_kernel, "constexprs": ce,
-                "signature": _rows_sig({"src_ptr": "*bf16", "offs_ptr": "*i64", "out_ptr": "*bf16"},
-                                       {"nb": "i64", "nr": "i64", "out_stride_b": "i64"},
-                                       ("s", "o"), ce)})
-    ce = {"ADD": True, "NDIM": 1, "BLOCK_B": 8, "BLOCK_R": 512}
-    out.append({"name": "scatter_add_fp16", "fn": _scatter_kernel, "constexprs": ce,
-                "signature": _rows_sig({"dst_ptr": "*fp16", "offs_ptr": "*i64", "val_ptr": "*fp16"},
-                                       {"nb": "i64", "nr": "i64", "val_stride_b": "i64"},
-                                       ("d", "v"), ce)})
-    ce = {"ACC": tl.float32, "NDIM": 2, "BLOCK_R": 1024}
-    out.append({"name": "segment_add_fp32", "fn": _segment_add_kernel, "constexprs": ce,
-                "signature": _rows_sig({"dst_ptr": "*fp32", "offs_ptr": "*i64", "src_ptr": "*fp32",
-                                        "order_ptr": "*i64", "seg_ptr": "*i64"},
-                                       {"nr": "i64", "src_stride_b": "i64"}, ("d", "s"), ce)})
+        out.append(aot_entry(f"copy_{src}_to_{dst}", _copy_kernel,
+                             {"dst_ptr": dst, "src_ptr": src},
+                             {"ADD": False, "NDIM": 4, "BLOCK": 1024}))
+    out.append(aot_entry("accumulate_bf16", _copy_kernel, "bf16",
+                         {"ADD": True, "NDIM": 2, "BLOCK": 1024}))
+    out.append(aot_entry("index_offsets", _index_offsets_kernel, "i64",
+                         {"FIRST": False, "NDIM": 2, "BLOCK": 1024}))
+    out.append(aot_entry("gather_bf16", _gather_kernel,
+                         {"src_ptr": "bf16", "offs_ptr": "i64", "out_ptr": "bf16"},
+                         {"NDIM": 2, "BLOCK_B": 8, "BLOCK_R": 512}))
+    out.append(aot_entry("scatter_add_fp16", _scatter_kernel,
+                         {"dst_ptr": "fp16", "offs_ptr": "i64", "val_ptr": "fp16"},
+                         {"ADD": True, "NDIM": 1, "BLOCK_B": 8, "BLOCK_R": 512}))
+    out.append(aot_entry("segment_add_fp32", _segment_add_kernel,
+                         {"dst_ptr": "fp32", "offs_ptr": "i64", "src_ptr": "fp32",
+                          "order_ptr": "i64", "seg_ptr": "i64"},
+                         {"ACC": tl.float32, "NDIM": 2, "BLOCK_R": 1024}))
     return out
 
 
-KERNELS = _launch.with_warps(_kernels())
+KERNELS = _kernels()

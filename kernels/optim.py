@@ -17,75 +17,91 @@ import math
 import triton
 import triton.language as tl
 
-from .elementwise import (_cast, _div, _f64_from_bits, _sqrt, _strided_offset, _up, float_bits,
-                          launch_strided)
+from ._jitlib import cast_to, div_rn, f64_from_bits, sqrt_rn, strided_offset, up
+from ._launch import aot_entry, float_bits, launch_strided
 
 
 @triton.jit
 def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dampening,
-                n, size1, size2, size3, ps0, ps1, ps2, ps3, gs0, gs1, gs2, gs3,
-                bs0, bs1, bs2, bs3, WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr,
-                FIRST: tl.constexpr, DAMPENING: tl.constexpr, NESTEROV: tl.constexpr,
-                UNIT_LR: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                n, size1, size2, size3,
+                stride_p0, stride_p1, stride_p2, stride_p3,
+                stride_g0, stride_g1, stride_g2, stride_g3,
+                stride_buf_0, stride_buf_1, stride_buf_2, stride_buf_3,
+                WEIGHT_DECAY: tl.constexpr, MOMENTUM: tl.constexpr, FIRST: tl.constexpr,
+                DAMPENING: tl.constexpr, NESTEROV: tl.constexpr, UNIT_LR: tl.constexpr,
+                NDIM: tl.constexpr, BLOCK: tl.constexpr):
     """p -= lr * d with d = g + wd * p, through the momentum buffer when MOMENTUM."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    p_off = _strided_offset(lin, size1, size2, size3, ps0, ps1, ps2, ps3, NDIM)
-    p = _up(tl.load(p_ptr + p_off, mask=mask, other=0))
-    d = _up(tl.load(g_ptr + _strided_offset(lin, size1, size2, size3, gs0, gs1, gs2, gs3, NDIM),
-                    mask=mask, other=0))
-    lr = _f64_from_bits(lr).to(p.dtype)
-    momentum = _f64_from_bits(momentum).to(p.dtype)
-    weight_decay = _f64_from_bits(weight_decay).to(p.dtype)
-    one_minus_dampening = _f64_from_bits(one_minus_dampening).to(p.dtype)
+    p_off = strided_offset(lin, size1, size2, size3, stride_p0, stride_p1, stride_p2, stride_p3,
+                           NDIM)
+    p = up(tl.load(p_ptr + p_off, mask=mask, other=0))
+    g_off = strided_offset(lin, size1, size2, size3, stride_g0, stride_g1, stride_g2, stride_g3,
+                           NDIM)
+    d = up(tl.load(g_ptr + g_off, mask=mask, other=0))
+    # hyper-parameters arrive as float64 bits and are rounded to the compute dtype, as numpy does
+    lr = f64_from_bits(lr).to(p.dtype)
+    momentum = f64_from_bits(momentum).to(p.dtype)
+    weight_decay = f64_from_bits(weight_decay).to(p.dtype)
+    one_minus_dampening = f64_from_bits(one_minus_dampening).to(p.dtype)
+    # 1. d = g + wd * p
     if WEIGHT_DECAY:
         d = d + weight_decay * p
+    # 2. the momentum buffer: d itself on the first step, then momentum * buf + (1 - damp) * d
     if MOMENTUM:
-        b_off = _strided_offset(lin, size1, size2, size3, bs0, bs1, bs2, bs3, NDIM)
+        buf_off = strided_offset(lin, size1, size2, size3, stride_buf_0, stride_buf_1,
+                                 stride_buf_2, stride_buf_3, NDIM)
         if FIRST:
-            buf = d                            # the buffer starts as the first step's d
+            buf = d
         else:
-            buf = _up(tl.load(buf_ptr + b_off, mask=mask, other=0)) * momentum
+            buf = up(tl.load(buf_ptr + buf_off, mask=mask, other=0)) * momentum
             if DAMPENING:
                 buf = buf + one_minus_dampening * d
             else:
                 buf = buf + d
-        tl.store(buf_ptr + b_off, _cast(buf, buf_ptr.dtype.element_ty), mask=mask)
+        tl.store(buf_ptr + buf_off, cast_to(buf, buf_ptr.dtype.element_ty), mask=mask)
         if NESTEROV:
             d = d + momentum * buf
         else:
             d = buf
+    # 3. the step
     if UNIT_LR:
         p = p - d
     else:
         p = p - lr * d
-    tl.store(p_ptr + p_off, _cast(p, p_ptr.dtype.element_ty), mask=mask)
+    tl.store(p_ptr + p_off, cast_to(p, p_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one_minus_beta2,
                   step_size, bias2_sqrt, eps, n, size1, size2, size3,
-                  ps0, ps1, ps2, ps3, gs0, gs1, gs2, gs3, ms0, ms1, ms2, ms3,
-                  vs0, vs1, vs2, vs3, WEIGHT_DECAY: tl.constexpr, NDIM: tl.constexpr,
-                  BLOCK: tl.constexpr):
+                  stride_p0, stride_p1, stride_p2, stride_p3,
+                  stride_g0, stride_g1, stride_g2, stride_g3,
+                  stride_m0, stride_m1, stride_m2, stride_m3,
+                  stride_v0, stride_v1, stride_v2, stride_v3,
+                  WEIGHT_DECAY: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
     """One AdamW step: decoupled decay, both moments, bias-corrected update, all in place."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    p_off = _strided_offset(lin, size1, size2, size3, ps0, ps1, ps2, ps3, NDIM)
-    m_off = _strided_offset(lin, size1, size2, size3, ms0, ms1, ms2, ms3, NDIM)
-    v_off = _strided_offset(lin, size1, size2, size3, vs0, vs1, vs2, vs3, NDIM)
-    p = _up(tl.load(p_ptr + p_off, mask=mask, other=0))
-    g = _up(tl.load(g_ptr + _strided_offset(lin, size1, size2, size3, gs0, gs1, gs2, gs3, NDIM),
-                    mask=mask, other=0))
-    m = _up(tl.load(m_ptr + m_off, mask=mask, other=0))
-    v = _up(tl.load(v_ptr + v_off, mask=mask, other=0))
-    decay = _f64_from_bits(decay).to(p.dtype)
-    one_minus_beta1 = _f64_from_bits(one_minus_beta1).to(p.dtype)
-    beta2 = _f64_from_bits(beta2).to(p.dtype)
-    one_minus_beta2 = _f64_from_bits(one_minus_beta2).to(p.dtype)
-    step_size = _f64_from_bits(step_size).to(p.dtype)
-    bias2_sqrt = _f64_from_bits(bias2_sqrt).to(p.dtype)
-    eps = _f64_from_bits(eps).to(p.dtype)
+    p_off = strided_offset(lin, size1, size2, size3, stride_p0, stride_p1, stride_p2, stride_p3,
+                           NDIM)
+    m_off = strided_offset(lin, size1, size2, size3, stride_m0, stride_m1, stride_m2, stride_m3,
+                           NDIM)
+    v_off = strided_offset(lin, size1, size2, size3, stride_v0, stride_v1, stride_v2, stride_v3,
+                           NDIM)
+    p = up(tl.load(p_ptr + p_off, mask=mask, other=0))
+    g_off = strided_offset(lin, size1, size2, size3, stride_g0, stride_g1, stride_g2, stride_g3,
+                           NDIM)
+    g = up(tl.load(g_ptr + g_off, mask=mask, other=0))
+    m = up(tl.load(m_ptr + m_off, mask=mask, other=0))
+    v = up(tl.load(v_ptr + v_off, mask=mask, other=0))
+    decay = f64_from_bits(decay).to(p.dtype)
+    one_minus_beta1 = f64_from_bits(one_minus_beta1).to(p.dtype)
+    beta2 = f64_from_bits(beta2).to(p.dtype)
+    one_minus_beta2 = f64_from_bits(one_minus_beta2).to(p.dtype)
+    step_size = f64_from_bits(step_size).to(p.dtype)
+    bias2_sqrt = f64_from_bits(bias2_sqrt).to(p.dtype)
+    eps = f64_from_bits(eps).to(p.dtype)
     # 1. decoupled weight decay: p *= 1 - lr * wd
     if WEIGHT_DECAY:
         p = p * decay
@@ -94,11 +110,11 @@ def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one
     v = v * beta2
     v = v + one_minus_beta2 * g * g
     # 3. p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    denom = _div(_sqrt(v), bias2_sqrt) + eps
-    p = p - _div(step_size * m, denom)
-    tl.store(p_ptr + p_off, _cast(p, p_ptr.dtype.element_ty), mask=mask)
-    tl.store(m_ptr + m_off, _cast(m, m_ptr.dtype.element_ty), mask=mask)
-    tl.store(v_ptr + v_off, _cast(v, v_ptr.dtype.element_ty), mask=mask)
+    denom = div_rn(sqrt_rn(v), bias2_sqrt) + eps
+    p = p - div_rn(step_size * m, denom)
+    tl.store(p_ptr + p_off, cast_to(p, p_ptr.dtype.element_ty), mask=mask)
+    tl.store(m_ptr + m_off, cast_to(m, m_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_ptr + v_off, cast_to(v, v_ptr.dtype.element_ty), mask=mask)
 
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, nesterov, first_step):
@@ -132,35 +148,20 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
 
 
 # ----------------------------------------------------------------------------------------------
-# ahead-of-time compile list (format: kernels/__init__.py)
+# ahead-of-time compile list (format: kernels/_launch.py)
 # ----------------------------------------------------------------------------------------------
 
 def _kernels():
     out = []
-    strided = {"n": "i64", "size1": "i64", "size2": "i64", "size3": "i64"}
     for dt in ("fp32", "bf16", "fp64"):
         for first, damp, nest in ((True, False, False), (False, True, False), (False, False, True)):
-            ce = {"WEIGHT_DECAY": True, "MOMENTUM": True, "FIRST": first, "DAMPENING": damp,
-                  "NESTEROV": nest, "UNIT_LR": False, "NDIM": 1, "BLOCK": 1024}
-            out.append({"name": f"sgd_{dt}_first{int(first)}_damp{int(damp)}_nest{int(nest)}",
-                        "fn": _sgd_kernel, "constexprs": ce,
-                        "signature": {"p_ptr": f"*{dt}", "g_ptr": f"*{dt}", "buf_ptr": f"*{dt}",
-                                      "lr": "i64", "momentum": "i64", "weight_decay": "i64",
-                                      "one_minus_dampening": "i64", **strided,
-                                      **{f"{p}s{k}": "i64" for p in ("p", "g", "b")
-                                         for k in range(4)},
-                                      **{k: "constexpr" for k in ce}}})
-        ce = {"WEIGHT_DECAY": True, "NDIM": 1, "BLOCK": 1024}
-        out.append({"name": f"adamw_{dt}", "fn": _adamw_kernel, "constexprs": ce,
-                    "signature": {"p_ptr": f"*{dt}", "g_ptr": f"*{dt}", "m_ptr": f"*{dt}",
-                                  "v_ptr": f"*{dt}",
-                                  **{k: "i64" for k in ("decay", "one_minus_beta1", "beta2",
-                                                         "one_minus_beta2", "step_size",
-                                                         "bias2_sqrt", "eps")},
-                                  **strided,
-                                  **{f"{p}s{k}": "i64" for p in ("p", "g", "m", "v")
-                                     for k in range(4)},
-                                  **{k: "constexpr" for k in ce}}})
+            out.append(aot_entry(f"sgd_{dt}_first{int(first)}_damp{int(damp)}_nest{int(nest)}",
+                                 _sgd_kernel, dt,
+                                 {"WEIGHT_DECAY": True, "MOMENTUM": True, "FIRST": first,
+                                  "DAMPENING": damp, "NESTEROV": nest, "UNIT_LR": False,
+                                  "NDIM": 1, "BLOCK": 1024}))
+        out.append(aot_entry(f"adamw_{dt}", _adamw_kernel, dt,
+                             {"WEIGHT_DECAY": True, "NDIM": 1, "BLOCK": 1024}))
     return out
 
 

@@ -11,7 +11,8 @@ import triton
 import triton.language as tl
 
 from . import _launch, buffers
-from .elementwise import _cast, numel
+from ._jitlib import cast_to
+from ._launch import aot_entry, cdiv, numel
 
 
 @triton.jit
@@ -24,7 +25,7 @@ def _random_kernel(out_ptr, seed, offset, n, NORMAL: tl.constexpr, BLOCK: tl.con
         r = tl.randn(seed, counter)
     else:
         r = tl.rand(seed, counter)
-    tl.store(out_ptr + lin, _cast(r, out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + lin, cast_to(r, out_ptr.dtype.element_ty), mask=mask)
 
 
 def _draw(shape, dtype, seed, offset, normal):
@@ -32,8 +33,8 @@ def _draw(shape, dtype, seed, offset, normal):
     n = numel(tuple(shape))
     if n:
         block, warps = _launch.elementwise(n)
-        _random_kernel[(_launch.cdiv(n, block),)](out, int(seed), int(offset), n, NORMAL=normal,
-                                                  BLOCK=block, num_warps=warps)
+        _random_kernel[(cdiv(n, block),)](out, int(seed), int(offset), n, NORMAL=normal,
+                                          BLOCK=block, num_warps=warps)
     return out
 
 
@@ -47,10 +48,7 @@ def randn(shape, dtype, seed, offset):
     return _draw(shape, dtype, seed, offset, True)
 
 
-KERNELS = [
-    {"name": f"random_{'normal' if normal else 'uniform'}_{dt}", "fn": _random_kernel,
-     "constexprs": {"NORMAL": normal, "BLOCK": 1024},
-     "signature": {"out_ptr": f"*{dt}", "seed": "i64", "offset": "i64", "n": "i64",
-                   "NORMAL": "constexpr", "BLOCK": "constexpr"}}
-    for normal in (False, True) for dt in ("fp32", "bf16")
-]
+# ahead-of-time compile list (format: kernels/_launch.py)
+KERNELS = [aot_entry(f"random_{'normal' if normal else 'uniform'}_{dt}", _random_kernel, dt,
+                     {"NORMAL": normal, "BLOCK": 1024})
+           for normal in (False, True) for dt in ("fp32", "bf16")]

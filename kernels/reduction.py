@@ -8,7 +8,8 @@ rows (a full reduction) are split into column chunks whose partial results a
 second launch reduces in a fixed order: deterministic, no atomics.
 
 float16/bfloat16 accumulate in float32, float64 in float64, integer and bool
-sums in int64; max/min propagate NaN as numpy does.
+sums in int64; max/min propagate NaN as numpy does. ``sum_to_shape`` (the
+backward of broadcasting) is a sum over the broadcast dims.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import _cast, _div, _strided_offset, launch_strided, numel
-from .memory import contiguous, full
+from ._jitlib import cast_to, div_rn, strided_offset
+from ._launch import aot_entry, cdiv, launch_strided, numel
+from .memory import cast, contiguous, full
 
 # ----------------------------------------------------------------------------------------------
 # kernels
@@ -27,7 +29,7 @@ from .memory import contiguous, full
 
 
 @triton.jit
-def _reduce_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k, chunk, n_chunks, count,
+def _reduce_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, chunk, n_chunks, count,
                    OP: tl.constexpr, ACC: tl.constexpr, IDENTITY: tl.constexpr,
                    FINAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """out[m * n_chunks + s] = OP(x[m, s*chunk : (s+1)*chunk]) for OP in sum, mean, max, min.
@@ -47,7 +49,7 @@ def _reduce_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k, chunk, n_chunks, co
     for k0 in range(k_lo, k_hi, BLOCK_K):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < k_hi)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_m + cols[None, :] * stride_k, mask=mask,
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask,
                     other=IDENTITY).to(ACC)
         if OP == "sum" or OP == "mean":
             acc += x
@@ -61,7 +63,7 @@ def _reduce_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k, chunk, n_chunks, co
         r = tl.sum(acc, axis=1)
         if FINAL and OP == "mean":
             # IEEE-rounded, as numpy's mean (``count`` may arrive as a constexpr 1)
-            r = _div(r, tl.zeros_like(r) + count)
+            r = div_rn(r, tl.zeros_like(r) + count)
     else:
         if OP == "max":
             r = tl.max(acc, axis=1)
@@ -71,11 +73,11 @@ def _reduce_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k, chunk, n_chunks, co
             r = tl.where(tl.max(nan_seen, axis=1) > 0, float("nan"), r)
     if tl.constexpr(out_ptr.dtype.element_ty == tl.int1):
         r = r != 0
-    tl.store(out_ptr + rows * n_chunks + split, _cast(r, out_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(out_ptr + rows * n_chunks + split, cast_to(r, out_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
-def _argmax_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k,
+def _argmax_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk,
                    ACC: tl.constexpr, IDENTITY: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """out[m] = index (int64) of the first maximum of row m; the first NaN wins, as np.argmax."""
@@ -88,7 +90,7 @@ def _argmax_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k,
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < K)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_m + cols[None, :] * stride_k, mask=mask,
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask,
                     other=IDENTITY).to(ACC)
         if tl.constexpr(ACC.is_floating()):
             is_nan = (x != x) & mask
@@ -107,17 +109,26 @@ def _argmax_kernel(x_ptr, out_ptr, M, K, stride_m, stride_k,
 
 @triton.jit
 def _max_bwd_kernel(out_ptr, g_ptr, idx_ptr, dim_stride, n, size1, size2, size3,
-                    os0, os1, os2, os3, gs0, gs1, gs2, gs3, is0, is1, is2, is3,
+                    stride_out_0, stride_out_1, stride_out_2, stride_out_3,
+                    stride_g0, stride_g1, stride_g2, stride_g3,
+                    stride_idx_0, stride_idx_1, stride_idx_2, stride_idx_3,
                     NDIM: tl.constexpr, BLOCK: tl.constexpr):
-    """out[..., idx, ...] = g at each position of the reduced shape (out pre-zeroed)."""
+    """out[..., idx, ...] = g at each position of the reduced shape (out pre-zeroed).
+
+    ``out`` is the output's view at index 0 of the reduced dim; ``dim_stride``
+    steps from there to the maximum's index ``idx``.
+    """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    g = tl.load(g_ptr + _strided_offset(lin, size1, size2, size3, gs0, gs1, gs2, gs3, NDIM),
-                mask=mask, other=0)
-    i = tl.load(idx_ptr + _strided_offset(lin, size1, size2, size3, is0, is1, is2, is3, NDIM),
-                mask=mask, other=0).to(tl.int64)
-    o = _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM) + i * dim_stride
-    tl.store(out_ptr + o, _cast(g, out_ptr.dtype.element_ty), mask=mask)
+    g_off = strided_offset(lin, size1, size2, size3, stride_g0, stride_g1, stride_g2, stride_g3,
+                           NDIM)
+    g = tl.load(g_ptr + g_off, mask=mask, other=0)
+    idx_off = strided_offset(lin, size1, size2, size3, stride_idx_0, stride_idx_1, stride_idx_2,
+                             stride_idx_3, NDIM)
+    i = tl.load(idx_ptr + idx_off, mask=mask, other=0).to(tl.int64)
+    out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
+                             stride_out_3, NDIM)
+    tl.store(out_ptr + out_off + i * dim_stride, cast_to(g, out_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,21 +190,36 @@ def reduce(x, dims, keepdim, op):
     flat = buffers.view_shape(out, (m,))
     if n_chunks == 1:
         bm, bk, warps = _launch.rows(m, max(k, 1))
-        _reduce_kernel[(_launch.cdiv(m, bm), 1)](
+        _reduce_kernel[(cdiv(m, bm), 1)](
             xr, flat, m, k, sm, sk, max(k, 1), 1, k, OP=op, ACC=acc,
             IDENTITY=_identity(op, dt), FINAL=True, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
         return out
     # stage 1: partial results of each column chunk; stage 2: reduce the partials in order
     part = buffers.empty((m, n_chunks), acc_dt)
     bm, bk, warps = _launch.rows(m, chunk)
-    _reduce_kernel[(_launch.cdiv(m, bm), n_chunks)](
+    _reduce_kernel[(cdiv(m, bm), n_chunks)](
         xr, part, m, k, sm, sk, chunk, n_chunks, k, OP=op, ACC=acc,
         IDENTITY=_identity(op, dt), FINAL=False, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     bm, bk, warps = _launch.rows(m, n_chunks)
-    _reduce_kernel[(_launch.cdiv(m, bm), 1)](
+    _reduce_kernel[(cdiv(m, bm), 1)](
         part, flat, m, n_chunks, n_chunks, 1, n_chunks, 1, k, OP=op, ACC=acc,
         IDENTITY=_identity(op, acc_dt), FINAL=True, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     return out
+
+
+def sum_to_shape(g, shape):
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (the backward of broadcasting)."""
+    shape = tuple(shape)
+    gshape = buffers.shape(g)
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
+                                      if s == 1 and gshape[i + lead] != 1)
+    r = reduce(g, axes, True, "sum")
+    if buffers.dtype_of(r) is not buffers.dtype_of(g):
+        r = cast(r, buffers.dtype_of(g))          # integer sums come back as int64
+    return buffers.reshape(r, shape)
 
 
 def argmax(x, dim, keepdim):
@@ -218,7 +244,7 @@ def argmax(x, dim, keepdim):
     acc, _ = _acc_of(dt, "max")
     bm, bk, warps = _launch.rows(m, max(k, 1))
     warps = min(warps, ARGMAX_MAX_WARPS)
-    _argmax_kernel[(_launch.cdiv(m, bm),)](
+    _argmax_kernel[(cdiv(m, bm),)](
         xr, buffers.view_shape(out, (m,)), m, k, sm, sk, ACC=acc, IDENTITY=_identity("max", dt),
         BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     return out
@@ -244,12 +270,11 @@ def max_bwd(grad, x, indices, dim, keepdim):
 
 
 # ----------------------------------------------------------------------------------------------
-# ahead-of-time compile list (format: kernels/__init__.py)
+# ahead-of-time compile list (format: kernels/_launch.py)
 # ----------------------------------------------------------------------------------------------
 
 def _kernels():
     out = []
-    rows_sig = {"M": "i64", "K": "i64", "stride_m": "i64", "stride_k": "i64"}
     for op, dt, acc, odt, ident in (("sum", "bf16", tl.float32, "bf16", 0),
                                     ("mean", "fp32", tl.float32, "fp32", 0),
                                     ("max", "fp16", tl.float32, "fp32", float("-inf")),
@@ -257,28 +282,18 @@ def _kernels():
                                     ("sum", "i1", tl.int64, "i64", 0),
                                     ("max", "i32", tl.int64, "i32", -2 ** 31)):
         for final in (False, True):
-            ce = {"OP": op, "ACC": acc, "IDENTITY": ident, "FINAL": final, "BLOCK_M": 4,
-                  "BLOCK_K": 1024}
-            out.append({"name": f"reduce_{op}_{dt}_{'final' if final else 'partial'}",
-                        "fn": _reduce_kernel, "constexprs": ce,
-                        "signature": {"x_ptr": f"*{dt}", "out_ptr": f"*{odt}", **rows_sig,
-                                      "chunk": "i64", "n_chunks": "i64", "count": "i64",
-                                      **{k: "constexpr" for k in ce}}})
+            out.append(aot_entry(f"reduce_{op}_{dt}_{'final' if final else 'partial'}",
+                                 _reduce_kernel, {"x_ptr": dt, "out_ptr": odt},
+                                 {"OP": op, "ACC": acc, "IDENTITY": ident, "FINAL": final,
+                                  "BLOCK_M": 4, "BLOCK_K": 1024}))
     for dt, acc, ident in (("bf16", tl.float32, float("-inf")), ("i64", tl.int64, -2 ** 63)):
-        ce = {"ACC": acc, "IDENTITY": ident, "BLOCK_M": 1, "BLOCK_K": 4096}
-        out.append({"name": f"argmax_{dt}", "fn": _argmax_kernel, "constexprs": ce,
-                    "num_warps": ARGMAX_MAX_WARPS,
-                    "signature": {"x_ptr": f"*{dt}", "out_ptr": "*i64", **rows_sig,
-                                  **{k: "constexpr" for k in ce}}})
-    ce = {"NDIM": 2, "BLOCK": 1024}
-    sig = {"out_ptr": "*fp32", "g_ptr": "*fp32", "idx_ptr": "*i64", "dim_stride": "i64",
-           "n": "i64", "size1": "i64", "size2": "i64", "size3": "i64"}
-    for p in ("o", "g", "i"):
-        sig.update({f"{p}s{k}": "i64" for k in range(4)})
-    out.append({"name": "max_bwd_fp32", "fn": _max_bwd_kernel, "constexprs": ce,
-                "num_warps": MAX_BWD_WARPS,
-                "signature": {**sig, **{k: "constexpr" for k in ce}}})
+        out.append(aot_entry(f"argmax_{dt}", _argmax_kernel, {"x_ptr": dt, "out_ptr": "i64"},
+                             {"ACC": acc, "IDENTITY": ident, "BLOCK_M": 1, "BLOCK_K": 4096},
+                             num_warps=ARGMAX_MAX_WARPS))
+    out.append(aot_entry("max_bwd_fp32", _max_bwd_kernel,
+                         {"out_ptr": "fp32", "g_ptr": "fp32", "idx_ptr": "i64"},
+                         {"NDIM": 2, "BLOCK": 1024}, num_warps=MAX_BWD_WARPS))
     return out
 
 
-KERNELS = _launch.with_warps(_kernels())
+KERNELS = _kernels()

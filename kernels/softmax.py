@@ -33,8 +33,8 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from .elementwise import (_cast, _div, _f64_from_bits, _strided_offset, _up, float_bits,
-                          launch_strided, numel)
+from ._jitlib import cast_to, div_rn, f64_from_bits, sigmoid, strided_offset, up
+from ._launch import aot_entry, cdiv, float_bits, launch_strided, numel
 from .memory import cast, contiguous
 from .reduction import reduce
 
@@ -58,22 +58,30 @@ def _online_lse_step(m, s, x):
     return new_m, s
 
 
+@triton.jit
+def _row_start(rows, inner, stride_o, stride_i):
+    """Offset of each row's first element in an (outer, K, inner) view.
+
+    Row ``r`` is ``(r // inner, :, r % inner)``: the softmax dim K runs along it.
+    """
+    return (rows // inner) * stride_o + (rows % inner) * stride_i
+
+
 # ----------------------------------------------------------------------------------------------
 # softmax and log-softmax
 # ----------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner, xso, xsk, xsi, oso, osk, osi,
+def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner,
+                        stride_xo, stride_xk, stride_xi, stride_out_o, stride_out_k, stride_out_i,
                         LOG: tl.constexpr, ACC: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """out = softmax(x) (LOG: log_softmax) over K for each of the R = outer * inner rows."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < R
-    o = rows // inner
-    i = rows % inner
-    x_base = o * xso + i * xsi
-    o_base = o * oso + i * osi
+    x_base = _row_start(rows, inner, stride_xo, stride_xi)
+    out_base = _row_start(rows, inner, stride_out_o, stride_out_i)
     cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
     # 1. running maximum and rescaled sum of exp over the row, one block at a time
     m = tl.full((BLOCK_M,), float("-inf"), ACC)
@@ -81,7 +89,7 @@ def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner, xso, xsk, xsi, oso, osk, os
     for k0 in range(0, K, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < K)[None, :]
-        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * xsk, mask=mask,
+        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xk, mask=mask,
                     other=float("-inf")).to(ACC)
         m, s = _online_lse_step(m, s, x)
     shift = _finite_or_zero(m)
@@ -90,28 +98,33 @@ def _softmax_fwd_kernel(x_ptr, out_ptr, R, K, inner, xso, xsk, xsi, oso, osk, os
     for k0 in range(0, K, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < K)[None, :]
-        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * xsk, mask=mask,
+        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xk, mask=mask,
                     other=float("-inf")).to(ACC)
         if LOG:
             y = x - lse[:, None]
         else:
-            y = _div(tl.exp(x - shift[:, None]), s[:, None])
-        tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
-                 _cast(y, out_ptr.dtype.element_ty), mask=mask)
+            y = div_rn(tl.exp(x - shift[:, None]), s[:, None])
+        tl.store(out_ptr + out_base[:, None] + cols[None, :] * stride_out_k,
+                 cast_to(y, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _softmax_bwd_kernel(g_ptr, y_ptr, out_ptr, R, K, inner, gso, gsk, gsi, yso, ysk, ysi,
-                        oso, osk, osi, LOG: tl.constexpr, ACC: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """softmax: dx = y * (g - sum(g * y)); LOG (y = log_softmax): dx = g - exp(y) * sum(g)."""
+def _softmax_bwd_kernel(g_ptr, y_ptr, out_ptr, R, K, inner,
+                        stride_go, stride_gk, stride_gi, stride_yo, stride_yk, stride_yi,
+                        stride_out_o, stride_out_k, stride_out_i, LOG: tl.constexpr,
+                        ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """softmax: dx = y * (g - sum(g * y)); LOG (y = log_softmax): dx = g - exp(y) * sum(g).
+
+    Derivation: with y = softmax(x), dy_j/dx_k = y_j ([j == k] - y_k), so
+    dx_k = sum_j g_j y_j ([j == k] - y_k) = y_k (g_k - sum_j g_j y_j). For
+    y = log_softmax(x), dy_j/dx_k = [j == k] - softmax_k, so dx_k = g_k -
+    exp(y_k) sum_j g_j. Either way one row sum couples the outputs.
+    """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < R
-    o = rows // inner
-    i = rows % inner
-    g_base = o * gso + i * gsi
-    y_base = o * yso + i * ysi
-    o_base = o * oso + i * osi
+    g_base = _row_start(rows, inner, stride_go, stride_gi)
+    y_base = _row_start(rows, inner, stride_yo, stride_yi)
+    out_base = _row_start(rows, inner, stride_out_o, stride_out_i)
     cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
     # 1. the row sum that couples the outputs (reduced per block: a [BLOCK_M, BLOCK_N]
     #    accumulator held across the loop spills registers)
@@ -119,25 +132,28 @@ def _softmax_bwd_kernel(g_ptr, y_ptr, out_ptr, R, K, inner, gso, gsk, gsi, yso, 
     for k0 in range(0, K, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < K)[None, :]
-        g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * gsk, mask=mask, other=0).to(ACC)
+        g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * stride_gk, mask=mask,
+                    other=0).to(ACC)
         if LOG:
             total += tl.sum(g, axis=1)
         else:
-            y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * ysk, mask=mask,
+            y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * stride_yk, mask=mask,
                         other=0).to(ACC)
             total += tl.sum(g * y, axis=1)
     # 2. the gradient
     for k0 in range(0, K, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < K)[None, :]
-        g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * gsk, mask=mask, other=0).to(ACC)
-        y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * ysk, mask=mask, other=0).to(ACC)
+        g = tl.load(g_ptr + g_base[:, None] + cols[None, :] * stride_gk, mask=mask,
+                    other=0).to(ACC)
+        y = tl.load(y_ptr + y_base[:, None] + cols[None, :] * stride_yk, mask=mask,
+                    other=0).to(ACC)
         if LOG:
             dx = g - tl.exp(y) * total[:, None]
         else:
             dx = y * (g - total[:, None])
-        tl.store(out_ptr + o_base[:, None] + cols[None, :] * osk,
-                 _cast(dx, out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + out_base[:, None] + cols[None, :] * stride_out_k,
+                 cast_to(dx, out_ptr.dtype.element_ty), mask=mask)
 
 
 def _acc(dt):
@@ -165,7 +181,7 @@ def _softmax_fwd(x, dim, log):
     r = o * i
     if r and k:
         bm, bn, warps = _launch.rows(r, k)
-        _softmax_fwd_kernel[(_launch.cdiv(r, bm),)](
+        _softmax_fwd_kernel[(cdiv(r, bm),)](
             xb, out, r, k, i, *xs, k * i, i, 1, LOG=log, ACC=_acc(dt),
             BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     return out
@@ -185,7 +201,7 @@ def _softmax_bwd(grad, y, dim, log):
     r = o * i
     if r and k:
         bm, bn, warps = _launch.rows(r, k, max_elems=SOFTMAX_BWD_TILE)
-        _softmax_bwd_kernel[(_launch.cdiv(r, bm),)](
+        _softmax_bwd_kernel[(cdiv(r, bm),)](
             gb, yb, out, r, k, i, *gs, *ys, k * i, i, 1, LOG=log, ACC=_acc(dt),
             BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     return out
@@ -215,7 +231,7 @@ def log_softmax_bwd(grad, y, dim):
 
 
 @triton.jit
-def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_stride,
+def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_xn, stride_xc, stride_t,
                    ignore_index, one_minus_eps, eps_over_c,
                    SMOOTH: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -226,13 +242,13 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < N
-    base = rows * stride_n                      # int64: rows * vocab may pass 2**31
-    t = tl.load(t_ptr + rows * t_stride, mask=row_mask, other=ignore_index)
+    base = rows * stride_xn                     # int64: rows * vocab may pass 2**31
+    t = tl.load(t_ptr + rows * stride_t, mask=row_mask, other=ignore_index)
     valid = row_mask & (t != ignore_index)
-    one_minus_eps = _f64_from_bits(one_minus_eps).to(ACC)    # float64 bits: no fp32 rounding
-    eps_over_c = _f64_from_bits(eps_over_c).to(ACC)
+    one_minus_eps = f64_from_bits(one_minus_eps).to(ACC)     # float64 bits: no fp32 rounding
+    eps_over_c = f64_from_bits(eps_over_c).to(ACC)
     # 1. the target logit, read directly (targets were range-checked by ops.py)
-    picked = tl.load(x_ptr + base + tl.where(valid, t, 0) * stride_c, mask=valid,
+    picked = tl.load(x_ptr + base + tl.where(valid, t, 0) * stride_xc, mask=valid,
                      other=0).to(ACC)
     # 2. online log-sum-exp over vocabulary blocks, and the plain row sum for smoothing
     cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
@@ -242,7 +258,7 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_
     for k0 in range(0, C, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < C)[None, :]
-        x = tl.load(x_ptr + base[:, None] + cols[None, :] * stride_c, mask=mask,
+        x = tl.load(x_ptr + base[:, None] + cols[None, :] * stride_xc, mask=mask,
                     other=float("-inf")).to(ACC)
         m, s = _online_lse_step(m, s, x)
         if SMOOTH:
@@ -253,12 +269,12 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_n, stride_c, t_
     if SMOOTH:
         loss = loss - eps_over_c * tl.sum(row_sum, axis=1)
     loss = tl.where(valid, loss, 0.0)
-    tl.store(loss_ptr + rows, _cast(loss, loss_ptr.dtype.element_ty), mask=row_mask)
-    tl.store(lse_ptr + rows, _cast(lse, lse_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(loss_ptr + rows, cast_to(loss, loss_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(lse_ptr + rows, cast_to(lse, lse_ptr.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
-def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, t_stride, ignore_index,
+def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
                      MODE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program, rows in a fixed order. MODE "sum": out = sum(loss); "mean": that over the
     count of rows not ignored; "count": out = that count alone (for the backward of "mean")."""
@@ -271,20 +287,20 @@ def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, t_stride, ignore_index,
         if MODE != "count":
             total += tl.load(loss_ptr + idx, mask=mask, other=0).to(ACC)
         if MODE != "sum":
-            t = tl.load(t_ptr + idx * t_stride, mask=mask, other=ignore_index)
+            t = tl.load(t_ptr + idx * stride_t, mask=mask, other=ignore_index)
             count += (t != ignore_index).to(tl.int64)
     if MODE == "sum":
         r = tl.sum(total, axis=0)
     elif MODE == "mean":
-        r = _div(tl.sum(total, axis=0), tl.sum(count, axis=0).to(ACC))
+        r = div_rn(tl.sum(total, axis=0), tl.sum(count, axis=0).to(ACC))
     else:
         r = tl.sum(count, axis=0).to(ACC)
-    tl.store(out_ptr, _cast(r, out_ptr.dtype.element_ty))
+    tl.store(out_ptr, cast_to(r, out_ptr.dtype.element_ty))
 
 
 @triton.jit
-def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_n, stride_c,
-                   t_stride, g_stride, dx_stride_n, dx_stride_c, ignore_index, one_minus_eps,
+def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_xn, stride_xc,
+                   stride_t, stride_g, stride_dx_n, stride_dx_c, ignore_index, one_minus_eps,
                    eps_over_c, SMOOTH: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dx[i, c] = (exp(x[i, c] - lse_i) - eps/C - (1-eps) [c == t_i]) * scale_i.
@@ -295,34 +311,34 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < N
-    t = tl.load(t_ptr + rows * t_stride, mask=row_mask, other=ignore_index)
+    t = tl.load(t_ptr + rows * stride_t, mask=row_mask, other=ignore_index)
     valid = row_mask & (t != ignore_index)
-    one_minus_eps = _f64_from_bits(one_minus_eps).to(ACC)
-    eps_over_c = _f64_from_bits(eps_over_c).to(ACC)
+    one_minus_eps = f64_from_bits(one_minus_eps).to(ACC)
+    eps_over_c = f64_from_bits(eps_over_c).to(ACC)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0).to(ACC)
-    g = tl.load(g_ptr + rows * g_stride, mask=row_mask, other=0).to(ACC)
+    g = tl.load(g_ptr + rows * stride_g, mask=row_mask, other=0).to(ACC)
     if MEAN:
-        g = _div(g, tl.load(count_ptr).to(ACC))
+        g = div_rn(g, tl.load(count_ptr).to(ACC))
     scale = tl.where(valid, g, 0.0)
-    x_base = rows * stride_n
-    d_base = rows * dx_stride_n
+    x_base = rows * stride_xn
+    d_base = rows * stride_dx_n
     cols0 = tl.arange(0, BLOCK_N).to(tl.int64)
     for k0 in range(0, C, BLOCK_N):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < C)[None, :]
-        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_c, mask=mask,
+        x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xc, mask=mask,
                     other=0).to(ACC)
         d = tl.exp(x - lse[:, None])
         if SMOOTH:
             d = d - eps_over_c
         d = tl.where(cols[None, :] == t[:, None], d - one_minus_eps, d)
         d = d * scale[:, None]
-        tl.store(dx_ptr + d_base[:, None] + cols[None, :] * dx_stride_c,
-                 _cast(d, dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + d_base[:, None] + cols[None, :] * stride_dx_c,
+                 cast_to(d, dx_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _first_bad_target_kernel(t_ptr, out_ptr, N, t_stride, num_classes, ignore_index,
+def _first_bad_target_kernel(t_ptr, out_ptr, N, stride_t, num_classes, ignore_index,
                              BLOCK: tl.constexpr):
     """out = [index of the first target outside [0, C) that is not ignore_index (N if none), its value]."""
     idx0 = tl.arange(0, BLOCK).to(tl.int64)
@@ -330,11 +346,11 @@ def _first_bad_target_kernel(t_ptr, out_ptr, N, t_stride, num_classes, ignore_in
     for k0 in range(0, N, BLOCK):
         idx = k0 + idx0
         mask = idx < N
-        t = tl.load(t_ptr + idx * t_stride, mask=mask, other=ignore_index)
+        t = tl.load(t_ptr + idx * stride_t, mask=mask, other=ignore_index)
         bad = mask & (t != ignore_index) & ((t < 0) | (t >= num_classes))
         first = tl.minimum(first, tl.where(bad, idx, N))
     where = tl.min(first, axis=0)
-    value = tl.load(t_ptr + tl.minimum(where, N - 1) * t_stride)
+    value = tl.load(t_ptr + tl.minimum(where, N - 1) * stride_t)
     tl.store(out_ptr, where)
     tl.store(out_ptr + 1, value.to(tl.int64))
 
@@ -362,7 +378,7 @@ def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, red
     lse = buffers.empty((n,), acc_dt)
     rows = buffers.empty((n,), dt if reduction == "none" else acc_dt)
     bm, bn, warps = _launch.rows(n, c)
-    _ce_fwd_kernel[(_launch.cdiv(n, bm),)](
+    _ce_fwd_kernel[(cdiv(n, bm),)](
         logits, target, rows, lse, n, c, sn, sc, ts, ignore_index, one_minus_eps, eps_over_c,
         SMOOTH=smooth, ACC=_acc(dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     if reduction == "none":
@@ -396,7 +412,7 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
     dx = logits if inplace else buffers.empty((n, c), dt)
     dsn, dsc = buffers.strides(dx)
     bm, bn, warps = _launch.rows(n, c)
-    _ce_bwd_kernel[(_launch.cdiv(n, bm),)](
+    _ce_bwd_kernel[(cdiv(n, bm),)](
         logits, target, lse, grad_loss, count, dx, n, c, sn, sc, ts, g_stride, dsn, dsc,
         ignore_index, one_minus_eps, eps_over_c, SMOOTH=smooth, MEAN=reduction == "mean",
         ACC=acc, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
@@ -431,42 +447,57 @@ def _log1p_small(e):
 
 @triton.jit
 def _bce_fwd_kernel(x_ptr, y_ptr, out_ptr, n, size1, size2, size3,
-                    xs0, xs1, xs2, xs3, ys0, ys1, ys2, ys3, os0, os1, os2, os3,
+                    stride_x0, stride_x1, stride_x2, stride_x3,
+                    stride_y0, stride_y1, stride_y2, stride_y3,
+                    stride_out_0, stride_out_1, stride_out_2, stride_out_3,
                     NDIM: tl.constexpr, BLOCK: tl.constexpr):
-    """loss = max(x, 0) - x * y + log(1 + exp(-|x|)), stable for any x."""
+    """loss = max(x, 0) - x * y + log(1 + exp(-|x|)), stable for any x.
+
+    Derivation: -y log(sigmoid(x)) - (1 - y) log(1 - sigmoid(x)) = log(1 + exp(x)) - x y,
+    and log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)) never overflows.
+    """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    x = _up(tl.load(x_ptr + _strided_offset(lin, size1, size2, size3, xs0, xs1, xs2, xs3, NDIM),
-                    mask=mask, other=0))
-    y = _up(tl.load(y_ptr + _strided_offset(lin, size1, size2, size3, ys0, ys1, ys2, ys3, NDIM),
-                    mask=mask, other=0))
+    x_off = strided_offset(lin, size1, size2, size3, stride_x0, stride_x1, stride_x2, stride_x3,
+                           NDIM)
+    x = up(tl.load(x_ptr + x_off, mask=mask, other=0))
+    y_off = strided_offset(lin, size1, size2, size3, stride_y0, stride_y1, stride_y2, stride_y3,
+                           NDIM)
+    y = up(tl.load(y_ptr + y_off, mask=mask, other=0))
     loss = tl.maximum(x, 0.0) - x * y + _log1p_small(tl.exp(-tl.abs(x)))
-    tl.store(out_ptr + _strided_offset(lin, size1, size2, size3, os0, os1, os2, os3, NDIM),
-             _cast(loss, out_ptr.dtype.element_ty), mask=mask)
+    out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
+                             stride_out_3, NDIM)
+    tl.store(out_ptr + out_off, cast_to(loss, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _bce_bwd_kernel(x_ptr, y_ptr, g_ptr, dx_ptr, dy_ptr, count, n, size1, size2, size3,
-                    xs0, xs1, xs2, xs3, ys0, ys1, ys2, ys3, gs0, gs1, gs2, gs3,
-                    dxs0, dxs1, dxs2, dxs3, dys0, dys1, dys2, dys3,
+                    stride_x0, stride_x1, stride_x2, stride_x3,
+                    stride_y0, stride_y1, stride_y2, stride_y3,
+                    stride_g0, stride_g1, stride_g2, stride_g3,
+                    stride_dx_0, stride_dx_1, stride_dx_2, stride_dx_3,
+                    stride_dy_0, stride_dy_1, stride_dy_2, stride_dy_3,
                     MEAN: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
     """dx = (sigmoid(x) - y) * g and dy = -x * g, with g the upstream gradient (/ count for MEAN)."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
-    x = _up(tl.load(x_ptr + _strided_offset(lin, size1, size2, size3, xs0, xs1, xs2, xs3, NDIM),
-                    mask=mask, other=0))
-    y = _up(tl.load(y_ptr + _strided_offset(lin, size1, size2, size3, ys0, ys1, ys2, ys3, NDIM),
-                    mask=mask, other=0))
-    g = _up(tl.load(g_ptr + _strided_offset(lin, size1, size2, size3, gs0, gs1, gs2, gs3, NDIM),
-                    mask=mask, other=0))
+    x_off = strided_offset(lin, size1, size2, size3, stride_x0, stride_x1, stride_x2, stride_x3,
+                           NDIM)
+    x = up(tl.load(x_ptr + x_off, mask=mask, other=0))
+    y_off = strided_offset(lin, size1, size2, size3, stride_y0, stride_y1, stride_y2, stride_y3,
+                           NDIM)
+    y = up(tl.load(y_ptr + y_off, mask=mask, other=0))
+    g_off = strided_offset(lin, size1, size2, size3, stride_g0, stride_g1, stride_g2, stride_g3,
+                           NDIM)
+    g = up(tl.load(g_ptr + g_off, mask=mask, other=0))
     if MEAN:
         g = g / count
-    e = tl.exp(-tl.abs(x))
-    sig = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    tl.store(dx_ptr + _strided_offset(lin, size1, size2, size3, dxs0, dxs1, dxs2, dxs3, NDIM),
-             _cast(((sig - y) * g), dx_ptr.dtype.element_ty), mask=mask)
-    tl.store(dy_ptr + _strided_offset(lin, size1, size2, size3, dys0, dys1, dys2, dys3, NDIM),
-             _cast((-x * g), dy_ptr.dtype.element_ty), mask=mask)
+    dx_off = strided_offset(lin, size1, size2, size3, stride_dx_0, stride_dx_1, stride_dx_2,
+                            stride_dx_3, NDIM)
+    tl.store(dx_ptr + dx_off, cast_to((sigmoid(x) - y) * g, dx_ptr.dtype.element_ty), mask=mask)
+    dy_off = strided_offset(lin, size1, size2, size3, stride_dy_0, stride_dy_1, stride_dy_2,
+                            stride_dy_3, NDIM)
+    tl.store(dy_ptr + dy_off, cast_to(-x * g, dy_ptr.dtype.element_ty), mask=mask)
 
 
 def bce_with_logits_fwd(x, y, reduction):
@@ -492,77 +523,42 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
 
 
 # ----------------------------------------------------------------------------------------------
-# ahead-of-time compile list (format: kernels/__init__.py)
+# ahead-of-time compile list (format: kernels/_launch.py)
 # ----------------------------------------------------------------------------------------------
 
 def _kernels():
     out = []
-    ce = lambda **kw: kw  # noqa: E731
     for dt, acc in (("fp32", tl.float32), ("bf16", tl.float32), ("fp16", tl.float32),
                     ("fp64", tl.float64)):
         for log in (False, True):
-            c = ce(LOG=log, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
-            out.append({"name": f"{'log_' if log else ''}softmax_fwd_{dt}",
-                        "fn": _softmax_fwd_kernel, "constexprs": c,
-                        "signature": {"x_ptr": f"*{dt}", "out_ptr": f"*{dt}", "R": "i64",
-                                      "K": "i64", "inner": "i64",
-                                      **{k: "i64" for k in ("xso", "xsk", "xsi", "oso", "osk",
-                                                             "osi")},
-                                      **{k: "constexpr" for k in c}}})
-            c = ce(LOG=log, ACC=acc, BLOCK_M=SOFTMAX_BWD_TILE // 512, BLOCK_N=512)
-            out.append({"name": f"{'log_' if log else ''}softmax_bwd_{dt}",
-                        "fn": _softmax_bwd_kernel, "constexprs": c,
-                        "signature": {"g_ptr": f"*{dt}", "y_ptr": f"*{dt}", "out_ptr": f"*{dt}",
-                                      "R": "i64", "K": "i64", "inner": "i64",
-                                      **{k: "i64" for k in ("gso", "gsk", "gsi", "yso", "ysk",
-                                                             "ysi", "oso", "osk", "osi")},
-                                      **{k: "constexpr" for k in c}}})
-        acc_s = "fp64" if dt == "fp64" else "fp32"
+            name = "log_softmax" if log else "softmax"
+            out.append(aot_entry(f"{name}_fwd_{dt}", _softmax_fwd_kernel, dt,
+                                 {"LOG": log, "ACC": acc, "BLOCK_M": 1, "BLOCK_N": 4096}))
+            out.append(aot_entry(f"{name}_bwd_{dt}", _softmax_bwd_kernel, dt,
+                                 {"LOG": log, "ACC": acc, "BLOCK_M": SOFTMAX_BWD_TILE // 512,
+                                  "BLOCK_N": 512}))
+        acc_dt = "fp64" if dt == "fp64" else "fp32"
         for smooth in (False, True):
-            c = ce(SMOOTH=smooth, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
-            out.append({"name": f"ce_fwd_{dt}_smooth{int(smooth)}", "fn": _ce_fwd_kernel,
-                        "constexprs": c,
-                        "signature": {"x_ptr": f"*{dt}", "t_ptr": "*i64", "loss_ptr": f"*{acc_s}",
-                                      "lse_ptr": f"*{acc_s}", "N": "i64", "C": "i64",
-                                      "stride_n": "i64", "stride_c": "i64", "t_stride": "i64",
-                                      "ignore_index": "i64", "one_minus_eps": "i64",
-                                      "eps_over_c": "i64", **{k: "constexpr" for k in c}}})
-            c = ce(SMOOTH=smooth, MEAN=not smooth, ACC=acc, BLOCK_M=1, BLOCK_N=4096)
-            out.append({"name": f"ce_bwd_{dt}_smooth{int(smooth)}", "fn": _ce_bwd_kernel,
-                        "constexprs": c,
-                        "signature": {"x_ptr": f"*{dt}", "t_ptr": "*i64", "lse_ptr": f"*{acc_s}",
-                                      "g_ptr": f"*{dt}", "count_ptr": f"*{acc_s}",
-                                      "dx_ptr": f"*{dt}", "N": "i64", "C": "i64",
-                                      "stride_n": "i64", "stride_c": "i64", "t_stride": "i64",
-                                      "g_stride": "i64", "dx_stride_n": "i64",
-                                      "dx_stride_c": "i64", "ignore_index": "i64",
-                                      "one_minus_eps": "i64", "eps_over_c": "i64",
-                                      **{k: "constexpr" for k in c}}})
+            out.append(aot_entry(f"ce_fwd_{dt}_smooth{int(smooth)}", _ce_fwd_kernel,
+                                 {"x_ptr": dt, "t_ptr": "i64", "loss_ptr": acc_dt,
+                                  "lse_ptr": acc_dt},
+                                 {"SMOOTH": smooth, "ACC": acc, "BLOCK_M": 1, "BLOCK_N": 4096}))
+            out.append(aot_entry(f"ce_bwd_{dt}_smooth{int(smooth)}", _ce_bwd_kernel,
+                                 {"x_ptr": dt, "t_ptr": "i64", "lse_ptr": acc_dt, "g_ptr": dt,
+                                  "count_ptr": acc_dt, "dx_ptr": dt},
+                                 {"SMOOTH": smooth, "MEAN": not smooth, "ACC": acc, "BLOCK_M": 1,
+                                  "BLOCK_N": 4096}))
     for mode in ("sum", "mean", "count"):
-        c = ce(MODE=mode, ACC=tl.float32, BLOCK=1024)
-        out.append({"name": f"ce_total_{mode}", "fn": _ce_total_kernel, "constexprs": c,
-                    "signature": {"loss_ptr": "*fp32", "t_ptr": "*i64", "out_ptr": "*bf16",
-                                  "N": "i64", "t_stride": "i64", "ignore_index": "i64",
-                                  **{k: "constexpr" for k in c}}})
-    c = ce(BLOCK=1024)
-    out.append({"name": "first_bad_target", "fn": _first_bad_target_kernel, "constexprs": c,
-                "signature": {"t_ptr": "*i64", "out_ptr": "*i64", "N": "i64", "t_stride": "i64",
-                              "num_classes": "i64", "ignore_index": "i64",
-                              **{k: "constexpr" for k in c}}})
-    strided = {"n": "i64", "size1": "i64", "size2": "i64", "size3": "i64"}
-    c = ce(NDIM=3, BLOCK=1024)
-    out.append({"name": "bce_fwd_bf16", "fn": _bce_fwd_kernel, "constexprs": c,
-                "signature": {"x_ptr": "*bf16", "y_ptr": "*bf16", "out_ptr": "*fp32", **strided,
-                              **{f"{p}s{k}": "i64" for p in ("x", "y", "o") for k in range(4)},
-                              **{k: "constexpr" for k in c}}})
-    c = ce(MEAN=True, NDIM=1, BLOCK=1024)
-    out.append({"name": "bce_bwd_fp32", "fn": _bce_bwd_kernel, "constexprs": c,
-                "signature": {"x_ptr": "*fp32", "y_ptr": "*fp32", "g_ptr": "*fp32",
-                              "dx_ptr": "*fp32", "dy_ptr": "*fp32", "count": "i64", **strided,
-                              **{f"{p}s{k}": "i64" for p in ("x", "y", "g", "dx", "dy")
-                                 for k in range(4)},
-                              **{k: "constexpr" for k in c}}})
+        out.append(aot_entry(f"ce_total_{mode}", _ce_total_kernel,
+                             {"loss_ptr": "fp32", "t_ptr": "i64", "out_ptr": "bf16"},
+                             {"MODE": mode, "ACC": tl.float32, "BLOCK": 1024}))
+    out.append(aot_entry("first_bad_target", _first_bad_target_kernel, "i64", {"BLOCK": 1024}))
+    out.append(aot_entry("bce_fwd_bf16", _bce_fwd_kernel,
+                         {"x_ptr": "bf16", "y_ptr": "bf16", "out_ptr": "fp32"},
+                         {"NDIM": 3, "BLOCK": 1024}))
+    out.append(aot_entry("bce_bwd_fp32", _bce_bwd_kernel, "fp32",
+                         {"MEAN": True, "NDIM": 1, "BLOCK": 1024}))
     return out
 
 
-KERNELS = _launch.with_warps(_kernels())
+KERNELS = _kernels()

@@ -4,9 +4,13 @@ Run as a script in a process where the Triton interpreter is OFF (an interpreted
 ``@triton.jit`` function cannot be compiled):
 
     env -u TRITON_INTERPRET -u TRITONNN_INTERPRET python tests/aot_helpers.py OUT.json
+    python tests/aot_helpers.py --csv perf/results/aot_resources.csv
+
+The first writes the raw records as JSON (what ``tests/test_aot_compile.py``
+reads); the second refreshes the committed resource table and prints it.
 
 It gathers the ``KERNELS`` list of every module in ``tritonnn.kernels`` (format:
-``kernels/__init__.py``), builds each entry with ``triton.compile(ASTSource(...),
+``kernels/_launch.py``), builds each entry with ``triton.compile(ASTSource(...),
 target=GPUTarget("cuda", arch, 32))`` in a pool of worker processes, and writes
 one JSON record per (kernel, arch): registers, spilled bytes, stack frame,
 shared memory, whether the PTX holds the required instructions, the error if
@@ -16,7 +20,9 @@ that from ``cuobjdump --dump-resource-usage`` on the cubin.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import csv
 import importlib
 import io
 import json
@@ -126,7 +132,8 @@ def compile_one(job):
     return rec
 
 
-def main(out_path):
+def compile_all():
+    """Compile every entry for every arch in a process pool; the result as a JSON-able dict."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -140,14 +147,63 @@ def main(out_path):
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         records = list(pool.map(compile_one, jobs, chunksize=1))
     covered = {f"{e['fn'].__module__.rsplit('.', 1)[-1]}.{e['fn'].__name__}" for e in entries}
-    result = {"triton": triton.__version__, "workers": workers,
-              "seconds": round(time.perf_counter() - t0, 1), "records": records,
-              "uncovered": sorted(jit_kernels() - covered)}
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=1)
+    return {"triton": triton.__version__, "workers": workers,
+            "seconds": round(time.perf_counter() - t0, 1), "records": records,
+            "uncovered": sorted(jit_kernels() - covered)}
+
+
+def table(result) -> str:
+    """The resource table of a ``compile_all`` result, one line per build."""
+    recs = result["records"]
+    head = f"{'kernel':<44} {'target':<6} {'regs':>4} {'spill st/ld':>11} {'stack':>5} {'smem':>7} {'s':>5}"
+    lines = [f"AOT compile: {len(recs)} builds, triton {result['triton']}, "
+             f"{result['workers']} workers, {result['seconds']} s", head, "-" * len(head)]
+    for r in recs:
+        if r["ok"]:
+            lines.append(f"{r['kernel']:<44} {r['target']:<6} {r['registers']:>4} "
+                         f"{str(r['spill_stores']) + '/' + str(r['spill_loads']):>11} "
+                         f"{r['stack_bytes']:>5} {r['shared_bytes']:>7} {r['seconds']:>5}")
+        else:
+            lines.append(f"{r['kernel']:<44} {r['target']:<6} FAILED: {r['error'][:60]}")
+    return "\n".join(lines)
+
+
+def write_csv(result, path) -> None:
+    """The resource table as CSV (the format of ``perf/results/aot_resources.csv``)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kernel", "module", "function", "target", "registers", "spill_stores_bytes",
+                    "spill_loads_bytes", "stack_bytes", "shared_bytes", "compiled", "device",
+                    "triton"])
+        for r in result["records"]:
+            w.writerow([r["kernel"], r["module"], r["fn"], r["target"], r["registers"],
+                        r["spill_stores"], r["spill_loads"], r["stack_bytes"], r["shared_bytes"],
+                        r["ok"], "none (ahead-of-time, ptxas)", result["triton"]])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Compile every tritonnn kernel for sm_80 and sm_90.")
+    p.add_argument("json", nargs="?", help="write the raw records here")
+    p.add_argument("--csv", help="write the resource table here (and print it)")
+    args = p.parse_args(argv)
+    if not (args.json or args.csv):
+        p.error("give a JSON path, --csv PATH, or both")
+    if os.environ.get("TRITON_INTERPRET") or os.environ.get("TRITONNN_INTERPRET"):
+        sys.exit("aot_helpers: unset TRITON_INTERPRET and TRITONNN_INTERPRET first")
+    # ptxas reports registers and spills only when it runs: a fresh cache unless one is given
+    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ.setdefault("TRITON_CACHE_DIR", cache)
+        result = compile_all()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.csv:
+        write_csv(result, args.csv)
+        print(table(result))
+    return 0
 
 
 if __name__ == "__main__":
-    if os.environ.get("TRITON_INTERPRET") or os.environ.get("TRITONNN_INTERPRET"):
-        sys.exit("aot_helpers: unset TRITON_INTERPRET and TRITONNN_INTERPRET first")
-    main(sys.argv[1])
+    sys.exit(main())

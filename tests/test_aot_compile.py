@@ -1,16 +1,18 @@
 """Ahead-of-time compilation of every Triton kernel for sm_80 and sm_90, no GPU needed.
 
 Each kernel module lists example specializations in ``KERNELS`` (format:
-``kernels/__init__.py``). One subprocess, with the Triton interpreter switched
+``kernels/_launch.py``). One subprocess, with the Triton interpreter switched
 off, compiles them all for ``GPUTarget("cuda", 80, 32)`` and
 ``GPUTarget("cuda", 90, 32)`` (``tests/aot_helpers.py``) with ptxas from the
 Triton wheel. The tests then check that everything compiled, that every
 ``*_kernel`` jit function is in some list, that the PTX holds the instructions
 an entry asks for (the 16-bit GEMMs use ``wgmma.mma_async`` on sm_90), and that
-no kernel spills registers. ``pytest -s`` prints the resource table; it is also
-written to ``perf/results/aot_resources.csv``.
+no kernel spills registers. ``pytest -s`` prints the resource table; a run
+writes it as CSV into pytest's temporary directory only. The committed table
+is refreshed by an explicit command, when kernels or launch settings change:
+
+    python tests/aot_helpers.py --csv perf/results/aot_resources.csv
 """
-import csv
 import json
 import os
 import pathlib
@@ -19,11 +21,11 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+import aot_helpers
 
+pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HELPER = ROOT / "tests" / "aot_helpers.py"
-CSV_PATH = ROOT / "perf" / "results" / "aot_resources.csv"
 MODULES = sorted(p.stem for p in (ROOT / "kernels").glob("*.py")
                  if not p.stem.startswith("_") and p.stem != "buffers")
 
@@ -42,33 +44,9 @@ def aot(tmp_path_factory):
     if proc.returncode != 0 or not out.exists():
         pytest.fail(f"the compile subprocess failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
     result = json.loads(out.read_text())
-    _report(result)
+    print("\n" + aot_helpers.table(result))
+    aot_helpers.write_csv(result, work / "aot_resources.csv")
     return result
-
-
-def _report(result):
-    recs = result["records"]
-    head = f"{'kernel':<44} {'target':<6} {'regs':>4} {'spill st/ld':>11} {'stack':>5} {'smem':>7} {'s':>5}"
-    lines = [f"AOT compile: {len(recs)} builds, triton {result['triton']}, "
-             f"{result['workers']} workers, {result['seconds']} s", head, "-" * len(head)]
-    for r in recs:
-        if r["ok"]:
-            lines.append(f"{r['kernel']:<44} {r['target']:<6} {r['registers']:>4} "
-                         f"{str(r['spill_stores']) + '/' + str(r['spill_loads']):>11} "
-                         f"{r['stack_bytes']:>5} {r['shared_bytes']:>7} {r['seconds']:>5}")
-        else:
-            lines.append(f"{r['kernel']:<44} {r['target']:<6} FAILED: {r['error'][:60]}")
-    print("\n" + "\n".join(lines))
-    CSV_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(CSV_PATH, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["kernel", "module", "function", "target", "registers", "spill_stores_bytes",
-                    "spill_loads_bytes", "stack_bytes", "shared_bytes", "compiled", "device",
-                    "triton"])
-        for r in recs:
-            w.writerow([r["kernel"], r["module"], r["fn"], r["target"], r["registers"],
-                        r["spill_stores"], r["spill_loads"], r["stack_bytes"], r["shared_bytes"],
-                        r["ok"], "none (ahead-of-time, ptxas)", result["triton"]])
 
 
 def test_every_kernel_compiles_for_sm80_and_sm90(aot):

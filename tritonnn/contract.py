@@ -1,0 +1,430 @@
+"""The backend contract: every function a device backend provides, with its semantics.
+
+A backend is a package of op families (``memory``, ``random``, ``elementwise``,
+``reduction``, ``matmul``, ``softmax``, ``optim``) that together define every
+function below, each in the family that owns it and with exactly the parameter
+list of its stub here. ``tritonnn.fallback_cpu`` (numpy) and
+``tritonnn.kernels`` (Triton) are the two backends; neither imports the other,
+and both are checked against this module (``problems``) by
+``tests/test_kernel_mirrors.py``. The op table (``tritonnn/ops.py``) validates
+arguments and then calls ``B.<name>(...)`` on the device's backend, so a
+backend may assume shapes, dtypes and devices are already consistent.
+
+Terms used below: a *buffer* is the backend's array (``numpy.ndarray`` on cpu,
+a torch tensor used as raw device memory on cuda) of any strides; *low
+precision* is float16 and bfloat16, which every function computes in float32
+and rounds once when storing; a *shape* is a tuple of ints; a *dtype* is a
+``tritonnn.dtypes.DType``. A function returns a new buffer unless it says
+"view" (shares memory with its input) or "in place" (writes into an argument).
+Results that differ between backends only by float rounding are allowed (the
+parity tests bound them); anything else is a contract bug.
+
+This module imports nothing but the standard library: it is loaded on the cpu
+path of ``import tritonnn``.
+"""
+from __future__ import annotations
+
+import inspect
+import types
+
+# ----------------------------------------------------------------------------------------------
+# memory: creation, conversion, views, indexing, in-place writes, joins
+# ----------------------------------------------------------------------------------------------
+
+
+def from_numpy(array, dtype):
+    """A buffer holding a copy of the host ``numpy.ndarray`` ``array`` converted to ``dtype``."""
+
+
+def to_numpy(x):
+    """``x``'s values as a host ``numpy.ndarray`` (bfloat16 as ``ml_dtypes.bfloat16``).
+
+    On cpu this may be ``x`` itself: callers copy before writing to it.
+    """
+
+
+def dtype_of(x):
+    """The tritonnn dtype of buffer ``x``."""
+
+
+def empty(shape, dtype):
+    """An uninitialised row-major buffer of ``shape`` and ``dtype``."""
+
+
+def full(shape, value, dtype):
+    """A row-major buffer of ``shape`` with every element the Python number ``value``
+    converted to ``dtype``."""
+
+
+def arange(start, stop, step, dtype):
+    """The 1-D buffer ``start, start + step, ...`` up to ``stop`` (exclusive), in ``dtype``.
+
+    All-int arguments count exactly in int64; otherwise element ``i`` is
+    ``start + i * step`` in float64, with ``ceil((stop - start) / step)`` elements
+    (none when that is negative). Converted to ``dtype`` once at the end.
+    """
+
+
+def cast(x, dtype):
+    """A new row-major buffer with ``x``'s values converted to ``dtype``, always a copy.
+
+    float -> integer truncates toward zero; anything -> bool is ``!= 0``.
+    """
+
+
+def contiguous(x):
+    """``x`` itself when it is row-major contiguous, else a row-major copy of it."""
+
+
+def reshape(x, shape):
+    """``x`` with ``shape`` (same number of elements): a view when ``x``'s strides allow
+    it, else a reshaped copy (as ``torch.reshape``)."""
+
+
+def permute(x, dims):
+    """A view of ``x`` with its dims reordered: result dim ``i`` is ``x``'s dim ``dims[i]``."""
+
+
+def expand(x, shape):
+    """A read-only view of ``x`` broadcast to ``shape`` (numpy rules; stride 0 on the
+    broadcast dims). Never write through it."""
+
+
+def getitem(x, index):
+    """``x[index]`` with numpy's indexing rules.
+
+    ``index`` is an int, slice, None, Ellipsis, an int64 or bool index buffer,
+    or a tuple of those. Basic indexing (no index buffer) returns a view;
+    advanced indexing (int64 or bool buffers, negative indices counting from
+    the end) gathers into a new buffer, index dims placed where numpy places
+    them. Indices are already range-checked.
+    """
+
+
+def setitem(x, index, value):
+    """``x[index] = value`` in place, with ``getitem``'s indexing; returns None.
+
+    ``value`` is a buffer of ``x``'s dtype or a Python number, broadcast to the
+    shape of ``x[index]``; it may overlap ``x``. With repeated advanced indices,
+    which value lands is unspecified (numpy keeps the last).
+    """
+
+
+def copy_(dst, src):
+    """Write ``src`` (broadcast to ``dst``'s shape, converted to ``dst``'s dtype as
+    ``cast``) into ``dst`` in place; returns None. ``src`` may overlap ``dst``."""
+
+
+def accumulate_(dst, src):
+    """``dst += src`` in place (gradient accumulation); returns None.
+
+    ``src`` has ``dst``'s dtype and broadcasts to ``dst``'s shape; low precision
+    adds in float32 and rounds once.
+    """
+
+
+def index_add(dst, index, src):
+    """``dst[index] += src`` in place and returns ``dst``; ``index`` as in ``getitem``.
+
+    ``src`` broadcasts to the shape of ``dst[index]``. Repeated advanced indices
+    accumulate every contribution (as ``numpy.add.at``), in a fixed order: the
+    result does not depend on scheduling.
+    """
+
+
+def exclusively_owned(buf, extra_refs):
+    """True when no view and no reference besides ``extra_refs`` known ones holds
+    ``buf``'s memory, so the tape may reuse it in place."""
+
+
+def cat(xs, dim):
+    """The buffers ``xs`` (one dtype, equal shapes but along ``dim``) joined along
+    ``dim`` (may be negative)."""
+
+
+def stack(xs, dim):
+    """The equal-shape buffers ``xs`` joined along a new dim at ``dim`` (may be negative)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# random: counter-based numbers, the same on every device
+# ----------------------------------------------------------------------------------------------
+
+
+def rand(shape, dtype, seed, offset):
+    """Uniform [0, 1) numbers of ``shape`` in ``dtype``, computed in float32.
+
+    Element ``i`` (row-major) comes from Philox-4x32-10 with key ``seed`` and the
+    64-bit counter ``offset + i``, as ``tl.rand``: both backends draw the same bits.
+    """
+
+
+def randn(shape, dtype, seed, offset):
+    """Standard normal numbers of ``shape`` in ``dtype``: Box-Muller on two Philox words
+    of counter ``offset + i``, as ``tl.randn``, computed in float32."""
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise
+# ----------------------------------------------------------------------------------------------
+
+
+def unary(x, op):
+    """``op(x)`` elementwise, ``op`` one of neg, exp, log, sqrt, abs, tanh, sigmoid;
+    a row-major buffer of ``x``'s shape and dtype."""
+
+
+def binary(a, b, op):
+    """``a op b`` elementwise with numpy broadcasting.
+
+    ``op``: add, sub, mul, div, pow, maximum, minimum (a NaN on either side
+    wins), eq, ne, lt, le, gt, ge. ``a`` is a buffer; ``b`` a buffer of ``a``'s
+    dtype or a Python number (a float meets a float buffer in the buffer's
+    precision). The result has the broadcast shape and ``a``'s dtype, bool for
+    the comparisons.
+    """
+
+
+def where(cond, a, b):
+    """``a`` where the bool buffer ``cond`` is true, else ``b``; all three broadcast
+    together, ``a`` and ``b`` of one dtype (the result's)."""
+
+
+def relu_fwd(x):
+    """``max(x, 0)`` elementwise, in ``x``'s dtype; NaN stays NaN, as in PyTorch."""
+
+
+def relu_bwd(grad, out):
+    """``grad`` where the ReLU output ``out`` is > 0, else 0 (0 at exactly 0, as in
+    PyTorch); ``grad`` and ``out`` of one shape, the result in ``grad``'s dtype."""
+
+
+# ----------------------------------------------------------------------------------------------
+# reduction
+# ----------------------------------------------------------------------------------------------
+
+
+def reduce(x, dims, keepdim, op):
+    """``op`` (sum, mean, max, min) of ``x`` over the dims in the tuple ``dims``
+    (negative allowed; empty means every dim), keeping them as size 1 if ``keepdim``.
+
+    Low precision accumulates in float32; sums of bool and integers are int64,
+    every other result has ``x``'s dtype. max/min propagate NaN.
+    """
+
+
+def sum_to_shape(g, shape):
+    """A gradient ``g`` of a broadcast result summed back to the operand's ``shape``
+    (the backward of broadcasting): ``g`` itself when its shape already is
+    ``shape``, else summed over the leading dims and the dims ``shape`` has as 1,
+    in ``g``'s dtype."""
+
+
+def argmax(x, dim, keepdim):
+    """Index (int64) of the first maximum along the int ``dim``, or of the flattened
+    (row-major) ``x`` when ``dim`` is None; a NaN counts as the maximum (the
+    first one wins), as ``numpy.argmax``."""
+
+
+def max_bwd(grad, x, indices, dim, keepdim):
+    """The gradient of ``x.max(dim)``: zeros of ``x``'s shape in ``grad``'s dtype with
+    ``grad`` written at the ``argmax`` ``indices`` along the non-negative ``dim``
+    (``grad`` and ``indices`` have the reduced shape, keeping ``dim`` if ``keepdim``)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# matmul
+# ----------------------------------------------------------------------------------------------
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D or batched operands ``(..., M, K) @ (..., K, N)``, batch dims
+    broadcast as numpy does; ``ops.matmul`` turns 1-D operands into 2-D first.
+    Both operands share a dtype, the result's; low precision accumulates in float32."""
+
+
+def linear_fwd(x, w, b, relu):
+    """``x @ w.T + b``, then ReLU if ``relu``: x (M, K), w (N, K), b (N,) or None ->
+    (M, N) in ``x``'s dtype, the bias and ReLU applied before the single rounding."""
+
+
+def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
+    """The gradients ``(dx, dw, db)`` of ``linear_fwd``, None where not needed.
+
+    With ``g = grad_out`` (M, N), zeroed where the saved output ``out`` is <= 0
+    when ``relu``: ``dx = g @ w`` (M, K), ``dw = g.T @ x`` (N, K), ``db = g.sum(0)``
+    (N,), all in ``grad_out``'s dtype.
+    """
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax: softmax and log-softmax, the fused cross-entropy, BCE on logits
+# ----------------------------------------------------------------------------------------------
+
+
+def softmax_fwd(x, dim):
+    """``exp(x - max) / sum(exp(x - max))`` along ``dim`` (may be negative), in ``x``'s
+    dtype; float64 computes in float64, everything else in float32."""
+
+
+def softmax_bwd(grad, y, dim):
+    """``y * (grad - sum(grad * y))`` along ``dim``, ``y`` the softmax output; in
+    ``grad``'s dtype."""
+
+
+def log_softmax_fwd(x, dim):
+    """``x - logsumexp(x)`` along ``dim`` (an all -inf row gives -inf, not NaN)."""
+
+
+def log_softmax_bwd(grad, y, dim):
+    """``grad - exp(y) * sum(grad)`` along ``dim``, ``y`` the log-softmax output; in
+    ``grad``'s dtype."""
+
+
+def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
+    """Softmax cross-entropy of ``logits`` (N, C) against int64 class indices ``target`` (N,).
+
+    Row ``i`` loses ``lse_i - (1 - eps) * x[i, t_i] - eps / C * sum_c x[i, c]``
+    (``eps = label_smoothing``, PyTorch's smoothing), 0 where ``t_i ==
+    ignore_index``. Returns ``(loss, lse)``: ``loss`` per row for reduction
+    "none", else a 0-d sum or mean over the rows not ignored (NaN when all are),
+    in the logits' dtype; ``lse`` (N,) the rows' log-sum-exp in float32 (float64
+    for float64 logits), saved for the backward. Targets are already checked
+    (``first_bad_target``).
+    """
+
+
+def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, label_smoothing,
+                              reduction, inplace):
+    """d loss / d logits: ``(softmax(x) - (1 - eps) * onehot(t) - eps / C) * scale`` per row.
+
+    ``scale`` is the upstream ``grad_loss`` (per row (N,) for "none", 0-d
+    otherwise), divided by the count of rows not ignored for "mean"; ignored
+    rows get 0. ``lse`` is the forward's. With ``inplace`` the gradient is
+    written into ``logits`` and ``logits`` returned (the tape allows it only
+    when nothing else holds that buffer); otherwise a new (N, C) buffer in the
+    logits' dtype.
+    """
+
+
+def first_bad_target(target, num_classes, ignore_index):
+    """The first element of the int64 ``target`` (row-major) that is neither in
+    ``[0, num_classes)`` nor ``ignore_index``, as a Python int; None when there is none."""
+
+
+def bce_with_logits_fwd(x, y, reduction):
+    """Binary cross-entropy on logits, ``max(x, 0) - x * y + log(1 + exp(-|x|))``
+    elementwise (stable for any x), ``x`` and ``y`` of one shape and float dtype.
+
+    Reduction "none": that, in ``x``'s dtype; "sum"/"mean": its 0-d sum or mean,
+    accumulated in float32 (float64 for float64), returned in ``x``'s dtype.
+    """
+
+
+def bce_with_logits_bwd(grad_loss, x, y, reduction):
+    """``(dx, dy)`` of ``bce_with_logits_fwd``: ``dx = (sigmoid(x) - y) * g`` and
+    ``dy = -x * g``, with ``g`` the upstream ``grad_loss`` (x's shape for "none",
+    0-d otherwise; divided by ``x.size`` for "mean"); in x's and y's dtypes."""
+
+
+# ----------------------------------------------------------------------------------------------
+# optim: fused parameter updates, in place
+# ----------------------------------------------------------------------------------------------
+
+
+def sgd_step(param, grad, momentum_buf, lr, momentum, weight_decay, dampening, nesterov, first_step):
+    """One SGD update, PyTorch's rule, in place on ``param`` (and ``momentum_buf``); returns None.
+
+    ``d = grad + weight_decay * param``; with momentum, ``buf = d`` on the
+    first step, else ``momentum * buf + (1 - dampening) * d``, and ``d = d +
+    momentum * buf`` (nesterov) or ``buf``; then ``param -= lr * d``.
+    ``momentum_buf`` has ``param``'s shape and dtype, or is None when
+    ``momentum`` is 0; hyper-parameters are Python floats and bools.
+    """
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW update (decoupled weight decay, PyTorch's rule), in place on ``param``
+    and both moments; returns None.
+
+    ``param *= 1 - lr * wd``; ``m = lerp(m, g, 1 - beta1)``; ``v = beta2 * v +
+    (1 - beta2) * g^2``; ``param -= lr / (1 - beta1^step) * m / (sqrt(v) /
+    sqrt(1 - beta2^step) + eps)``, ``step`` counting from 1.
+    """
+
+
+# ----------------------------------------------------------------------------------------------
+# the op list, and checking a backend against it
+# ----------------------------------------------------------------------------------------------
+
+FAMILIES = {
+    "memory": (from_numpy, to_numpy, dtype_of, empty, full, arange, cast, contiguous, reshape,
+               permute, expand, getitem, setitem, copy_, accumulate_, index_add,
+               exclusively_owned, cat, stack),
+    "random": (rand, randn),
+    "elementwise": (unary, binary, where, relu_fwd, relu_bwd),
+    "reduction": (reduce, sum_to_shape, argmax, max_bwd),
+    "matmul": (matmul, linear_fwd, linear_bwd),
+    "softmax": (softmax_fwd, softmax_bwd, log_softmax_fwd, log_softmax_bwd,
+                softmax_cross_entropy_fwd, softmax_cross_entropy_bwd, first_bad_target,
+                bce_with_logits_fwd, bce_with_logits_bwd),
+    "optim": (sgd_step, adamw_step),
+}
+"""Each op family (one module per backend) and the functions it owns."""
+
+OPS = tuple(fn.__name__ for fns in FAMILIES.values() for fn in fns)
+"""The name of every backend function, family by family."""
+
+FAMILY_NAMES = {family: tuple(fn.__name__ for fn in fns) for family, fns in FAMILIES.items()}
+
+
+def _parameters(fn):
+    """``fn``'s parameter list as comparable (name, kind, default) triples."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def problems(namespace, names=OPS):
+    """What keeps ``namespace`` (a backend package or one family module) from the contract.
+
+    ``names`` are the functions it must define (all of ``OPS`` for a package,
+    ``FAMILY_NAMES[family]`` for a family module). Returns a list of sentences,
+    empty when it conforms: each name missing, each parameter list that differs
+    from the stub's, and each public function defined in ``namespace`` (or below
+    it) that is not one of ``names`` nor declared in the module's ``HELPERS``
+    (the public functions a module offers beyond the contract, each for a stated
+    reason).
+    """
+    stubs = globals()
+    label = namespace.__name__
+    out = []
+    for name in names:
+        fn = getattr(namespace, name, None)
+        if fn is None:
+            out.append(f"{label} lacks {name}")
+        elif _parameters(fn) != _parameters(stubs[name]):
+            out.append(f"{label}.{name}{inspect.signature(fn)} differs from the contract's "
+                       f"{name}{inspect.signature(stubs[name])}")
+    wanted = set(names) | set(getattr(namespace, "HELPERS", ()))
+    for name, obj in vars(namespace).items():
+        if name.startswith("_") or name in wanted or not isinstance(obj, types.FunctionType):
+            continue
+        if obj.__module__ == label or obj.__module__.startswith(label + "."):
+            out.append(f"{label}.{name} is public but neither one of its contract functions "
+                       f"nor in its HELPERS")
+    return out
+
+
+def table(*families):
+    """``{name: function}`` for every contract op, each taken from the family module that
+    owns it (a module named like a key of ``FAMILIES``): a backend package's namespace."""
+    out, missing = {}, []
+    for module in families:
+        for name in FAMILY_NAMES[module.__name__.rsplit(".", 1)[-1]]:
+            fn = getattr(module, name, None)
+            if fn is None:
+                missing.append(f"{module.__name__}.{name}")
+            out[name] = fn
+    missing += [name for name in OPS if name not in out]
+    if missing:
+        raise ImportError(f"the backend lacks contract functions: {', '.join(missing)}")
+    return out
