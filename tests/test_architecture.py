@@ -5,17 +5,22 @@ AST (nothing is imported), collects every import, including those inside
 functions, and checks that
 
 * no import cycle exists (a cycle would need a placeholder or a lazy import
-  to dodge it);
+  to dodge it), and no import sits inside a function except the few that keep
+  ``import tritonnn`` free of torch and triton;
 * each import goes to a lower layer, or stays within one package of the same
   layer (the op families of a backend, the layers of ``tritonnn.nn``);
-* the kernel backends' floors (``kernels/_*.py``, ``kernels/buffers.py``,
-  ``fallback_cpu/_*.py``) import no op family;
+* the backends' floors (``kernels/_*.py``, ``kernels/buffers.py``,
+  ``fallback_cpu/_*.py``) import no op family, and neither backend imports the
+  other; in kernels/ only ``_interpret`` reads the interpreter setting;
 * no module binds a name in another module (``ops.Tensor = Tensor``);
 * every backward rule the op table records has a rule, and a missing one is a
   clear error.
 """
 import ast
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -70,18 +75,28 @@ def _targets(mod, node):
     return subs + ([src] if len(subs) < len(node.names) and src in MODULES else [])
 
 
-def _graph():
-    edges = {}
-    for mod, path in MODULES.items():
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                targets.update(t for t in _targets(mod, node) if t != mod)
-        edges[mod] = targets
-    return edges
+def _imports(mod):
+    """``(target module, line, inside a function)`` for every project import in ``mod``."""
+    found = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.extend((t, child.lineno, in_function) for t in _targets(mod, child))
+            visit(child, in_function or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    path = MODULES[mod]
+    visit(ast.parse(path.read_text(), filename=str(path)), False)
+    return found
 
 
-EDGES = _graph()
+IMPORTS = {mod: _imports(mod) for mod in MODULES}
+EDGES = {mod: {t for t, _, _ in found if t != mod} for mod, found in IMPORTS.items()}
+
+# the only imports inside functions: each keeps torch and triton out of ``import tritonnn``
+LAZY_ON_PURPOSE = {("tritonnn.backends", "tritonnn.kernels"),
+                   ("tritonnn.cuda", "tritonnn.kernels.buffers")}
 
 
 def _layer(mod):
@@ -131,6 +146,15 @@ def test_no_import_cycle():
         " <-> ".join(c) for c in cycles)
 
 
+def test_no_import_inside_a_function():
+    """A lazy import may not hide a cycle: outside perf/ (whose baselines load torch on use),
+    only the ones that keep ``import tritonnn`` light are allowed."""
+    bad = [f"{MODULES[m].relative_to(ROOT)}:{line} imports {t}"
+           for m, found in IMPORTS.items() if not m.startswith("tritonnn.perf")
+           for t, line, inside in found if inside and (m, t) not in LAZY_ON_PURPOSE]
+    assert not bad, "imports inside functions (move them to the top):\n" + "\n".join(bad)
+
+
 def test_imports_go_down_the_layers():
     bad = []
     for mod, targets in EDGES.items():
@@ -150,6 +174,36 @@ def test_backend_floors_import_no_op_family(pkg):
     families = {m for m in MODULES if m.startswith(pkg + ".") and m not in floors}
     bad = [f"{m} imports {t}" for m in floors for t in sorted(EDGES[m] & families)]
     assert not bad, "a floor module imports an op family: " + "; ".join(bad)
+
+
+def test_interpreter_setting_read_in_one_kernel_module():
+    """``device.interpreting()`` reads TRITONNN_INTERPRET; in kernels/ only ``_interpret``
+    asks it, and every other kernel module uses its ``INTERPRET``."""
+    readers = []
+    for mod, path in MODULES.items():
+        if not mod.startswith("tritonnn.kernels"):
+            continue
+        tree = ast.parse(path.read_text())
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        if "interpreting" in names:
+            readers.append(mod)
+    assert readers == ["tritonnn.kernels._interpret"], readers
+
+
+def test_a_kernel_module_imported_directly_runs_interpreted():
+    """Importing one kernel module first (not through tritonnn.backends) still sets
+    TRITON_INTERPRET before triton builds the kernels."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITONNN_INTERPRET"] = "1"
+    code = ("import os, tritonnn.kernels.softmax as s; "
+            "print(os.environ.get('TRITON_INTERPRET'), type(s._ce_fwd_kernel).__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "InterpretedFunction"], proc.stdout
 
 
 def test_no_module_binds_a_name_in_another():

@@ -4,20 +4,15 @@
 family, each a documented stub with its parameter list. Both backend packages
 and each of their op-family modules are checked against it both ways (nothing
 missing, no parameter list different, no public function the contract does
-not know). The layering of ``kernels/`` and ``fallback_cpu/`` is checked from
-their source: imports only at module top, no import cycle, neither backend
-importing the other, floor modules importing no op family, the interpreter
-setting read in one place. Also checks the ``KERNELS`` ahead-of-time compile
-lists are well formed (every parameter typed, every constexpr given), without
-compiling anything.
+not know). Also checks the ``KERNELS`` ahead-of-time compile lists are well
+formed (every parameter typed, every constexpr given), without compiling
+anything. How the backends import (their floors, neither importing the other)
+is checked with the rest of the project's layering in ``test_architecture.py``.
 """
 import ast
 import importlib
 import inspect
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -117,128 +112,6 @@ def test_mirror_signature(name):
     cs = inspect.signature(getattr(contract, name))
     assert list(ks.parameters) == list(fs.parameters) == list(cs.parameters), \
         f"{name}: kernels{ks} vs fallback_cpu{fs} vs contract{cs}"
-
-
-# ----------------------------------------------------------------------------------------------
-# layering of kernels/ and fallback_cpu/
-# ----------------------------------------------------------------------------------------------
-
-
-def _modules():
-    """``{module name: path}`` of every module of both backend packages."""
-    out = {}
-    for folder, package in PACKAGES.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
-            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
-    return out
-
-
-def _imports(name, path, known):
-    """``[(target, line, inside_function)]`` for each import in module ``name``.
-
-    Relative imports are resolved; ``from P import m`` counts as importing the
-    module ``P.m`` when that is one of ``known``.
-    """
-    package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
-    out = []
-
-    def visit(node, in_function):
-        for child in ast.iter_child_nodes(node):
-            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                       ast.Lambda))
-            if isinstance(child, ast.Import):
-                out.extend((a.name, child.lineno, in_function) for a in child.names)
-            elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
-                if child.level:
-                    parts = package.split(".")
-                    parent = ".".join(parts[:len(parts) - child.level + 1])
-                    base = f"{parent}.{base}" if base else parent
-                for a in child.names:
-                    sub = f"{base}.{a.name}"
-                    out.append((sub if sub in known else base, child.lineno, in_function))
-            visit(child, nested)
-
-    visit(ast.parse(path.read_text()), False)
-    return out
-
-
-def _graph():
-    mods = _modules()
-    return mods, {name: _imports(name, path, mods) for name, path in mods.items()}
-
-
-def test_no_import_inside_a_function():
-    mods, graph = _graph()
-    inside = [f"{mods[m].relative_to(ROOT)}:{line} imports {target}"
-              for m, imports in graph.items() for target, line, fn in imports if fn]
-    assert not inside, "imports inside functions (move them to the top):\n" + "\n".join(inside)
-
-
-def test_no_import_cycle():
-    mods, graph = _graph()
-    edges = {m: sorted({t for t, _, _ in imports if t in mods and t != m})
-             for m, imports in graph.items()}
-    state, cycles = {}, []
-
-    def walk(m, path):
-        state[m] = "open"
-        for t in edges[m]:
-            if state.get(t) == "open":
-                cycles.append(" -> ".join(path[path.index(t):] + [t]))
-            elif t not in state:
-                walk(t, path + [t])
-        state[m] = "done"
-
-    for m in mods:
-        if m not in state:
-            walk(m, [m])
-    assert not cycles, "import cycles:\n" + "\n".join(cycles)
-
-
-def test_backends_and_floors_import_downward_only():
-    """Neither backend imports the other; a floor module (``_name`` or ``buffers``) imports
-    no op family."""
-    mods, graph = _graph()
-    bad = []
-    for m, imports in graph.items():
-        own = next(p for p in PACKAGES.values() if m == p or m.startswith(p + "."))
-        other = next(p for p in PACKAGES.values() if p != own)
-        stem = m.rsplit(".", 1)[-1]
-        floor = m != own and (stem.startswith("_") or stem == "buffers")
-        for target, line, _ in imports:
-            if target == other or target.startswith(other + "."):
-                bad.append(f"{m}:{line} imports the other backend ({target})")
-            if floor and target.rsplit(".", 1)[-1] in FAMILIES and target.startswith(own):
-                bad.append(f"{m}:{line}: a floor module imports the op family {target}")
-    assert not bad, "\n".join(bad)
-
-
-def test_interpreter_setting_read_in_one_kernel_module():
-    """Only kernels/_interpret.py calls tritonnn.device.interpreting(); the rest use INTERPRET."""
-    readers = []
-    for path in sorted(_modules().values()):
-        tree = ast.parse(path.read_text())
-        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-        names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-        if "interpreting" in names:
-            readers.append(str(path.relative_to(ROOT)))
-    assert readers == ["kernels/_interpret.py"], readers
-
-
-def test_a_kernel_module_imported_directly_runs_interpreted():
-    """Importing one kernel module first (not through tritonnn.backends) still sets
-    TRITON_INTERPRET before triton builds the kernels."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITONNN_INTERPRET"] = "1"
-    code = ("import os, tritonnn.kernels.softmax as s; "
-            "print(os.environ.get('TRITON_INTERPRET'), type(s._ce_fwd_kernel).__name__)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["1", "InterpretedFunction"], proc.stdout
 
 
 # ----------------------------------------------------------------------------------------------
