@@ -43,6 +43,7 @@ without a GPU. ``aot_entry`` makes each entry, a dict:
 from __future__ import annotations
 
 import functools
+import inspect
 import struct
 
 from . import buffers
@@ -237,6 +238,13 @@ def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
 _BLOCK_NAMES = ("BLOCK", "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_B", "BLOCK_R")
 
 
+def meta_parameters(fn):
+    """The names of jit function ``fn``'s parameters annotated ``tl.constexpr``, in order."""
+    params = inspect.signature(fn.fn).parameters     # the Python function, compiled or interpreted
+    return [n for n, p in params.items()
+            if str(getattr(p.annotation, "__name__", p.annotation)).endswith("constexpr")]
+
+
 def aot_entry(name, fn, pointers, constexprs, *, scalars=None, scalar_type="i64", **options):
     """One ahead-of-time compile entry for the jit function ``fn``.
 
@@ -254,6 +262,10 @@ def aot_entry(name, fn, pointers, constexprs, *, scalars=None, scalar_type="i64"
     unknown = named - set(args)
     if unknown:
         raise ValueError(f"AOT entry {name}: {fn.__name__} has no parameters {sorted(unknown)}")
+    # every tl.constexpr parameter needs a value; an ordinary int given one is specialised on it
+    unset = [a for a in meta_parameters(fn) if a not in constexprs]
+    if unset:
+        raise ValueError(f"AOT entry {name}: no value for {fn.__name__}'s meta-parameters {unset}")
     signature = {}
     for arg in args:
         if arg in constexprs:

@@ -132,6 +132,11 @@ def test_aot_compile_lists_are_well_formed():
         assert list(sig) == params, f"{entry['name']}: signature keys {list(sig)} != {params}"
         marked = [k for k, v in sig.items() if v == "constexpr"]
         assert sorted(marked) == sorted(ce), f"{entry['name']}: constexprs {sorted(ce)} != {marked}"
+        # every parameter the kernel annotates tl.constexpr is given (others may be specialised)
+        annotated = [k for k, p in inspect.signature(fn.fn).parameters.items()
+                     if "constexpr" in str(p.annotation)]
+        assert annotated and set(annotated) <= set(ce), \
+            f"{entry['name']}: meta-parameters without a value: {sorted(set(annotated) - set(ce))}"
         pointers = [k for k, v in sig.items() if v.startswith("*")]
         assert pointers == [k for k in params if k.endswith("_ptr") and k not in ce], \
             f"{entry['name']}: pointer parameters typed {pointers}"

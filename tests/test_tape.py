@@ -372,3 +372,20 @@ def _ce_inplace_decision(monkeypatch, scenario):
 ])
 def test_the_walk_grants_the_cross_entropy_in_place_write(monkeypatch, scenario, inplace):
     assert _ce_inplace_decision(monkeypatch, scenario) is inplace
+
+
+@pytest.mark.parametrize("other", ["cuda", "cpu"])
+def test_gradients_summed_on_their_own_device_across_to(other):
+    """Two paths through .to(device) meet again: their gradients are added on the input's device."""
+    from conftest import skip_without_cuda
+    skip_without_cuda()
+    home = "cpu" if other == "cuda" else "cuda"
+    a = np.array([0.5, -1.0, 2.0], np.float32)
+    x = tn.tensor(a, device=home, requires_grad=True)
+    (x.to(other) * x.to(other)).sum().backward()
+    assert x.grad.device == tn.device(home)
+    assert_close(x.grad.numpy(), 2 * a, what="d(x*x)/dx through two copies")
+    w = tn.tensor(a, device=home, requires_grad=True)
+    (gw,) = tn.grad((w.to(other) + w.to(other)).sum(), [w])
+    assert gw.device == tn.device(home)
+    assert_close(gw.numpy(), np.full(3, 2.0, np.float32), what="d(w+w)/dw through two copies")

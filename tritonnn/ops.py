@@ -240,8 +240,9 @@ def _extreme_backward(node, g):
     win_x = B.binary(xb, yb, "gt" if node.name == "maximum" else "lt")
     tie = B.binary(xb, yb, "eq")
     half = B.binary(g, 0.5, "mul")
-    return _to_operands(node, B.where(win_x, g, B.where(tie, half, zero)),
-                        B.where(win_x, zero, B.where(tie, half, g)))
+    gx = B.where(win_x, g, B.where(tie, half, zero)) if node.needs(0) else None
+    gy = B.where(win_x, zero, B.where(tie, half, g)) if node.needs(1) else None
+    return _to_operands(node, gx, gy)
 
 
 _UNARY_READS_INPUT = frozenset({"log", "abs"})   # the other rules read the output (neg: nothing)
@@ -347,8 +348,8 @@ def where(cond, a, b):
 def _where_backward(node, g):
     B, (cb,), (a_shape, b_shape) = node.backend, node.saved, node.attrs
     zero = B.full((), 0, B.dtype_of(g))
-    return (B.sum_to_shape(B.where(cb, g, zero), a_shape),
-            B.sum_to_shape(B.where(cb, zero, g), b_shape))
+    return (B.sum_to_shape(B.where(cb, g, zero), a_shape) if node.needs(0) else None,
+            B.sum_to_shape(B.where(cb, zero, g), b_shape) if node.needs(1) else None)
 
 
 # ==============================================================================================
@@ -381,8 +382,7 @@ def reduce(x, op, dim=None, keepdim=False):
         for d in dims:
             count *= shape[d]
         return _record(out, op, (x,), attrs=(shape, kshape, count))
-    # max/min of all elements or along dims: "amax"/"amin", as torch names the values-only form
-    return _record(out, "a" + op, (x,), (x._data, yb), (x, out), (dims, kshape))
+    return _record(out, op, (x,), (x._data, yb), (x, out), (dims, kshape))
 
 
 @backward_rule("sum", "mean")
@@ -394,7 +394,7 @@ def _sum_backward(node, g):
     return (B.expand(g, shape),)
 
 
-@backward_rule("amax", "amin")
+@backward_rule("max", "min")
 def _extreme_value_backward(node, g):
     # every element equal to the extreme shares the gradient evenly (torch's amax rule)
     B, (xb, yb), (dims, kshape) = node.backend, node.saved, node.attrs
@@ -414,12 +414,12 @@ def max_dim(x, dim, keepdim=False):
     v = x._new(vals, x.dtype)
     i = x._new(idx, D.int64)
     if x.dtype.is_floating:
-        v = _record(v, "max", (x,), (x._data, idx), (x,), (d, keepdim))
+        v = _record(v, "max_dim", (x,), (x._data, idx), (x,), (d, keepdim))
     return v, i
 
 
-@backward_rule("max")
-def _max_backward(node, g):
+@backward_rule("max_dim")
+def _max_dim_backward(node, g):
     (xb, idx), (d, keepdim) = node.saved, node.attrs
     return (node.backend.max_bwd(g, xb, idx, d, keepdim),)
 
@@ -871,9 +871,9 @@ def softmax(x, dim=-1, log=False):
     d = norm_dim(op, dim, x.ndim)
     B = x._backend
     fwd = B.log_softmax_fwd if log else B.softmax_fwd
-    if x.ndim == 0:          # one element: softmax 1, log_softmax 0, gradient 0
+    if x.ndim == 0:          # one element: softmax 1, log_softmax 0, gradient 0 (attrs None)
         yb = B.reshape(fwd(B.reshape(x._data, (1,)), 0), ())
-        return _record(x._new(yb, x.dtype), "softmax_0d", (x,), attrs=x.dtype)
+        return _record(x._new(yb, x.dtype), op, (x,))
     yb = fwd(x._data, d)
     out = x._new(yb, x.dtype)
     return _record(out, op, (x,), (yb,), (out,), d)
@@ -881,14 +881,11 @@ def softmax(x, dim=-1, log=False):
 
 @backward_rule("softmax", "log_softmax")
 def _softmax_backward(node, g):
-    B, (y,) = node.backend, node.saved
+    B = node.backend
+    if node.attrs is None:
+        return (B.full((), 0, B.dtype_of(g)),)
     bwd = B.log_softmax_bwd if node.name == "log_softmax" else B.softmax_bwd
-    return (bwd(g, y, node.attrs),)
-
-
-@backward_rule("softmax_0d")
-def _softmax_0d_backward(node, g):
-    return (node.backend.full((), 0, node.attrs),)
+    return (bwd(g, node.saved[0], node.attrs),)
 
 
 def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):

@@ -201,6 +201,7 @@ def _sum(B, a, b):
     return b if a is None else B.binary(a, b, "add")
 
 
+
 def walk(root, seed, retain_graph=False, keep=()):
     """Walk back from node ``root`` seeded with the gradient buffer ``seed``.
 
@@ -236,7 +237,8 @@ def walk(root, seed, retain_graph=False, keep=()):
                 continue
             if type(nxt) is Node:
                 if gi is not None:
-                    pending[nxt] = _sum(B, pending.get(nxt), gi)
+                    # a gradient lives where its input does (``.to(device)`` changes backend)
+                    pending[nxt] = _sum(nxt.backend, pending.get(nxt), gi)
                 consumers[nxt] -= 1
                 if consumers[nxt] == 0:
                     ready.append(nxt)
@@ -245,5 +247,5 @@ def walk(root, seed, retain_graph=False, keep=()):
                 if slot is None:
                     leaf_grads[id(nxt)] = [nxt, gi]
                 else:
-                    slot[1] = _sum(B, slot[1], gi)
+                    slot[1] = _sum(nxt._backend, slot[1], gi)
     return leaf_grads, kept
