@@ -16,11 +16,12 @@ import warnings
 warnings.filterwarnings("ignore", category=RuntimeWarning,
                         message=r"(overflow|invalid value|divide by zero|underflow) encountered",
                         module=r"tritonnn\.fallback_cpu")
-from . import elementwise, matmul, memory, optim, random, reduction, softmax  # noqa: E402
-from ..contract import OPS, table  # noqa: E402
+# the op families, found by name by contract.family_modules
+from . import elementwise, matmul, memory, optim, random, reduction, softmax  # noqa: E402, F401
+from ..contract import OPS, family_modules, table  # noqa: E402, F401  (OPS re-exported)
 
 NAME = "numpy"
 
 # the op table: every contract function, from the family that owns it (this rebinds the
 # name ``matmul`` from the module to its function; import the module by its full name)
-globals().update(table(memory, random, elementwise, reduction, matmul, softmax, optim))
+globals().update(table(*family_modules(globals())))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..contract import COMPARISONS
 from ._arrays import LOW, masked_grad, up
 
 
@@ -34,7 +35,6 @@ _BINARY = {
     "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
     "gt": np.greater, "ge": np.greater_equal,
 }
-COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 
 def unary(x, op):

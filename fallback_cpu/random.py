@@ -7,35 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-HELPERS = ("philox",)
-"""Beyond the contract: ``tritonnn.random`` draws the host-side seed stream with ``philox``."""
-
-_M = np.uint64(0xFFFFFFFF)
-_KEY_A, _KEY_B = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
-_ROUND_A, _ROUND_B = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-
-
-def philox(seed: int, counter: np.ndarray):
-    """Four uint32 words of Philox-4x32-10 for each uint64 counter (c2 = c3 = 0)."""
-    c0 = (counter & _M).astype(np.uint32)
-    c1 = (counter >> np.uint64(32)).astype(np.uint32)
-    c2 = np.zeros_like(c0)
-    c3 = np.zeros_like(c0)
-    k0 = np.uint32(seed & 0xFFFFFFFF)
-    k1 = np.uint32((seed >> 32) & 0xFFFFFFFF)
-    with np.errstate(over="ignore"):
-        for _ in range(10):
-            prod_b = _ROUND_B * c2.astype(np.uint64)   # full 64-bit products
-            prod_a = _ROUND_A * c0.astype(np.uint64)
-            c0, c1, c2, c3 = (
-                (prod_b >> np.uint64(32)).astype(np.uint32) ^ c1 ^ k0,
-                (prod_b & _M).astype(np.uint32),
-                (prod_a >> np.uint64(32)).astype(np.uint32) ^ c3 ^ k1,
-                (prod_a & _M).astype(np.uint32),
-            )
-            k0 = k0 + _KEY_A
-            k1 = k1 + _KEY_B
-    return c0, c1, c2, c3
+from ..philox import philox
 
 
 def _uniform(bits: np.ndarray) -> np.ndarray:

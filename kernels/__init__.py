@@ -26,12 +26,13 @@ Layers, each importing only those below it:
 ``KERNELS`` concatenates every family's ahead-of-time compile list.
 """
 from . import _interpret  # noqa: F401  (first: sets TRITON_INTERPRET before triton is imported)
-from . import buffers, elementwise, matmul, memory, optim, random, reduction, softmax
-from ..contract import OPS, table
+# buffers, then the op families (found by name by contract.family_modules)
+from . import buffers, elementwise, matmul, memory, optim, random, reduction, softmax  # noqa: F401
+from ..contract import OPS, family_modules, table  # noqa: F401  (OPS re-exported)
 
 NAME = "triton"
 
-_FAMILIES = (memory, random, elementwise, reduction, matmul, softmax, optim)
+_FAMILIES = family_modules(globals())
 
 KERNELS = [entry for family in _FAMILIES for entry in family.KERNELS]
 

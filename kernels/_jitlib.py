@@ -1,6 +1,6 @@
 """The device-side floor of the kernels: ``@triton.jit`` helpers more than one op family uses.
 
-Computing dtypes (``up``), rounding for a store (``cast_to``, ``bf16_rne``),
+Computing dtypes (``up``), rounding for a store (``cast_to``, ``_bf16_rne``),
 exact float scalars passed as int64 bits (``f64_from_bits``), addressing a
 collapsed strided layout (``strided_offset``, the device half of
 ``_launch.layout``), the IEEE-rounded division and square root numpy gives
@@ -28,7 +28,7 @@ def up(x):
 
 
 @triton.jit
-def bf16_rne(x):
+def _bf16_rne(x):
     """float32 -> bfloat16 rounded to nearest, ties to even, on the bits (NaN stays NaN)."""
     bits = x.to(tl.uint32, bitcast=True)
     # adding 0x7FFF plus the lowest kept bit carries into the kept half exactly when the
@@ -49,7 +49,7 @@ def cast_to(x, dst: tl.constexpr):
         if tl.constexpr(x.dtype == tl.bfloat16):
             y = x
         elif _EXPLICIT_BF16_ROUNDING:
-            y = bf16_rne(x.to(tl.float32))
+            y = _bf16_rne(x.to(tl.float32))
         else:
             y = x.to(tl.float32).to(tl.bfloat16)
     else:

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .. import dtypes as D
+from ..contract import COMPARISONS
 from . import buffers
 from ._jitlib import cast_to, div_rn, f64_from_bits, sigmoid, sqrt_rn, strided_offset, up
 from ._launch import aot_entry, broadcast_shape, float_bits, launch_strided
@@ -228,7 +229,7 @@ def binary(a, b, op):
     else:
         shape = broadcast_shape(buffers.shape(a), buffers.shape(b))
         b_buf = buffers.expand(b, shape)
-    out_dt = D.bool_ if op in ("eq", "ne", "lt", "le", "gt", "ge") else dt
+    out_dt = D.bool_ if op in COMPARISONS else dt
     out = buffers.empty(shape, out_dt)
     launch_strided(_binary_kernel, [buffers.expand(a, shape), b_buf, out], (b_value,),
                    OP=op, B_KIND=b_kind)
@@ -271,7 +272,7 @@ def _kernels():
         for dt, kind in (("fp32", 0), ("bf16", 1), ("i64", 2)):
             if dt == "i64" and op in ("div", "pow", "square"):
                 continue
-            odt = "i1" if op in ("eq", "ne", "lt", "le", "gt", "ge") else dt
+            odt = "i1" if op in COMPARISONS else dt
             out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel,
                                  {"a_ptr": dt, "b_ptr": dt, "out_ptr": odt},
                                  {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,

@@ -16,6 +16,9 @@ import tracemalloc
 
 import numpy as np
 
+import tritonnn as tn
+import tritonnn.nn.functional as F
+
 from . import common as C
 
 FAMILY = "cross_entropy"
@@ -61,8 +64,6 @@ def _peak_extra_host(fn):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
-    import tritonnn.nn.functional as F
     sw = C.Sweep(FAMILY, device, quick)
     shapes, dname = _shapes(sw)
     dt, tdt = getattr(tn, dname), getattr(torch, dname)

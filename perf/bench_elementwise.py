@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "elementwise"
@@ -41,7 +43,6 @@ def _ops() -> dict:
     import ml_dtypes
     import torch
 
-    import tritonnn as tn
     unary = {"exp": (lambda t: t.exp(), np.exp, torch.exp),
              "sigmoid": (lambda t: t.sigmoid(), _sigmoid_np, torch.sigmoid),
              "tanh": (lambda t: t.tanh(), np.tanh, torch.tanh)}
@@ -108,7 +109,6 @@ def _check(got, ref, tol):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
     sw = C.Sweep(FAMILY, device, quick)
     ops = _ops()
     rng = np.random.default_rng(0)

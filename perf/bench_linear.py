@@ -13,6 +13,9 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+import tritonnn.nn.functional as F
+
 from . import common as C
 
 FAMILY = "linear"
@@ -32,8 +35,6 @@ def _shapes(sw):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
-    import tritonnn.nn.functional as F
     sw = C.Sweep(FAMILY, device, quick)
     shapes, dname = _shapes(sw)
     dt, tdt = getattr(tn, dname), getattr(torch, dname)

@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "matmul"
@@ -46,7 +48,6 @@ def _cases_gpu(tiny):
 def run_cpu(sw):
     import torch
 
-    import tritonnn as tn
     rng = np.random.default_rng(0)
     for case, m, n, k, _ in _cases_cpu(sw.quick):
         a = rng.standard_normal((m, k), dtype=np.float32)
@@ -67,7 +68,6 @@ def run_cpu(sw):
 def run_gpu(sw):
     import torch
 
-    import tritonnn as tn
     rng = np.random.default_rng(0)
     tdev = sw.torch_device
     for case, m, n, k, b_t, dname in _cases_gpu(sw.tiny):

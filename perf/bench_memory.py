@@ -29,6 +29,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "memory"
@@ -75,7 +77,6 @@ def _np(t):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
     sw = C.Sweep(FAMILY, device, quick)
     gpu_dev = sw.device == "cuda"
     tdev = sw.torch_device

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "optim"
@@ -75,7 +77,6 @@ def _delta_check(impls, steps=2):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
     sw = C.Sweep(FAMILY, device, quick)
     tdev = sw.torch_device
     dims = _dims(sw)

@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "random"
@@ -55,7 +57,6 @@ def _ends(t, k):
 
 def _checks(sw, op, n, draw):
     """(ok, note) of the statistics, the seeding and (cuda) the cpu twin of an n-number draw."""
-    import tritonnn as tn
     tn.manual_seed(SEED)
     a = draw(n)
     tn.manual_seed(SEED)
@@ -89,7 +90,6 @@ def _checks(sw, op, n, draw):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
     sw = C.Sweep(FAMILY, device, quick)
     tdev = sw.torch_device
     gen = np.random.default_rng(0)

@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "reduction"
@@ -61,7 +63,6 @@ def _check(got, ref, x, method, dname):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
     sw = C.Sweep(FAMILY, device, quick)
     rng = np.random.default_rng(0)
     for shape, dname, names in _cases(sw):

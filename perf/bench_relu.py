@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "relu"
@@ -30,7 +32,6 @@ def _cases(sw):
 def run(device="auto", quick=False, out=None):
     import torch
 
-    import tritonnn as tn
     sw = C.Sweep(FAMILY, device, quick)
     rng = np.random.default_rng(0)
     for n, dname in _cases(sw):

@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+import tritonnn as tn
+
 from . import common as C
 
 FAMILY = "softmax"
@@ -42,7 +44,6 @@ def _measure(sw, x, dy, dname):
     """Both ops, fwd+bwd, on one dtype's copies of ``x`` and ``dy``: check, time, add rows."""
     import torch
 
-    import tritonnn as tn
     n, v = x.shape
     tdev = sw.torch_device
     dt, tdt = getattr(tn, dname), getattr(torch, dname)

@@ -18,7 +18,6 @@ CPU_TARGET = C.Target(">=", 1.0)        # t(torch) / t(tritonnn)
 
 
 def run(device="auto", quick=False, out=None):
-    import torch
     sw = C.Sweep(FAMILY, device, quick)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(8, dtype=np.float32), rng.standard_normal(8, dtype=np.float32)

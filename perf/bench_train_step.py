@@ -19,6 +19,9 @@ import time
 
 import numpy as np
 
+import tritonnn as tn
+import tritonnn.nn.functional as F
+
 from . import common as C
 
 FAMILY = "train_step"
@@ -36,7 +39,6 @@ def build(device, dims, batch, seed=0):
     """The tritonnn model, its SGD, a torch twin with the same weights, and one batch."""
     import torch
 
-    import tritonnn as tn
     tn.manual_seed(seed)
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -68,7 +70,6 @@ def build(device, dims, batch, seed=0):
 def step_fns(tn_parts, torch_parts):
     import torch
 
-    import tritonnn.nn.functional as F
     model, opt, tx, ty = tn_parts
     tmodel, topt, px, py = torch_parts
 
@@ -111,7 +112,6 @@ def run(device="auto", quick=False, out=None):
 
 
 def profile(device="cpu", steps=300, top=25):
-    import tritonnn.nn.functional as F
     device = C.resolve_device(device)
     (model, opt, tx, ty), _ = build(device, LAYERS, BATCH)
     gpu = device == "cuda" and not C.interpreting()

@@ -22,10 +22,13 @@ import platform
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 import numpy as np
+
+import tritonnn as tn
+from tritonnn.device import interpreting
 
 # where results go without --out: a folder in the current working directory (the package
 # itself may sit in a read-only site-packages; the results committed with the sources are
@@ -37,7 +40,8 @@ DEFAULT_RESULTS = "perf_results"
 # ==============================================================================================
 
 
-def _version(pkg):
+def package_version(pkg) -> str:
+    """The installed version of distribution ``pkg``, or "not installed"."""
     try:
         return _pkg_version(pkg)
     except PackageNotFoundError:
@@ -45,10 +49,9 @@ def _version(pkg):
 
 
 def versions() -> dict:
-    import tritonnn
     return {"python": platform.python_version(), "numpy": np.__version__,
-            "torch": _version("torch"), "triton": _version("triton"),
-            "tritonnn": tritonnn.__version__}
+            "torch": package_version("torch"), "triton": package_version("triton"),
+            "tritonnn": tn.__version__}
 
 
 def cpu_model() -> str:
@@ -62,15 +65,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
-def interpreting() -> bool:
-    from tritonnn.device import interpreting as _interp
-    return _interp()
-
-
 def resolve_device(device: str) -> str:
     """``auto`` -> "cuda" with a real GPU, else "cpu"; "cuda" is kept (interpreter or GPU)."""
     if device in (None, "auto"):
-        import tritonnn as tn
         return "cuda" if tn.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
@@ -79,7 +76,6 @@ def resolve_device(device: str) -> str:
 
 def cuda_problem() -> str | None:
     """Why device "cuda" can't run here (None when it can: real GPU or interpreter)."""
-    import tritonnn as tn
     try:
         tn.zeros(1, device="cuda").numpy()
     except Exception as e:  # noqa: BLE001  (DeviceError, or kernels not importable)
@@ -643,7 +639,6 @@ def to_tn(a: np.ndarray, device, dtype=None, requires_grad=False, rounded=False)
     """A tritonnn tensor with a copy of ``a`` on ``device`` (cast on the device to ``dtype``).
 
     ``rounded``: ``a`` already holds ``dtype``'s values (skip ``exact_in``'s host pass)."""
-    import tritonnn as tn
     if dtype is not None and not rounded:
         a = exact_in(a, dtype)
     t = tn.tensor(np.ascontiguousarray(a), device=device)
@@ -670,5 +665,5 @@ def to_torch(a: np.ndarray, device, dtype=None, requires_grad=False, rounded=Fal
 def host(t) -> np.ndarray:
     """float64 numpy values of a tritonnn or torch tensor (for result checks)."""
     if hasattr(t, "_backend"):          # tritonnn
-        return t.detach().to("cpu").to(__import__("tritonnn").float32).numpy().astype(np.float64)
+        return t.detach().to("cpu").to(tn.float32).numpy().astype(np.float64)
     return t.detach().float().cpu().numpy().astype(np.float64)

@@ -101,23 +101,23 @@ def summarize(folder) -> int:
     return 0
 
 
-def cli(argv=None) -> int:
-    """``python -m tritonnn.perf.sweep [--device ...] [--kernels ...] [--quick] [--out DIR]``
-    or ``--summarize DIR``."""
-    p = argparse.ArgumentParser(prog="python -m tritonnn.perf.sweep",
-                                description=__doc__.splitlines()[0])
+def cli(argv=None, prog="python -m tritonnn.perf.sweep") -> int:
+    """``[--device ...] [--kernels ...] [--quick] [--out DIR]`` or ``--summarize DIR``: this
+    module's command line, and ``tritonnn sweep``'s."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--kernels", nargs="*", default=None, help=f"families: {' '.join(FAMILIES)}")
+    p.add_argument("--kernels", nargs="*", default=None,
+                   help=f"families to run (default: all): {' '.join(FAMILIES)}")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     p.add_argument("--out", default=None,
                    help=f"results folder (default ./{C.DEFAULT_RESULTS}/<device>, under the "
                         "current folder)")
     p.add_argument("--summarize", metavar="DIR", default=None,
                    help="print and save the table of the family CSVs already in DIR")
-    a = p.parse_args(argv)
-    if a.summarize:
-        return summarize(a.summarize)
-    return main(a.device, a.kernels, a.quick, a.out)
+    args = p.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
+    return main(args.device, args.kernels, args.quick, args.out)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
-"""Which backend runs a device's ops: ``fallback_cpu`` (numpy) for "cpu", ``kernels`` (Triton) for "cuda".
+"""Which backend runs a device's ops: ``fallback_cpu`` (numpy) on "cpu", ``kernels`` on "cuda".
 
 Both backends provide the same functions (``tritonnn.contract``); the op table
 looks one up once per call from the operands' device and calls ``B.<name>``.
-The Triton backend is imported on first use of "cuda", so ``import tritonnn``
-loads neither torch nor triton.
+Each backend is imported on first use of its device: ``import tritonnn`` loads
+neither torch nor triton, nor the numpy backend's modules until a tensor is made.
 """
 from __future__ import annotations
 
 import importlib.util
 
-from . import fallback_cpu
 from .device import Device, interpreting
 from .errors import DeviceError
 
-_loaded: dict = {"cpu": fallback_cpu}
+_loaded: dict = {}
 
 
 def backend(dev: Device):
@@ -22,8 +21,13 @@ def backend(dev: Device):
         return _loaded[dev.type]
     except KeyError:
         pass
-    _loaded[dev.type] = mod = _load_triton()
+    _loaded[dev.type] = mod = _load_numpy() if dev.type == "cpu" else _load_triton()
     return mod
+
+
+def _load_numpy():
+    from . import fallback_cpu      # here, on first use: keeps the import of tritonnn light
+    return fallback_cpu
 
 
 def _load_triton():

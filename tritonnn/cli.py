@@ -7,14 +7,11 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-from tqdm import tqdm
-
 import tritonnn as tn
 import tritonnn.nn.functional as F
 
 from .datasets import load_digits, train_test_split
 from .device import interpreting
-from .perf import sweep
 
 
 def _version(pkg):
@@ -70,6 +67,7 @@ def accuracy(model, x, y, batch_size=512):
 
 
 def cmd_train(args):
+    from tqdm import tqdm           # here: 30 ms of start-up that only training needs
     device = _pick_device(args.device)
     tn.manual_seed(args.seed)
     images, labels = load_digits()
@@ -116,7 +114,8 @@ def cmd_train(args):
 
 
 def cmd_sweep(args):
-    return sweep.main(device=args.device, kernels=args.kernels, quick=args.quick, out=args.out)
+    from .perf import sweep         # here: the sweeps load only for `tritonnn sweep`
+    return sweep.cli(args.sweep_args, prog="tritonnn sweep")
 
 
 def main(argv=None):
@@ -138,14 +137,15 @@ def main(argv=None):
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser("info", help="versions, devices and the active backend")
     i.set_defaults(fn=cmd_info)
-    s = sub.add_parser("sweep", help="run the kernel performance sweeps (tritonnn.perf)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--kernels", nargs="*", default=None, help="families to run (default: all)")
-    s.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
-    s.add_argument("--out", default=None,
-                   help="results folder (default ./perf_results/<device>, under the current folder)")
+    # the sweep parses its own options (tritonnn.perf.sweep), so they are written once
+    s = sub.add_parser("sweep", help="run the kernel performance sweeps (tritonnn.perf); "
+                       "tritonnn sweep --help lists their options", add_help=False)
     s.set_defaults(fn=cmd_sweep)
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if args.cmd == "sweep":
+        args.sweep_args = rest
+    elif rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.fn(args)
     except tn.TritonnnError as e:

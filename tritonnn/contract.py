@@ -174,6 +174,10 @@ def unary(x, op):
     a row-major buffer of ``x``'s shape and dtype."""
 
 
+COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+"""The ``binary`` ops whose result is bool."""
+
+
 def binary(a, b, op):
     """``a op b`` elementwise with numpy broadcasting.
 
@@ -390,9 +394,8 @@ def problems(namespace, names=OPS):
     ``FAMILY_NAMES[family]`` for a family module). Returns a list of sentences,
     empty when it conforms: each name missing, each parameter list that differs
     from the stub's, and each public function defined in ``namespace`` (or below
-    it) that is not one of ``names`` nor declared in the module's ``HELPERS``
-    (the public functions a module offers beyond the contract, each for a stated
-    reason).
+    it) that is not one of ``names`` (helpers are private, or live in a floor
+    module).
     """
     stubs = globals()
     label = namespace.__name__
@@ -404,14 +407,18 @@ def problems(namespace, names=OPS):
         elif _parameters(fn) != _parameters(stubs[name]):
             out.append(f"{label}.{name}{inspect.signature(fn)} differs from the contract's "
                        f"{name}{inspect.signature(stubs[name])}")
-    wanted = set(names) | set(getattr(namespace, "HELPERS", ()))
+    wanted = set(names)
     for name, obj in vars(namespace).items():
         if name.startswith("_") or name in wanted or not isinstance(obj, types.FunctionType):
             continue
         if obj.__module__ == label or obj.__module__.startswith(label + "."):
-            out.append(f"{label}.{name} is public but neither one of its contract functions "
-                       f"nor in its HELPERS")
+            out.append(f"{label}.{name} is public but not one of its contract functions")
     return out
+
+
+def family_modules(namespace):
+    """A backend package's op-family modules, in the contract's order, from its ``globals()``."""
+    return tuple(namespace[family] for family in FAMILIES)
 
 
 def table(*families):

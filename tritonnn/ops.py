@@ -1,4 +1,4 @@
-"""The op table: every differentiable op's checks, its forward, and its backward rule right under it.
+"""The op table: every op's checks, its forward, and its backward rule right under it.
 
 An op validates its operands (a tritonnn error that names the op and the
 operands' shapes, dtypes or devices), runs its forward through the backend of
@@ -26,6 +26,7 @@ from . import dtypes as D
 from .backends import backend
 from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
                      reduction as check_reduction, same_device, same_float_dtype, scalar_type)
+from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .tape import GradMode, Node, TensorBase, backward_rule
 
@@ -99,7 +100,6 @@ def _to_operands(node, gx, gy):
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**",
            "maximum": "maximum", "minimum": "minimum",
            "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 _SAVES_OPERANDS = frozenset({"mul", "div", "pow", "maximum", "minimum"})
 
 

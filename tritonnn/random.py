@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from .fallback_cpu.random import philox
+from .philox import philox
 
 
 class _State:

@@ -113,13 +113,14 @@ def backward_rule(*names):
 class Node:
     """One recorded op ``name`` and its backward rule ``rule`` (looked up in ``RULES``).
 
-    ``backend``: the module that runs the rule's math. ``next``: per input, the node that produced it, the leaf tensor, or None (no
-    gradient wanted). ``saved``: the buffers the rule reads. ``versions``: the
-    version box of each tensor whose buffer is saved, with its version at
-    forward time, so an in-place write in between is an error, not a wrong
-    gradient. ``attrs``: whatever else the rule needs (shapes, dims, flags).
-    ``donate``: the index in ``saved`` of a buffer the rule may overwrite on its
-    last use, and ``last_use`` whether the walk granted that.
+    ``backend``: the module that runs the rule's math. ``next``: per input, the
+    node that produced it, the leaf tensor, or None (no gradient wanted).
+    ``saved``: the buffers the rule reads. ``versions``: the version box of each
+    tensor whose buffer is saved, with its version at forward time, so an
+    in-place write in between is an error, not a wrong gradient. ``attrs``:
+    whatever else the rule needs (shapes, dims, flags). ``donate``: the index in
+    ``saved`` of a buffer the rule may overwrite on its last use, and
+    ``last_use`` whether the walk granted that.
     """
 
     __slots__ = ("name", "rule", "next", "saved", "versions", "attrs", "backend", "donate",

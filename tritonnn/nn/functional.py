@@ -1,4 +1,4 @@
-"""Stateless layer functions (``tn.nn.functional``, imported as ``F``): argument types checked, then the op table."""
+"""Stateless layer functions (``tn.nn.functional``, imported as ``F``) over the op table."""
 from __future__ import annotations
 
 from .. import ops
