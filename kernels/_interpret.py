@@ -2,15 +2,43 @@
 
 ``INTERPRET`` is ``tritonnn.device.interpreting()`` read at import; every other
 module of the package uses this constant and none reads the setting again.
-Triton reads ``TRITON_INTERPRET`` when it is first imported, so this module
-sets it before anything imports triton: ``kernels/__init__.py`` imports it
-first, and every kernel module is imported through that package.
+Triton reads ``TRITON_INTERPRET`` when a function is decorated with
+``@triton.jit``, so this module sets it before any kernel module is imported
+(``kernels/__init__.py`` imports it first, and every kernel module is imported
+through that package).
+
+Triton's own ``@triton.jit`` helpers (``tl.sum``, ``tl.max``, ``tl.rand``,
+``tl.cdiv``, ...) are decorated when triton is first imported. If something
+imported triton before the interpreter was asked for, they were built for
+compilation, and an interpreted kernel cannot call them;
+``_interpret_triton_helpers`` then rebuilds each of them as an interpreted
+function, so device "cuda" runs the same whatever was imported first.
 """
 import os
+import sys
 
 from ..device import interpreting
 
 INTERPRET = interpreting()
 
+
+def _interpret_triton_helpers():
+    """Swap every compiled-mode ``JITFunction`` in triton's modules for an interpreted twin."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+    twins = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "triton" or name.startswith("triton.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if type(value) is JITFunction:
+                twin = twins.get(id(value))
+                if twin is None:
+                    twin = twins[id(value)] = InterpretedFunction(value.fn)
+                setattr(module, attr, twin)
+
+
 if INTERPRET:
     os.environ["TRITON_INTERPRET"] = "1"
+    if "triton" in sys.modules:         # imported before us, for compiled kernels
+        _interpret_triton_helpers()

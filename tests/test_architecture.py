@@ -220,6 +220,27 @@ def test_a_kernel_module_imported_directly_runs_interpreted():
     assert proc.stdout.split() == ["1", "InterpretedFunction"], proc.stdout
 
 
+def test_interpreter_works_when_triton_was_imported_first():
+    """A script that imports triton before tritonnn still runs device "cuda" interpreted,
+    including ops whose kernels call Triton's own helpers (tl.sum, tl.rand, tl.max)."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITONNN_INTERPRET"] = "1"
+    code = ("import triton, triton.language\n"
+            "import tritonnn as tn, tritonnn.nn.functional as F\n"
+            "x = tn.arange(6, dtype=tn.float32, device='cuda').reshape(2, 3)\n"
+            "y = tn.tensor([2, 0], device='cuda')\n"
+            "tn.manual_seed(0); a = tn.rand(4, device='cuda').numpy()\n"
+            "tn.manual_seed(0); b = tn.rand(4).numpy()\n"
+            "print((x + 1).sum().item(), x.amax().item(), F.cross_entropy(x, y).item() > 0,\n"
+            "      bool((a == b).all()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["21.0", "5.0", "True", "True"], proc.stdout
+
+
 def test_no_module_binds_a_name_in_another():
     """The ``ops.Tensor = Tensor`` pattern: a module-level placeholder bound from outside."""
     bad = []
