@@ -6,6 +6,8 @@ fast ``where(mask, g, 0)``. It imports no op family.
 """
 from __future__ import annotations
 
+import threading
+
 import ml_dtypes
 import numpy as np
 
@@ -18,24 +20,31 @@ def up(x):
     return x.astype(np.float32) if isinstance(x, np.ndarray) and x.dtype in LOW else x
 
 
-_scratch_cache: dict = {}
+class _PerThread(threading.local):
+    cache: dict = None
+
+
+_scratch = _PerThread()
 
 
 def scratch(like, slot=0, dtype=None):
     """A reusable work array shaped like ``like`` (of ``dtype``, default ``like``'s).
 
-    The numpy functions run one at a time, so one may use scratch arrays for
-    its intermediates as long as none escapes the call (``slot`` tells apart
-    several live at once); reusing them saves the allocation and first-touch
-    page faults of fresh arrays on every step.
+    A numpy function may use scratch arrays for its intermediates as long as
+    none escapes the call (``slot`` tells apart several live at once); reusing
+    them saves the allocation and first-touch page faults of fresh arrays on
+    every step. Each thread has its own, so two threads never share one.
     """
+    cache = _scratch.cache
+    if cache is None:
+        cache = _scratch.cache = {}
     dt = like.dtype if dtype is None else np.dtype(dtype)
     key = (like.shape, dt, slot)
-    buf = _scratch_cache.get(key)
+    buf = cache.get(key)
     if buf is None:
-        if len(_scratch_cache) > 64:
-            _scratch_cache.clear()
-        buf = _scratch_cache[key] = np.empty(like.shape, dt)
+        if len(cache) > 64:
+            cache.clear()
+        buf = cache[key] = np.empty(like.shape, dt)
     return buf
 
 

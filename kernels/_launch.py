@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import inspect
 import struct
+import threading
 
 from . import buffers
 from ._interpret import INTERPRET
@@ -214,6 +215,22 @@ def strided_pieces(bufs):
     yield (bufs, *geo)
 
 
+def launch(kernel, grid, *args, **kwargs):
+    """Run ``kernel`` over ``grid`` with ``args``: every kernel launch of the package comes here.
+
+    Triton's interpreter patches ``triton.language`` while it runs a kernel, so two
+    threads interpreting at once break each other: under the interpreter launches
+    take a lock and run one at a time (a GPU launches from any thread).
+    """
+    if _INTERPRETER_LOCK is None:
+        return kernel[grid](*args, **kwargs)
+    with _INTERPRETER_LOCK:
+        return kernel[grid](*args, **kwargs)
+
+
+_INTERPRETER_LOCK = threading.Lock() if INTERPRET else None
+
+
 def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     """Launch ``kernel`` once per ``BLOCK`` elements of the same-shape buffers ``bufs``.
 
@@ -226,8 +243,8 @@ def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     for views, ndim, sizes, strides in strided_pieces(bufs):
         n = numel(sizes)
         block, default_warps = elementwise(n)
-        kernel[(cdiv(n, block),)](*views, *scalars, n, sizes[1], sizes[2], sizes[3],
-                                  *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
+        launch(kernel, (cdiv(n, block),), *views, *scalars, n, sizes[1], sizes[2], sizes[3],
+               *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
                                   num_warps=num_warps or default_warps, **meta)
 
 

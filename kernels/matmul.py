@@ -34,7 +34,7 @@ from .. import dtypes as D
 from ..precision import allow_tf32
 from . import buffers
 from ._interpret import INTERPRET
-from ._launch import aot_entry, merge_dims
+from ._launch import aot_entry, launch, merge_dims
 
 # ----------------------------------------------------------------------------------------------
 # tile configurations
@@ -308,7 +308,7 @@ def _gemm(a, b, c, m, n, k, a_strides, b_strides, c_strides, *, batch=1, z1=1,
           keep=None, keep_strides=_NO_STRIDES, rowsum=None):
     """Launch ``_gemm_kernel``: C (m, n) = A (m, k) @ B (k, n) given by element strides."""
     dtype = buffers.dtype_of(a)
-    _gemm_kernel[_gemm_grid](
+    launch(_gemm_kernel, _gemm_grid,
         a, b, c,
         c if bias is None else bias, c if keep is None else keep, c if rowsum is None else rowsum,
         m, n, k, batch, z1, _tune_bucket(m), _tune_bucket(n), _tune_bucket(k),
@@ -329,7 +329,7 @@ def _colsum(g, keep, out):
     bm, bn = _COLSUM_BLOCK
     gs = buffers.strides(g)
     ks = _NO_STRIDES if keep is None else buffers.strides(keep)
-    _masked_colsum_kernel[_colsum_grid](
+    launch(_masked_colsum_kernel, _colsum_grid,
         g, g if keep is None else keep, out, m, n, gs[0], gs[1], ks[0], ks[1],
         buffers.strides(out)[0], MASK=keep is not None,
         FP64=buffers.dtype_of(g) is D.float64, BLOCK_M=bm, BLOCK_N=bn, num_warps=4)

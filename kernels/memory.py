@@ -29,7 +29,7 @@ import triton.language as tl
 from .. import dtypes as D
 from . import _launch, buffers
 from ._jitlib import cast_to, f64_from_bits, strided_offset, up
-from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch_strided, numel,
+from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch, launch_strided, numel,
                       strided_pieces)
 
 # ----------------------------------------------------------------------------------------------
@@ -226,8 +226,8 @@ def full(shape, value, dtype):
         is_float = dtype.is_floating
         v = float_bits(value) if is_float else int(value)
         block, warps = _launch.elementwise(n)
-        _fill_kernel[(cdiv(n, block),)](out, v, n, FLOAT=is_float, BLOCK=block,
-                                        num_warps=warps)
+        launch(_fill_kernel, (cdiv(n, block),), out, v, n, FLOAT=is_float, BLOCK=block,
+               num_warps=warps)
     return out
 
 
@@ -241,8 +241,8 @@ def arange(start, stop, step, dtype):
     out = buffers.empty((n,), dtype)
     if n:
         block, warps = _launch.elementwise(n)
-        _arange_kernel[(cdiv(n, block),)](out, a, s, n, FLOAT=is_float, BLOCK=block,
-                                          num_warps=warps)
+        launch(_arange_kernel, (cdiv(n, block),), out, a, s, n, FLOAT=is_float, BLOCK=block,
+               num_warps=warps)
     return out
 
 
@@ -402,7 +402,7 @@ def _launch_tiles(kernel, rest, offs, compact, nb, **meta):
             [rest, buffers.view_index(compact, (0,))]):
         nr = numel(sizes)
         bm, bn, warps = _launch.rows(nb, nr)
-        kernel[(cdiv(nb, bm), cdiv(nr, bn))](
+        launch(kernel, (cdiv(nb, bm), cdiv(nr, bn)),
             first, offs, second, nb, nr, stride_b, sizes[1], sizes[2], sizes[3], *s1, *s2,
             NDIM=ndim, BLOCK_B=bm, BLOCK_R=bn, num_warps=warps, **meta)
 
@@ -418,7 +418,7 @@ def _launch_segments(rest, offs, src_c, order_b, seg_b, n_seg, acc):
             [rest, buffers.view_index(src_c, (0,))]):
         nr = numel(sizes)
         _, bn, warps = _launch.rows(1, nr)
-        _segment_add_kernel[(n_seg, cdiv(nr, bn))](
+        launch(_segment_add_kernel, (n_seg, cdiv(nr, bn)),
             dst, offs, src, order_b, seg_b, nr, stride_b, sizes[1], sizes[2], sizes[3], *s1, *s2,
             ACC=acc, NDIM=ndim, BLOCK_R=bn, num_warps=warps)
 

@@ -12,7 +12,7 @@ import triton.language as tl
 
 from . import _launch, buffers
 from ._jitlib import cast_to
-from ._launch import aot_entry, cdiv, numel
+from ._launch import aot_entry, cdiv, launch, numel
 
 
 @triton.jit
@@ -33,8 +33,8 @@ def _draw(shape, dtype, seed, offset, normal):
     n = numel(tuple(shape))
     if n:
         block, warps = _launch.elementwise(n)
-        _random_kernel[(cdiv(n, block),)](out, int(seed), int(offset), n, NORMAL=normal,
-                                          BLOCK=block, num_warps=warps)
+        launch(_random_kernel, (cdiv(n, block),), out, int(seed), int(offset), n, NORMAL=normal,
+               BLOCK=block, num_warps=warps)
     return out
 
 

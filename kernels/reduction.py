@@ -20,7 +20,7 @@ import triton.language as tl
 from .. import dtypes as D
 from . import _launch, buffers
 from ._jitlib import cast_to, div_rn, strided_offset
-from ._launch import aot_entry, cdiv, launch_strided, numel
+from ._launch import aot_entry, cdiv, launch, launch_strided, numel
 from .memory import cast, contiguous, full
 
 # ----------------------------------------------------------------------------------------------
@@ -190,18 +190,18 @@ def reduce(x, dims, keepdim, op):
     flat = buffers.view_shape(out, (m,))
     if n_chunks == 1:
         bm, bk, warps = _launch.rows(m, max(k, 1))
-        _reduce_kernel[(cdiv(m, bm), 1)](
+        launch(_reduce_kernel, (cdiv(m, bm), 1),
             xr, flat, m, k, sm, sk, max(k, 1), 1, k, OP=op, ACC=acc,
             IDENTITY=_identity(op, dt), FINAL=True, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
         return out
     # stage 1: partial results of each column chunk; stage 2: reduce the partials in order
     part = buffers.empty((m, n_chunks), acc_dt)
     bm, bk, warps = _launch.rows(m, chunk)
-    _reduce_kernel[(cdiv(m, bm), n_chunks)](
+    launch(_reduce_kernel, (cdiv(m, bm), n_chunks),
         xr, part, m, k, sm, sk, chunk, n_chunks, k, OP=op, ACC=acc,
         IDENTITY=_identity(op, dt), FINAL=False, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     bm, bk, warps = _launch.rows(m, n_chunks)
-    _reduce_kernel[(cdiv(m, bm), 1)](
+    launch(_reduce_kernel, (cdiv(m, bm), 1),
         part, flat, m, n_chunks, n_chunks, 1, n_chunks, 1, k, OP=op, ACC=acc,
         IDENTITY=_identity(op, acc_dt), FINAL=True, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     return out
@@ -244,7 +244,7 @@ def argmax(x, dim, keepdim):
     acc, _ = _acc_of(dt, "max")
     bm, bk, warps = _launch.rows(m, max(k, 1))
     warps = min(warps, ARGMAX_MAX_WARPS)
-    _argmax_kernel[(cdiv(m, bm),)](
+    launch(_argmax_kernel, (cdiv(m, bm),),
         xr, buffers.view_shape(out, (m,)), m, k, sm, sk, ACC=acc, IDENTITY=_identity("max", dt),
         BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     return out

@@ -34,7 +34,7 @@ import triton.language as tl
 from .. import dtypes as D
 from . import _launch, buffers
 from ._jitlib import cast_to, div_rn, f64_from_bits, sigmoid, strided_offset, up
-from ._launch import aot_entry, cdiv, float_bits, launch_strided, numel
+from ._launch import aot_entry, cdiv, float_bits, launch, launch_strided, numel
 from .memory import cast, contiguous
 from .reduction import reduce
 
@@ -181,7 +181,7 @@ def _softmax_fwd(x, dim, log):
     r = o * i
     if r and k:
         bm, bn, warps = _launch.rows(r, k)
-        _softmax_fwd_kernel[(cdiv(r, bm),)](
+        launch(_softmax_fwd_kernel, (cdiv(r, bm),),
             xb, out, r, k, i, *xs, k * i, i, 1, LOG=log, ACC=_acc(dt),
             BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     return out
@@ -201,7 +201,7 @@ def _softmax_bwd(grad, y, dim, log):
     r = o * i
     if r and k:
         bm, bn, warps = _launch.rows(r, k, max_elems=SOFTMAX_BWD_TILE)
-        _softmax_bwd_kernel[(cdiv(r, bm),)](
+        launch(_softmax_bwd_kernel, (cdiv(r, bm),),
             gb, yb, out, r, k, i, *gs, *ys, k * i, i, 1, LOG=log, ACC=_acc(dt),
             BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     return out
@@ -378,15 +378,15 @@ def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, red
     lse = buffers.empty((n,), acc_dt)
     rows = buffers.empty((n,), dt if reduction == "none" else acc_dt)
     bm, bn, warps = _launch.rows(n, c)
-    _ce_fwd_kernel[(cdiv(n, bm),)](
+    launch(_ce_fwd_kernel, (cdiv(n, bm),),
         logits, target, rows, lse, n, c, sn, sc, ts, ignore_index, one_minus_eps, eps_over_c,
         SMOOTH=smooth, ACC=_acc(dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     if reduction == "none":
         return rows, lse
     out = buffers.empty((), dt)
     block, _ = _launch.rows(1, n)[1:]
-    _ce_total_kernel[(1,)](rows, target, out, n, ts, ignore_index, MODE=reduction,
-                           ACC=_acc(dt), BLOCK=block, num_warps=_launch.warps(block))
+    launch(_ce_total_kernel, (1,), rows, target, out, n, ts, ignore_index, MODE=reduction,
+           ACC=_acc(dt), BLOCK=block, num_warps=_launch.warps(block))
     return out, lse
 
 
@@ -406,13 +406,13 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
     if reduction == "mean":
         count = buffers.empty((1,), D.float64 if dt is D.float64 else D.float32)
         block = _launch.rows(1, n)[1]
-        _ce_total_kernel[(1,)](lse, target, count, n, ts, ignore_index, MODE="count",
-                               ACC=acc, BLOCK=block, num_warps=_launch.warps(block))
+        launch(_ce_total_kernel, (1,), lse, target, count, n, ts, ignore_index, MODE="count",
+               ACC=acc, BLOCK=block, num_warps=_launch.warps(block))
     g_stride = buffers.strides(grad_loss)[0] if reduction == "none" else 0
     dx = logits if inplace else buffers.empty((n, c), dt)
     dsn, dsc = buffers.strides(dx)
     bm, bn, warps = _launch.rows(n, c)
-    _ce_bwd_kernel[(cdiv(n, bm),)](
+    launch(_ce_bwd_kernel, (cdiv(n, bm),),
         logits, target, lse, grad_loss, count, dx, n, c, sn, sc, ts, g_stride, dsn, dsc,
         ignore_index, one_minus_eps, eps_over_c, SMOOTH=smooth, MEAN=reduction == "mean",
         ACC=acc, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
@@ -428,8 +428,8 @@ def first_bad_target(target, num_classes, ignore_index):
         target = buffers.view_shape(contiguous(target), (n,))
     out = buffers.empty((2,), D.int64)
     block = _launch.rows(1, n)[1]
-    _first_bad_target_kernel[(1,)](target, out, n, buffers.strides(target)[0], num_classes,
-                                   ignore_index, BLOCK=block, num_warps=_launch.warps(block))
+    launch(_first_bad_target_kernel, (1,), target, out, n, buffers.strides(target)[0], num_classes,
+           ignore_index, BLOCK=block, num_warps=_launch.warps(block))
     where, value = (int(v) for v in buffers.download(out))
     return None if where >= n else value
 

@@ -205,6 +205,20 @@ def test_interpreter_setting_read_in_one_kernel_module():
     assert readers == ["tritonnn.kernels._interpret"], readers
 
 
+def test_every_kernel_launch_goes_through_one_function():
+    """``kernel[grid](...)`` appears only in ``_launch.launch``, the one place that can lock
+    (interpreter), count or cache launches."""
+    calls = []
+    for mod, path in MODULES.items():
+        if not mod.startswith("tritonnn.kernels"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript):
+                calls.append(f"{mod}:{node.lineno}")
+    assert len(calls) == 2 and all(c.startswith("tritonnn.kernels._launch:") for c in calls), \
+        f"kernel launches outside _launch.launch: {calls}"
+
+
 def test_a_kernel_module_imported_directly_runs_interpreted():
     """Importing one kernel module first (not through tritonnn.backends) still sets
     TRITON_INTERPRET before triton builds the kernels."""

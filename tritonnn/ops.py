@@ -28,7 +28,7 @@ from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
                      reduction as check_reduction, same_device, same_float_dtype, scalar_type)
 from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
-from .tape import GradMode, Node, TensorBase, backward_rule
+from .tape import Node, TensorBase, backward_rule, grad_mode
 
 # ==============================================================================================
 # recording
@@ -45,7 +45,7 @@ def _record(out, name, inputs, saved=(), watch=(), attrs=None, donate=None):
     arguments; ``donate``: the index in ``saved`` of a buffer the rule may
     overwrite on its last use (``tape.Node``).
     """
-    if not GradMode.enabled:
+    if not grad_mode.enabled:
         return out
     edges = []
     needed = False
@@ -176,7 +176,7 @@ def binary(a, b, op, reverse=False):
     if op in COMPARISONS:
         return a._new(out_buf, D.bool_)
     out = a._new(out_buf, dt)
-    if not dt.is_floating or not GradMode.enabled:
+    if not dt.is_floating or not grad_mode.enabled:
         return out
     nx, ny = xt and x.requires_grad, yt and y.requires_grad
     if not (nx or ny):
@@ -754,7 +754,7 @@ def _index_backward(node, g):
 
 def setitem(x, index, value):
     """``x[index] = value`` in place (a tensor broadcast to the indexed shape, or a number)."""
-    if x._node is not None or (x.requires_grad and GradMode.enabled):
+    if x._node is not None or (x.requires_grad and grad_mode.enabled):
         raise TritonnnError(
             f"setitem: a tensor of shape {x.shape} that requires grad can't be modified in "
             f"place ({'an op output' if x._node is not None else 'a leaf'}; "

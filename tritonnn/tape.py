@@ -20,33 +20,74 @@ still to run saved it, no view of it, no tensor of the user's).
 from __future__ import annotations
 
 import functools
+import inspect
+import threading
 
 from .errors import TritonnnError
 
 
-class GradMode:
-    """Whether ops record nodes (``tn.no_grad()`` turns it off)."""
+class _GradMode(threading.local):
+    """Whether ops record nodes: per thread (``tn.no_grad()`` in one thread leaves the others
+    recording), on in every new thread."""
 
     enabled = True
 
 
+grad_mode = _GradMode()
+
+
 def is_grad_enabled() -> bool:
-    return GradMode.enabled
+    return grad_mode.enabled
 
 
 class no_grad:
-    """Context manager (and decorator) under which ops record nothing."""
+    """Ops record nothing inside ``with tn.no_grad():``, or in a function decorated with
+    ``@tn.no_grad()`` or ``@tn.no_grad`` (a generator function: each of its steps)."""
+
+    def __new__(cls, fn=None):
+        if fn is None:
+            return super().__new__(cls)
+        return cls()(fn)               # bare @tn.no_grad
 
     def __enter__(self):
-        self._prev = GradMode.enabled
-        GradMode.enabled = False
+        self._prev = grad_mode.enabled
+        grad_mode.enabled = False
         return self
 
     def __exit__(self, *exc):
-        GradMode.enabled = self._prev
+        grad_mode.enabled = self._prev
         return False
 
     def __call__(self, fn):
+        if not callable(fn):
+            raise TritonnnError(f"no_grad: expected a function to decorate, got "
+                                f"{type(fn).__name__}")
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args, **kwargs):
+                # every step of the generator runs without recording, the caller's code
+                # between steps with its own grad mode
+                gen = fn(*args, **kwargs)
+                try:
+                    with no_grad():
+                        item = gen.send(None)
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            with no_grad():
+                                gen.close()
+                            raise
+                        except BaseException as e:
+                            with no_grad():
+                                item = gen.throw(e)
+                        else:
+                            with no_grad():
+                                item = gen.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+            return generator
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with no_grad():
