@@ -1,7 +1,9 @@
 """The command line and the example, run as a user would run them."""
 import os
+import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -81,3 +83,102 @@ def test_seed_walkthrough_on_cuda():
     r = _run([sys.executable, "examples/seed_walkthrough.py", "--device", "cuda"], env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "the walkthrough ran end to end on cuda" in r.stdout
+
+
+# ==============================================================================================
+# train: every argument checked before any work
+# ==============================================================================================
+
+TRAIN = [sys.executable, "-m", "tritonnn.cli", "train", "--device", "cpu", "--epochs", "2"]
+
+BAD_TRAIN_ARGUMENTS = [
+    ("--epochs", "0"), ("--epochs", "-1"), ("--epochs", "abc"), ("--epochs", "1.5"),
+    ("--batch-size", "0"),
+    ("--lr", "0"), ("--lr", "-0.1"), ("--lr", "nan"), ("--lr", "inf"),
+    ("--momentum", "1"), ("--momentum", "-0.1"),
+    ("--weight-decay", "-0.001"), ("--weight-decay", "nan"),
+    ("--hidden", "abc"), ("--hidden", "0"), ("--hidden", "64,,32"), ("--hidden", "-5"),
+    ("--test-fraction", "0"), ("--test-fraction", "1"), ("--test-fraction", "nan"),
+    ("--test-fraction", "0.0001"),      # rounds to an empty test split of the 1,797 digits
+    ("--test-fraction", "0.9999"),      # ... and to an empty training split
+    ("--seed", "-1"), ("--seed", str(2 ** 64)),
+    ("--out", "{tmp}/missing/model.safetensors"), ("--out", "{tmp}/model.pt"),
+    ("--out", "{tmp}/folder.safetensors"),
+]
+
+
+def _check_usage_error(r, prog, argument, value):
+    """Exit 2, one line on stderr naming the argument and the value, nothing on stdout."""
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"{prog}: error: argument {argument}"), lines[0]
+    assert lines[0].endswith(f"({value})"), lines[0]
+    assert r.stdout == "", "nothing printed, no epoch trained"
+
+
+@pytest.mark.parametrize("argument,value", BAD_TRAIN_ARGUMENTS)
+def test_train_bad_argument_exits_2_before_any_work(tmp_path, argument, value):
+    (tmp_path / "folder.safetensors").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    value = value.format(tmp=tmp_path)
+    out = [] if argument == "--out" else ["--out", str(tmp_path / "model.safetensors")]
+    r = _run([*TRAIN, *out, argument, value])
+    _check_usage_error(r, "tritonnn train", argument, value)
+    assert sorted(tmp_path.rglob("*")) == before, "no model, no probe file left behind"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write into: a chmod-ed one, or for root (who writes
+    anywhere) /sys where it is mounted read-only."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    try:
+        os.remove(tempfile.mkstemp(dir="/sys")[1])
+    except OSError:
+        yield pathlib.Path("/sys")
+    else:
+        pytest.skip("root, and /sys is writable: no read-only folder to try")
+
+
+def test_train_out_in_a_read_only_folder_fails_before_training(read_only_folder):
+    out = read_only_folder / "model.safetensors"
+    r = _run([*TRAIN, "--out", str(out)])
+    _check_usage_error(r, "tritonnn train", "--out", out)
+    assert "is not writable" in r.stderr and not out.exists()
+
+
+def test_train_cuda_without_gpu_or_interpreter_fails_up_front(tmp_path):
+    if tn.cuda.is_available():
+        pytest.skip("a GPU is here: device cuda is available")
+    env = {k: v for k, v in os.environ.items() if k != "TRITONNN_INTERPRET"}
+    r = subprocess.run([*TRAIN, "--device", "cuda", "--out", str(tmp_path / "m.safetensors")],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    _check_usage_error(r, "tritonnn train", "--device", "cuda")
+    assert "TRITONNN_INTERPRET=1" in r.stderr and not list(tmp_path.iterdir())
+
+
+def test_train_without_hidden_layer(tmp_path):
+    """``--hidden ''``: softmax regression, 64 -> 10."""
+    out = tmp_path / "linear.safetensors"
+    r = _run([*TRAIN, "--hidden", "", "--quiet", "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert sorted(tn.load(out)) == ["0.bias", "0.weight"]
+    assert tn.io.load_metadata(out)["architecture"] == "64-10"
+
+
+# ==============================================================================================
+# info
+# ==============================================================================================
+
+
+def test_info_bad_argument_exits_2_with_one_line():
+    r = _run([sys.executable, "-m", "tritonnn.cli", "info", "--verbose"])
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "tritonnn info: error: unrecognized arguments: --verbose"], r.stderr
