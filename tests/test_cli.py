@@ -174,11 +174,17 @@ def test_train_without_hidden_layer(tmp_path):
 
 
 # ==============================================================================================
-# info
+# info and sweep
 # ==============================================================================================
 
 
-def test_info_bad_argument_exits_2_with_one_line():
+def test_info_and_sweep_bad_arguments_exit_2_with_one_line():
     r = _run([sys.executable, "-m", "tritonnn.cli", "info", "--verbose"])
     assert r.returncode == 2 and r.stderr.splitlines() == [
         "tritonnn info: error: unrecognized arguments: --verbose"], r.stderr
+    r = _run([sys.executable, "-m", "tritonnn.cli", "sweep", "--kernels", "relu", "nope"])
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("tritonnn sweep: error: argument --kernels: unknown kernel "
+                               "family 'nope'"), lines[0]
+    assert r.stdout == "", "no family ran"
