@@ -22,6 +22,7 @@ from .backends import backend
 from .datasets import load_digits, train_test_split
 from .device import as_device, interpreting
 
+REFRESH_S = 0.25        # the progress bar is redrawn (and the running loss read) at most this often
 SEED_END = 2 ** 64      # tn.manual_seed keeps 64 bits; larger seeds would alias smaller ones
 
 
@@ -172,14 +173,46 @@ def _preflight(args):
     return device, images, labels, tr, te
 
 
+def train_epoch(model, opt, loader, bar=None, refresh_s=REFRESH_S, clock=time.monotonic):
+    """One pass over ``loader``; returns the mean training loss over its samples.
+
+    The loss is summed on the device, so a batch costs no host sync. ``bar`` (a tqdm made with
+    ``mininterval=0, miniters=1``, so it draws when told, or None) is advanced by the batches
+    done and redrawn, with the running loss read on the host, at most every ``refresh_s``
+    seconds; the epoch's last batches are counted without a redraw (the caller's epoch line
+    redraws it).
+    """
+    model.train()
+    total, seen, counted, drawn = None, 0, 0, clock()
+    for done, (xb, yb) in enumerate(loader, 1):
+        loss = F.cross_entropy(model(xb), yb)
+        opt.backward_step(loss)
+        with tn.no_grad():
+            part = loss.detach() * len(yb)
+            total = part if total is None else total + part
+        seen += len(yb)
+        if bar is not None and clock() - drawn >= refresh_s:
+            bar.set_postfix(loss=f"{total.item() / seen:.4f}", refresh=False)
+            bar.update(done - counted)
+            counted, drawn = done, clock()
+    mean = total.item() / seen
+    if bar is not None:
+        bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        bar.n += len(loader) - counted
+    return mean
+
+
 def cmd_train(args):
-    from tqdm import tqdm           # here: 30 ms of start-up that only training needs
     device, images, labels, tr, te = _preflight(args)
+    # one bar for the run on a terminal; a redirected log gets one line per epoch; --quiet neither
+    show_bar = not args.quiet and sys.stderr.isatty()
+    if show_bar:
+        from tqdm import tqdm       # here: 30 ms of start-up that only training needs
     tn.manual_seed(args.seed)
     x_train, y_train = tn.tensor(images[tr], device=device), tn.tensor(labels[tr], device=device)
     x_test, y_test = tn.tensor(images[te], device=device), tn.tensor(labels[te], device=device)
-    hidden = args.hidden
-    model = build_mlp(64, hidden, 10, device)
+    architecture = "-".join(map(str, [64, *args.hidden, 10]))
+    model = build_mlp(64, args.hidden, 10, device)
     if args.optimizer == "sgd":
         opt = tn.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                            weight_decay=args.weight_decay)
@@ -188,22 +221,30 @@ def cmd_train(args):
     loader = tn.data.DataLoader(tn.data.TensorDataset(x_train, y_train),
                                 batch_size=args.batch_size, shuffle=True, seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"training a {'-'.join(map(str, [64, *hidden, 10]))} MLP ({n_params:,} parameters) on "
-          f"{len(tr)} digits, testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}")
+    if not args.quiet:
+        print(f"training a {architecture} MLP ({n_params:,} parameters) on {len(tr)} digits, "
+              f"testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}", flush=True)
+    width = len(str(args.epochs))
+
+    def name(epoch):
+        return f"epoch {epoch:>{width}}/{args.epochs}"
+
+    bar = None
+    if show_bar:        # mininterval=0, miniters=1: it draws when train_epoch says so
+        bar = tqdm(total=args.epochs * len(loader), desc=name(1), unit="batch", leave=False,
+                   file=sys.stderr, mininterval=0, miniters=1)
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch:>3}/{args.epochs}", leave=False,
-                   disable=args.quiet, unit="batch")
-        total, seen = 0.0, 0
-        for xb, yb in bar:
-            loss = F.cross_entropy(model(xb), yb)
-            opt.backward_step(loss)
-            total += loss.item() * len(yb)
-            seen += len(yb)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        if not args.quiet and (epoch == args.epochs or epoch % max(1, args.epochs // 5) == 0):
-            print(f"epoch {epoch:>3}: train loss {total / seen:.4f}")
+        began = time.perf_counter()
+        loss = train_epoch(model, opt, loader, bar)
+        line = f"{name(epoch)}: train loss {loss:.4f} ({time.perf_counter() - began:.1f} s)"
+        if bar is not None:     # the line goes above the bar, redrawn for the next epoch
+            bar.set_description(name(min(epoch + 1, args.epochs)), refresh=False)
+            bar.write(line, file=sys.stderr)
+        elif not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+    if bar is not None:
+        bar.close()
     elapsed = time.perf_counter() - start
     model.eval()
     train_acc, test_acc = accuracy(model, x_train, y_train), accuracy(model, x_test, y_test)
@@ -211,8 +252,8 @@ def cmd_train(args):
           f"({elapsed:.1f} s training)")
     if args.out:
         tn.save(model.state_dict(), args.out, metadata={
-            "architecture": "-".join(map(str, [64, *hidden, 10])),
-            "test_accuracy": f"{test_acc:.4f}", "tritonnn": tn.__version__})
+            "architecture": architecture, "test_accuracy": f"{test_acc:.4f}",
+            "tritonnn": tn.__version__})
         print(f"saved the model to {args.out}")
     return 0
 
@@ -270,7 +311,8 @@ def main(argv=None):
                    help="auto: cuda with a GPU, else cpu")
     t.add_argument("--out", default="digits_mlp.safetensors",
                    help="where to save, a .safetensors file ('' to skip); checked before training")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true",
+                   help="print only the final summary (no bar, no epoch lines)")
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser("info", help="versions, devices and the active backend")
     i.set_defaults(fn=cmd_info)
