@@ -1,17 +1,29 @@
-"""The ``tritonnn`` command: ``train`` an MLP on the bundled digits, ``info``, ``sweep``."""
+"""The ``tritonnn`` command: ``train`` an MLP on the bundled digits, ``info``, ``sweep``.
+
+Every option of ``train`` is checked before any work (values by the parser, the device, the
+output file and the split in ``_preflight``); a bad one exits 2 with one line,
+``tritonnn train: error: <what> (<value>)``, and no file is written.
+"""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 import sys
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 
 import tritonnn as tn
 import tritonnn.nn.functional as F
 
+from .backends import backend
 from .datasets import load_digits, train_test_split
-from .device import interpreting
+from .device import as_device, interpreting
+
+REFRESH_S = 0.25        # the progress bar is redrawn (and the running loss read) at most this often
+SEED_END = 2 ** 64      # tn.manual_seed keeps 64 bits; larger seeds would alias smaller ones
 
 
 def _version(pkg):
@@ -21,11 +33,53 @@ def _version(pkg):
         return "not installed"
 
 
-def _pick_device(choice):
-    """``auto`` means a real GPU when there is one (the interpreter is for tests, not training)."""
-    if choice != "auto":
-        return choice
-    return "cuda" if tn.cuda.is_available() else "cpu"
+# ==============================================================================================
+# usage errors: one line, exit 2
+# ==============================================================================================
+
+
+def _usage_error(prog, message):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block; ``--help`` prints that)."""
+
+    def error(self, message):
+        _usage_error(self.prog, message)
+
+
+def _checked(convert, ok, rule):
+    """An argparse ``type``: ``convert(text)``, refused unless ``ok(value)``; says ``rule``."""
+    def parse(text):
+        try:
+            value = convert(text)
+            if ok(value):
+                return value
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"{rule} ({text})")
+    return parse
+
+
+def _hidden_widths(text):
+    """``"128,64"`` -> ``[128, 64]``; ``""`` -> ``[]``: no hidden layer (softmax regression)."""
+    if not text.strip():
+        return []
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be positive integers separated by commas, or '' for no hidden layer ({text})")
+    return widths
+
+
+# ==============================================================================================
+# info
+# ==============================================================================================
 
 
 def cmd_info(args):
@@ -48,6 +102,11 @@ def cmd_info(args):
     return 0
 
 
+# ==============================================================================================
+# train
+# ==============================================================================================
+
+
 def build_mlp(inputs, hidden, classes, device):
     layers, width = [], inputs
     for h in hidden:
@@ -66,16 +125,94 @@ def accuracy(model, x, y, batch_size=512):
     return hits / len(x)
 
 
-def cmd_train(args):
-    from tqdm import tqdm           # here: 30 ms of start-up that only training needs
+def _pick_device(choice):
+    """``auto`` means a real GPU when there is one (the interpreter is for tests, not training)."""
+    if choice != "auto":
+        return choice
+    return "cuda" if tn.cuda.is_available() else "cpu"
+
+
+def _out_problem(out):
+    """Why the model could not be saved at ``out`` (None when it can); writes nothing that stays."""
+    if not out.endswith(".safetensors"):
+        return "must end in .safetensors, the format the model is saved in"
+    if os.path.isdir(out):
+        return "is a folder, not a file name"
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        return f"its folder {folder} does not exist"
+    try:                                # the one sure test of a folder: write a file into it
+        fd, probe = tempfile.mkstemp(prefix=".tritonnn-probe-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        return f"its folder {folder} is not writable: {e.strerror}"
+    if os.path.exists(out) and not os.access(out, os.W_OK):
+        return "the file exists and is not writable"
+    return None
+
+
+def _preflight(args):
+    """What the parser cannot check alone: the device, the output file and the split sizes.
+    Returns ``(device, images, labels, train_idx, test_idx)``; a problem is a usage error."""
+    prog = "tritonnn train"
+    problem = _out_problem(args.out) if args.out else None
+    if problem:
+        _usage_error(prog, f"argument --out: {problem} ({args.out})")
     device = _pick_device(args.device)
-    tn.manual_seed(args.seed)
+    try:
+        backend(as_device(device))      # loads it: numpy, or torch and triton (GPU or interpreter)
+    except tn.TritonnnError as e:
+        _usage_error(prog, f"argument --device: {e} ({args.device})")
     images, labels = load_digits()
     tr, te = train_test_split(len(images), args.test_fraction, args.seed)
+    if not len(tr) or not len(te):
+        _usage_error(prog, f"argument --test-fraction: leaves {len(tr)} training and {len(te)} "
+                     f"test digits of {len(images)}; both need at least one "
+                     f"({args.test_fraction})")
+    return device, images, labels, tr, te
+
+
+def train_epoch(model, opt, loader, bar=None, refresh_s=REFRESH_S, clock=time.monotonic):
+    """One pass over ``loader``; returns the mean training loss over its samples.
+
+    The loss is summed on the device, so a batch costs no host sync. ``bar`` (a tqdm made with
+    ``mininterval=0, miniters=1``, so it draws when told, or None) is advanced by the batches
+    done and redrawn, with the running loss read on the host, at most every ``refresh_s``
+    seconds; the epoch's last batches are counted without a redraw (the caller's epoch line
+    redraws it).
+    """
+    model.train()
+    total, seen, counted, drawn = None, 0, 0, clock()
+    for done, (xb, yb) in enumerate(loader, 1):
+        loss = F.cross_entropy(model(xb), yb)
+        opt.backward_step(loss)
+        with tn.no_grad():
+            part = loss.detach() * len(yb)
+            total = part if total is None else total + part
+        seen += len(yb)
+        if bar is not None and clock() - drawn >= refresh_s:
+            bar.set_postfix(loss=f"{total.item() / seen:.4f}", refresh=False)
+            bar.update(done - counted)
+            counted, drawn = done, clock()
+    mean = total.item() / seen
+    if bar is not None:
+        bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+        bar.n += len(loader) - counted
+    return mean
+
+
+def cmd_train(args):
+    device, images, labels, tr, te = _preflight(args)
+    # one bar for the run on a terminal; a redirected log gets one line per epoch; --quiet neither
+    show_bar = not args.quiet and sys.stderr.isatty()
+    if show_bar:
+        from tqdm import tqdm       # here: 30 ms of start-up that only training needs
+    tn.manual_seed(args.seed)
     x_train, y_train = tn.tensor(images[tr], device=device), tn.tensor(labels[tr], device=device)
     x_test, y_test = tn.tensor(images[te], device=device), tn.tensor(labels[te], device=device)
-    hidden = [int(h) for h in args.hidden.split(",") if h]
-    model = build_mlp(64, hidden, 10, device)
+    architecture = "-".join(map(str, [64, *args.hidden, 10]))
+    model = build_mlp(64, args.hidden, 10, device)
     if args.optimizer == "sgd":
         opt = tn.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                            weight_decay=args.weight_decay)
@@ -84,22 +221,30 @@ def cmd_train(args):
     loader = tn.data.DataLoader(tn.data.TensorDataset(x_train, y_train),
                                 batch_size=args.batch_size, shuffle=True, seed=args.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"training a {'-'.join(map(str, [64, *hidden, 10]))} MLP ({n_params:,} parameters) on "
-          f"{len(tr)} digits, testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}")
+    if not args.quiet:
+        print(f"training a {architecture} MLP ({n_params:,} parameters) on {len(tr)} digits, "
+              f"testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}", flush=True)
+    width = len(str(args.epochs))
+
+    def name(epoch):
+        return f"epoch {epoch:>{width}}/{args.epochs}"
+
+    bar = None
+    if show_bar:        # mininterval=0, miniters=1: it draws when train_epoch says so
+        bar = tqdm(total=args.epochs * len(loader), desc=name(1), unit="batch", leave=False,
+                   file=sys.stderr, mininterval=0, miniters=1)
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch:>3}/{args.epochs}", leave=False,
-                   disable=args.quiet, unit="batch")
-        total, seen = 0.0, 0
-        for xb, yb in bar:
-            loss = F.cross_entropy(model(xb), yb)
-            opt.backward_step(loss)
-            total += loss.item() * len(yb)
-            seen += len(yb)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        if not args.quiet and (epoch == args.epochs or epoch % max(1, args.epochs // 5) == 0):
-            print(f"epoch {epoch:>3}: train loss {total / seen:.4f}")
+        began = time.perf_counter()
+        loss = train_epoch(model, opt, loader, bar)
+        line = f"{name(epoch)}: train loss {loss:.4f} ({time.perf_counter() - began:.1f} s)"
+        if bar is not None:     # the line goes above the bar, redrawn for the next epoch
+            bar.set_description(name(min(epoch + 1, args.epochs)), refresh=False)
+            bar.write(line, file=sys.stderr)
+        elif not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+    if bar is not None:
+        bar.close()
     elapsed = time.perf_counter() - start
     model.eval()
     train_acc, test_acc = accuracy(model, x_train, y_train), accuracy(model, x_test, y_test)
@@ -107,33 +252,67 @@ def cmd_train(args):
           f"({elapsed:.1f} s training)")
     if args.out:
         tn.save(model.state_dict(), args.out, metadata={
-            "architecture": "-".join(map(str, [64, *hidden, 10])),
-            "test_accuracy": f"{test_acc:.4f}", "tritonnn": tn.__version__})
+            "architecture": architecture, "test_accuracy": f"{test_acc:.4f}",
+            "tritonnn": tn.__version__})
         print(f"saved the model to {args.out}")
     return 0
 
 
+# ==============================================================================================
+# sweep
+# ==============================================================================================
+
+
 def cmd_sweep(args):
     from .perf import sweep         # here: the sweeps load only for `tritonnn sweep`
+
+    def family(text):
+        try:
+            return sweep._family(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    # sweep.cli checks --kernels only once the sweep runs, as a ValueError: check them first
+    # here, as a usage error, until its parser does it (type=_family in perf/sweep.py)
+    kernels = _Parser(prog="tritonnn sweep", add_help=False)
+    kernels.add_argument("--kernels", nargs="*", type=family)
+    kernels.parse_known_args(args.sweep_args)
     return sweep.cli(args.sweep_args, prog="tritonnn sweep")
 
 
+# ==============================================================================================
+# the command line
+# ==============================================================================================
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="tritonnn", description="tritonnn command line")
+    p = _Parser(prog="tritonnn", description="tritonnn command line")
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train an MLP on the bundled UCI digits data set")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--hidden", default="128,64", help="hidden widths, comma separated")
-    t.add_argument("--test-fraction", type=float, default=0.2)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    t.add_argument("--out", default="digits_mlp.safetensors", help="where to save ('' to skip)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t = sub.add_parser("train", help="train an MLP on the bundled UCI digits data set",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    integer_from_1 = _checked(int, lambda v: v >= 1, "must be an integer >= 1")
+    t.add_argument("--epochs", type=integer_from_1, default=40, help=">= 1")
+    t.add_argument("--batch-size", type=integer_from_1, default=32, help=">= 1")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="optimizer")
+    t.add_argument("--lr", type=_checked(float, lambda v: 0 < v < math.inf, "must be a number > 0"),
+                   default=0.05, help="learning rate, > 0")
+    t.add_argument("--momentum", type=_checked(float, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+                   default=0.9, help="SGD momentum, in [0, 1)")
+    t.add_argument("--weight-decay", default=1e-4, help=">= 0",
+                   type=_checked(float, lambda v: 0 <= v < math.inf, "must be a number >= 0"))
+    t.add_argument("--hidden", type=_hidden_widths, default="128,64",
+                   help="hidden widths, comma separated; '' for none (softmax regression)")
+    t.add_argument("--test-fraction", default=0.2, help="in (0, 1), seeded split of the digits",
+                   type=_checked(float, lambda v: 0 < v < 1, "must be in (0, 1)"))
+    t.add_argument("--seed", default=0, help="in [0, 2**64): split, weights, batch order",
+                   type=_checked(int, lambda v: 0 <= v < SEED_END,
+                                 "must be an integer in [0, 2**64)"))
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: cuda with a GPU, else cpu")
+    t.add_argument("--out", default="digits_mlp.safetensors",
+                   help="where to save, a .safetensors file ('' to skip); checked before training")
+    t.add_argument("--quiet", action="store_true",
+                   help="print only the final summary (no bar, no epoch lines)")
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser("info", help="versions, devices and the active backend")
     i.set_defaults(fn=cmd_info)
@@ -145,7 +324,7 @@ def main(argv=None):
     if args.cmd == "sweep":
         args.sweep_args = rest
     elif rest:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
+        _usage_error(f"tritonnn {args.cmd}", f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.fn(args)
     except tn.TritonnnError as e:
