@@ -101,12 +101,19 @@ def summarize(folder) -> int:
     return 0
 
 
-def cli(argv=None, prog="python -m tritonnn.perf.sweep") -> int:
+def _family_arg(text):
+    try:
+        return _family(text)
+    except ValueError as e:                 # a usage error, reported by the parser
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def cli(argv=None, prog="python -m tritonnn.perf.sweep", parser_class=argparse.ArgumentParser):
     """``[--device ...] [--kernels ...] [--quick] [--out DIR]`` or ``--summarize DIR``: this
-    module's command line, and ``tritonnn sweep``'s."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    module's command line, and ``tritonnn sweep``'s (which passes its own parser class)."""
+    p = parser_class(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--kernels", nargs="*", default=None,
+    p.add_argument("--kernels", nargs="*", default=None, type=_family_arg,
                    help=f"families to run (default: all): {' '.join(FAMILIES)}")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     p.add_argument("--out", default=None,

@@ -265,19 +265,7 @@ def cmd_train(args):
 
 def cmd_sweep(args):
     from .perf import sweep         # here: the sweeps load only for `tritonnn sweep`
-
-    def family(text):
-        try:
-            return sweep._family(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    # sweep.cli checks --kernels only once the sweep runs, as a ValueError: check them first
-    # here, as a usage error, until its parser does it (type=_family in perf/sweep.py)
-    kernels = _Parser(prog="tritonnn sweep", add_help=False)
-    kernels.add_argument("--kernels", nargs="*", type=family)
-    kernels.parse_known_args(args.sweep_args)
-    return sweep.cli(args.sweep_args, prog="tritonnn sweep")
+    return sweep.cli(args.sweep_args, prog="tritonnn sweep", parser_class=_Parser)
 
 
 # ==============================================================================================
