@@ -6,14 +6,17 @@ each name to ``{"dtype", "shape", "data_offsets"}`` (plus an optional
 here are read by ``safetensors.torch``/``safetensors.numpy`` and files they
 write are read here; bfloat16 and float16 keep their bytes exactly.
 
-``load`` trusts nothing in the file: every header field, offset and size is
-checked before any data is read, and it never allocates more than the file's
-own size.
+``load`` trusts nothing in the file: it reads only regular files (a FIFO or a
+device is refused before it is opened), every header field, offset and size is
+checked before any data is read, it never allocates more than the file's own
+size, and a file in another format (``torch.save``'s zip or pickle, numpy,
+text, ...) is named as such.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import tempfile
 
@@ -25,7 +28,7 @@ from .device import as_device
 from .errors import TritonnnError
 from .tensor import Tensor
 
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100_000_000        # safetensors' own limit: a longer header no reader accepts
 
 
 def _fspath(op, path):
@@ -35,9 +38,50 @@ def _fspath(op, path):
     except TypeError:
         raise TritonnnError(f"{op}: path must be a str or os.PathLike, got "
                             f"{type(path).__name__}") from None
+    if not path:
+        raise TritonnnError(f"{op}: path is empty")
     if "\0" in path:
         raise TritonnnError(f"{op}: path {path!r} contains a NUL character")
     return path
+
+
+def _kind(mode):
+    """What a non-regular file is, in words."""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _open_regular(op, path):
+    """``path`` opened for reading, and its size; anything but a regular file is refused.
+
+    The type is checked with ``stat`` before opening, so a FIFO or a device is never opened
+    (opening a FIFO blocks until a writer comes); the open itself is non-blocking and checked
+    again, in case the file was swapped in between.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise TritonnnError(f"{op}: cannot open {path!r}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise TritonnnError(f"{op}: {path!r} is {_kind(st.st_mode)}, not a safetensors file")
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise TritonnnError(f"{op}: cannot open {path!r}: {e.strerror}") from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise TritonnnError(f"{op}: {path!r} is {_kind(st.st_mode)}, not a safetensors file")
+    if nonblock:
+        os.set_blocking(fd, True)
+    return f, st.st_size
 
 
 def _tensor_bytes(name, t):
@@ -116,19 +160,87 @@ def _file_mode(path):
         return 0o666 & ~umask
 
 
+def _typename(x):
+    t = type(x)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _short(x, width=60):
+    try:
+        r = repr(x)
+    except Exception:                  # noqa: BLE001  (a hostile key's repr may raise anything)
+        return f"<{_typename(x)}>"
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
 def _bad(path, why):
     return TritonnnError(f"load: {path!r} is not a valid safetensors file: {why}")
 
 
+_FROM_TORCH = ("load it with torch.load, convert the tensors with tn.tensor and write them "
+               "with tn.save")
+# pickle protocol 2, then the long int torch.save writes first: 0x1950a86a20f9469cfc6c
+_LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+_MAGIC = (    # (leading bytes, what the file looks like)
+    (b"\x93NUMPY", "a numpy .npy file; load it with numpy.load, convert it with tn.tensor"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5?)"),
+    (b"GGUF", "a GGUF file (llama.cpp)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+)
+
+
+def _foreign_format(lead):
+    """What the file starting with ``lead`` is, when it is a known other format, else None."""
+    if lead.startswith(b"PK\x03\x04"):
+        name_len = int.from_bytes(lead[26:28], "little")
+        first = lead[30:30 + name_len]
+        if first.endswith(b".pkl"):
+            return ("this looks like a torch.save file (a zip archive with a pickle inside); "
+                    + _FROM_TORCH)
+        if first.endswith(b".npy"):
+            return "this looks like a numpy .npz archive; load it with numpy.load"
+        return "this looks like a zip archive"
+    if lead.startswith(_LEGACY_TORCH_MAGIC):
+        return f"this looks like a torch.save file (the legacy pickle format); {_FROM_TORCH}"
+    if len(lead) >= 2 and lead[0] == 0x80 and 2 <= lead[1] <= 5:
+        return ("this looks like a Python pickle (pickle.dump, or an old torch.save); if "
+                "torch.save wrote it, " + _FROM_TORCH)
+    for magic, what in _MAGIC:
+        if lead.startswith(magic):
+            return f"this looks like {what}"
+    return _text_format(lead)
+
+
+def _text_format(lead):
+    """"a text file" when ``lead`` reads as printable UTF-8, else None."""
+    try:
+        text = lead.decode("utf-8")
+    except UnicodeDecodeError as e:          # a character cut at the end of ``lead`` is text too
+        text = lead[:e.start].decode("utf-8") if e.start >= len(lead) - 3 else None
+    if text and all(c.isprintable() or c in "\t\n\r\f" for c in text):
+        return f"this looks like a text file (it starts with {_short(text[:40], 48)})"
+    return None
+
+
 def read_header(path, f, size):
     """The validated header dict and the data section's start; raises naming ``path``."""
+    if size == 0:
+        raise _bad(path, "the file is empty (0 bytes)")
+    lead = f.read(512)
+    # A JSON header starts "{" (perhaps after blanks): such a file is taken for safetensors,
+    # broken or not, even where its length bytes happen to spell another format's magic.
+    foreign = not (len(lead) > 8 and lead[8] in b"{ \t\n\r") and _foreign_format(lead)
+    if foreign:
+        raise _bad(path, foreign)
     if size < 8:
         raise _bad(path, f"file is {size} bytes, shorter than the 8-byte header length")
-    (n,) = struct.unpack("<Q", f.read(8))
-    if n > MAX_HEADER:
-        raise _bad(path, f"header length {n} exceeds the {MAX_HEADER}-byte limit")
+    (n,) = struct.unpack("<Q", lead[:8])
+    if n > MAX_HEADER:      # text has no 0 byte, so its "length" is always far over the limit
+        raise _bad(path, _text_format(lead) or
+                   f"header length {n} exceeds the {MAX_HEADER}-byte limit")
     if n > size - 8:
         raise _bad(path, f"header length {n} runs past the end of the {size}-byte file")
+    f.seek(8)
     raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -180,14 +292,8 @@ def load(path, device="cpu"):
     """A dict name -> tensor from a safetensors file, on ``device``."""
     path = _fspath("load", path)
     dev = as_device(device)
-    if os.path.isdir(path):
-        raise TritonnnError(f"load: {path!r} is a directory, not a safetensors file")
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise TritonnnError(f"load: cannot open {path!r}: {e.strerror}") from None
+    f, size = _open_regular("load", path)
     with f:
-        size = os.fstat(f.fileno()).st_size
         header, _meta, base = read_header(path, f, size)
         B = backend(dev)
         out = {}
@@ -207,10 +313,7 @@ def load(path, device="cpu"):
 def load_metadata(path):
     """The ``__metadata__`` dict of a safetensors file (empty when it has none)."""
     path = _fspath("load_metadata", path)
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise TritonnnError(f"load_metadata: cannot open {path!r}: {e.strerror}") from None
+    f, size = _open_regular("load_metadata", path)
     with f:
-        _, meta, _ = read_header(path, f, os.fstat(f.fileno()).st_size)
+        _, meta, _ = read_header(path, f, size)
     return meta or {}
