@@ -6,6 +6,13 @@ each name to ``{"dtype", "shape", "data_offsets"}`` (plus an optional
 here are read by ``safetensors.torch``/``safetensors.numpy`` and files they
 write are read here; bfloat16 and float16 keep their bytes exactly.
 
+``save`` checks every name and value before it touches the disk, then writes a
+temporary file beside the target and renames it over the target: the old file
+stays whole until the new one is complete. A symlink is written through (the
+file it ends at is replaced; the link stays a link, and a dangling link gets its
+target created, as ``torch.save`` does); a directory, device, FIFO or socket is
+refused, never replaced.
+
 ``load`` trusts nothing in the file: it reads only regular files (a FIFO or a
 device is refused before it is opened), every header field, offset and size is
 checked before any data is read, it never allocates more than the file's own
@@ -18,7 +25,6 @@ import json
 import os
 import stat
 import struct
-import tempfile
 
 import numpy as np
 
@@ -30,6 +36,10 @@ from .tensor import Tensor
 
 MAX_HEADER = 100_000_000        # safetensors' own limit: a longer header no reader accepts
 
+
+# ------------------------------------------------------------------------------------------------
+# paths
+# ------------------------------------------------------------------------------------------------
 
 def _fspath(op, path):
     """``path`` as a str, or a clear error for what cannot be a file name."""
@@ -53,6 +63,67 @@ def _kind(mode):
         if test(mode):
             return what
     return "not a regular file"
+
+
+def _save_target(path):
+    """The file ``save`` replaces (symlinks resolved) and its stat, None when it is new.
+
+    Refuses, naming ``path``, anything but a regular file or a free name in an existing folder.
+    """
+    target = os.path.realpath(path)
+    linked = os.path.islink(path) and target != os.path.abspath(path)     # (not a loop)
+    shown = f"{path!r} (a symlink to {target!r})" if linked else repr(path)
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as e:           # a symlink loop, a folder we may not enter, a name too long
+        raise TritonnnError(f"save: cannot write {shown}: {e.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise TritonnnError(f"save: {shown} is a directory, not a file")
+    if os.path.basename(path) in ("", ".", ".."):     # "dir/" must not become a file "dir"
+        raise TritonnnError(f"save: path {path!r} names a folder, not a file")
+    if st is None:
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise TritonnnError(f"save: folder {folder!r} for {shown} does not exist")
+    elif not stat.S_ISREG(st.st_mode):
+        raise TritonnnError(f"save: {shown} is {_kind(st.st_mode)}; tn.save writes regular "
+                            f"files only and never replaces a device, FIFO or socket")
+    return target, st
+
+
+_TEMP_SUFFIX = len(".") + 8 + len(".tmp")      # "." + 8 random hex digits + ".tmp"
+
+
+def _create_temp(folder, name):
+    """A new, empty, private file ``.<name>.<random>.tmp`` in ``folder``: (fd, path).
+
+    ``name`` is cut (at a character boundary) so the temporary name stays within the
+    folder's limit on name length, whatever the length of ``name``.
+    """
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if limit is None or limit <= 0:
+        limit = 255
+    raw = os.fsencode(name)
+    keep = max(min(len(raw), limit - 1 - _TEMP_SUFFIX), 0)
+    while 0 < keep < len(raw) and raw[keep] & 0xC0 == 0x80:    # not inside a UTF-8 character
+        keep -= 1
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(
+        os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, os.fsdecode(b"." + raw[:keep] + b"." +
+                                               os.urandom(4).hex().encode() + b".tmp"))
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise TritonnnError(f"save: cannot write to {folder!r}: {e.strerror}") from None
+    raise TritonnnError(f"save: cannot write to {folder!r}: no free temporary file name")
 
 
 def _open_regular(op, path):
@@ -84,9 +155,67 @@ def _open_regular(op, path):
     return f, st.st_size
 
 
-def _tensor_bytes(name, t):
-    if not isinstance(t, Tensor):
-        raise TritonnnError(f"save: value for {name!r} is a {type(t).__name__}, not a tensor")
+# ------------------------------------------------------------------------------------------------
+# save
+# ------------------------------------------------------------------------------------------------
+
+def _typename(x):
+    t = type(x)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _short(x, width=60):
+    try:
+        r = repr(x)
+    except Exception:                  # noqa: BLE001  (a hostile key's repr may raise anything)
+        return f"<{_typename(x)}>"
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
+def _utf8(s):
+    """Whether ``s`` can be written as UTF-8 (a lone surrogate cannot)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_contents(tensors, metadata):
+    """Every name a str, every value a tritonnn tensor, metadata str -> str; else a clear error."""
+    if not isinstance(tensors, dict):
+        raise TritonnnError(f"save: expected a dict of name -> tensor, got {_typename(tensors)}")
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            raise TritonnnError(f"save: tensor names must be str, got a key of type "
+                                f"{_typename(name)}: {_short(name)}")
+        if name == "__metadata__":
+            raise TritonnnError("save: the name '__metadata__' is reserved for the file's "
+                                "metadata; pass metadata=... instead")
+        if not _utf8(name):
+            raise TritonnnError(f"save: tensor name {name!r} is not valid Unicode (a lone "
+                                f"surrogate); safetensors names are UTF-8")
+        if not isinstance(t, Tensor):
+            hint = (" (convert it with tn.tensor)"
+                    if type(t).__module__.split(".")[0] in ("numpy", "torch") else "")
+            raise TritonnnError(f"save: value for {name!r} is a {_typename(t)}, not a "
+                                f"tritonnn tensor{hint}")
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise TritonnnError(f"save: metadata must be a dict of str -> str, got "
+                            f"{_typename(metadata)}")
+    for k, v in metadata.items():
+        if not (isinstance(k, str) and isinstance(v, str)):
+            raise TritonnnError(f"save: metadata must map str to str; the value for {k!r} is "
+                                f"a {_typename(v)}" if isinstance(k, str) else
+                                f"save: metadata must map str to str; got a key of type "
+                                f"{_typename(k)}: {_short(k)}")
+        if not (_utf8(k) and _utf8(v)):
+            raise TritonnnError(f"save: metadata {k!r}: {v!r} is not valid Unicode")
+
+
+def _tensor_bytes(t):
     a = np.ascontiguousarray(t.detach()._backend.to_numpy(t._data))
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
@@ -94,44 +223,40 @@ def _tensor_bytes(name, t):
 
 
 def save(tensors, path, metadata=None):
-    """Write a name -> tensor dict to ``path`` atomically: a crash never leaves a half file."""
+    """Write a name -> tensor dict to ``path`` atomically: a crash never leaves a half file.
+
+    A symlink at ``path`` is written through: the file it finally points at is replaced (a
+    dangling link gets its target created, as ``torch.save`` does) and the link stays.
+    """
     path = _fspath("save", path)
-    if not isinstance(tensors, dict):
-        raise TritonnnError(f"save: expected a dict of name -> tensor, got {type(tensors).__name__}")
-    if metadata is not None and (not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
-        raise TritonnnError("save: metadata must be a dict of str -> str")
+    _check_contents(tensors, metadata)
+    target, old = _save_target(path)
     header, arrays, offset = {}, [], 0
     if metadata:
         header["__metadata__"] = dict(metadata)
     for name in sorted(tensors):
-        if not isinstance(name, str) or name == "__metadata__":
-            raise TritonnnError(f"save: invalid tensor name {name!r}")
-        dt, shape, a = _tensor_bytes(name, tensors[name])
+        dt, shape, a = _tensor_bytes(tensors[name])
         header[name] = {"dtype": dt, "shape": shape, "data_offsets": [offset, offset + a.nbytes]}
         arrays.append(a)
         offset += a.nbytes
     hdr = json.dumps(header, separators=(",", ":")).encode()
     hdr += b" " * (-len(hdr) % 8)                      # data starts 8-byte aligned
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise TritonnnError(f"save: {path!r} is a directory")
-    if not os.path.isdir(folder):
-        raise TritonnnError(f"save: folder {folder!r} for {path!r} does not exist")
+    if len(hdr) > MAX_HEADER:
+        raise TritonnnError(f"save: the header for {path!r} ({len(tensors)} names) would take "
+                            f"{len(hdr)} bytes, over the {MAX_HEADER}-byte limit of safetensors "
+                            f"readers")
+    folder = os.path.dirname(target)
+    fd, tmp = _create_temp(folder, os.path.basename(target))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise TritonnnError(f"save: cannot write to {folder!r}: {e.strerror}") from None
-    try:
-        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
+            _copy_owner_and_mode(f.fileno(), old)
             f.write(struct.pack("<Q", len(hdr)))
             f.write(hdr)
             for a in arrays:
                 f.write(memoryview(a.reshape(-1).view(np.uint8)))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -150,28 +275,26 @@ def save(tensors, path, metadata=None):
         pass
 
 
-def _file_mode(path):
-    """The mode the saved file gets: the old file's, else what ``open()`` would give (umask)."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
+def _copy_owner_and_mode(fd, old):
+    """Give the new file the old one's mode (and owner, where allowed); a new file gets what
+    ``open()`` would give it (0o666 less the umask)."""
+    if old is None:
         umask = os.umask(0)
         os.umask(umask)
-        return 0o666 & ~umask
+        os.fchmod(fd, 0o666 & ~umask)
+        return
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (old.st_uid, old.st_gid) and hasattr(os, "fchown"):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except OSError:           # only root may give a file away: the saver keeps it
+            pass
+    os.fchmod(fd, old.st_mode & 0o7777)
 
 
-def _typename(x):
-    t = type(x)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
-def _short(x, width=60):
-    try:
-        r = repr(x)
-    except Exception:                  # noqa: BLE001  (a hostile key's repr may raise anything)
-        return f"<{_typename(x)}>"
-    return r if len(r) <= width else r[:width - 3] + "..."
-
+# ------------------------------------------------------------------------------------------------
+# load
+# ------------------------------------------------------------------------------------------------
 
 def _bad(path, why):
     return TritonnnError(f"load: {path!r} is not a valid safetensors file: {why}")
