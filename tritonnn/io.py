@@ -71,7 +71,7 @@ def _save_target(path):
     Refuses, naming ``path``, anything but a regular file or a free name in an existing folder.
     """
     target = os.path.realpath(path)
-    linked = os.path.islink(path) and target != os.path.abspath(path)     # (not a loop)
+    linked = os.path.islink(path) and target != os.path.abspath(path)   # a loop stays unresolved
     shown = f"{path!r} (a symlink to {target!r})" if linked else repr(path)
     try:
         st = os.stat(target)
@@ -96,8 +96,8 @@ def _save_target(path):
 _TEMP_SUFFIX = len(".") + 8 + len(".tmp")      # "." + 8 random hex digits + ".tmp"
 
 
-def _create_temp(folder, name):
-    """A new, empty, private file ``.<name>.<random>.tmp`` in ``folder``: (fd, path).
+def _create_temp(folder, name, path):
+    """A new, empty, private file ``.<name>.<random>.tmp`` in ``folder``: (fd, its path).
 
     ``name`` is cut (at a character boundary) so the temporary name stays within the
     folder's limit on name length, whatever the length of ``name``.
@@ -122,8 +122,10 @@ def _create_temp(folder, name):
         except FileExistsError:
             continue
         except OSError as e:
-            raise TritonnnError(f"save: cannot write to {folder!r}: {e.strerror}") from None
-    raise TritonnnError(f"save: cannot write to {folder!r}: no free temporary file name")
+            raise TritonnnError(f"save: cannot write to {folder!r} (saving {path!r}): "
+                                f"{e.strerror}") from None
+    raise TritonnnError(f"save: cannot write to {folder!r} (saving {path!r}): no free "
+                        f"temporary file name")
 
 
 def _open_regular(op, path):
@@ -181,38 +183,34 @@ def _utf8(s):
     return True
 
 
-def _check_contents(tensors, metadata):
-    """Every name a str, every value a tritonnn tensor, metadata str -> str; else a clear error."""
+def _contents_problem(tensors, metadata):
+    """Why ``tensors`` and ``metadata`` cannot be saved (every name a UTF-8 str, every value a
+    tritonnn tensor, metadata str -> str), or None when they can."""
     if not isinstance(tensors, dict):
-        raise TritonnnError(f"save: expected a dict of name -> tensor, got {_typename(tensors)}")
+        return f"expected a dict of name -> tensor, got {_typename(tensors)}"
     for name, t in tensors.items():
         if not isinstance(name, str):
-            raise TritonnnError(f"save: tensor names must be str, got a key of type "
-                                f"{_typename(name)}: {_short(name)}")
+            return f"tensor names must be str, got a key of type {_typename(name)}: {_short(name)}"
         if name == "__metadata__":
-            raise TritonnnError("save: the name '__metadata__' is reserved for the file's "
-                                "metadata; pass metadata=... instead")
+            return "the name '__metadata__' is reserved for the metadata; pass metadata=... instead"
         if not _utf8(name):
-            raise TritonnnError(f"save: tensor name {name!r} is not valid Unicode (a lone "
-                                f"surrogate); safetensors names are UTF-8")
+            return f"tensor name {name!r} is not valid Unicode (safetensors names are UTF-8)"
         if not isinstance(t, Tensor):
             hint = (" (convert it with tn.tensor)"
                     if type(t).__module__.split(".")[0] in ("numpy", "torch") else "")
-            raise TritonnnError(f"save: value for {name!r} is a {_typename(t)}, not a "
-                                f"tritonnn tensor{hint}")
+            return f"value for {name!r} is a {_typename(t)}, not a tritonnn tensor{hint}"
     if metadata is None:
-        return
+        return None
     if not isinstance(metadata, dict):
-        raise TritonnnError(f"save: metadata must be a dict of str -> str, got "
-                            f"{_typename(metadata)}")
+        return f"metadata must be a dict of str -> str, got {_typename(metadata)}"
     for k, v in metadata.items():
-        if not (isinstance(k, str) and isinstance(v, str)):
-            raise TritonnnError(f"save: metadata must map str to str; the value for {k!r} is "
-                                f"a {_typename(v)}" if isinstance(k, str) else
-                                f"save: metadata must map str to str; got a key of type "
-                                f"{_typename(k)}: {_short(k)}")
+        if not isinstance(k, str):
+            return f"metadata must map str to str; got a key of type {_typename(k)}: {_short(k)}"
+        if not isinstance(v, str):
+            return f"metadata must map str to str; the value for {k!r} is a {_typename(v)}"
         if not (_utf8(k) and _utf8(v)):
-            raise TritonnnError(f"save: metadata {k!r}: {v!r} is not valid Unicode")
+            return f"metadata {k!r}: {v!r} is not valid Unicode"
+    return None
 
 
 def _tensor_bytes(t):
@@ -229,7 +227,9 @@ def save(tensors, path, metadata=None):
     dangling link gets its target created, as ``torch.save`` does) and the link stays.
     """
     path = _fspath("save", path)
-    _check_contents(tensors, metadata)
+    why = _contents_problem(tensors, metadata)
+    if why:
+        raise TritonnnError(f"save: {why} (nothing written to {path!r})")
     target, old = _save_target(path)
     header, arrays, offset = {}, [], 0
     if metadata:
@@ -246,7 +246,7 @@ def save(tensors, path, metadata=None):
                             f"{len(hdr)} bytes, over the {MAX_HEADER}-byte limit of safetensors "
                             f"readers")
     folder = os.path.dirname(target)
-    fd, tmp = _create_temp(folder, os.path.basename(target))
+    fd, tmp = _create_temp(folder, os.path.basename(target), path)
     try:
         with os.fdopen(fd, "wb") as f:
             _copy_owner_and_mode(f.fileno(), old)
@@ -296,8 +296,8 @@ def _copy_owner_and_mode(fd, old):
 # load
 # ------------------------------------------------------------------------------------------------
 
-def _bad(path, why):
-    return TritonnnError(f"load: {path!r} is not a valid safetensors file: {why}")
+def _bad(op, path, why):
+    return TritonnnError(f"{op}: {path!r} is not a valid safetensors file: {why}")
 
 
 _FROM_TORCH = ("load it with torch.load, convert the tensors with tn.tensor and write them "
@@ -345,69 +345,71 @@ def _text_format(lead):
     return None
 
 
-def read_header(path, f, size):
-    """The validated header dict and the data section's start; raises naming ``path``."""
+def read_header(path, f, size, op="load"):
+    """The validated header dict and the data section's start; raises naming ``op`` and ``path``."""
     if size == 0:
-        raise _bad(path, "the file is empty (0 bytes)")
+        raise _bad(op, path, "the file is empty (0 bytes)")
     lead = f.read(512)
     # A JSON header starts "{" (perhaps after blanks): such a file is taken for safetensors,
     # broken or not, even where its length bytes happen to spell another format's magic.
     foreign = not (len(lead) > 8 and lead[8] in b"{ \t\n\r") and _foreign_format(lead)
     if foreign:
-        raise _bad(path, foreign)
+        raise _bad(op, path, foreign)
     if size < 8:
-        raise _bad(path, f"file is {size} bytes, shorter than the 8-byte header length")
+        raise _bad(op, path, f"file is {size} bytes, shorter than the 8-byte header length")
     (n,) = struct.unpack("<Q", lead[:8])
     if n > MAX_HEADER:      # text has no 0 byte, so its "length" is always far over the limit
-        raise _bad(path, _text_format(lead) or
+        raise _bad(op, path, _text_format(lead) or
                    f"header length {n} exceeds the {MAX_HEADER}-byte limit")
     if n > size - 8:
-        raise _bad(path, f"header length {n} runs past the end of the {size}-byte file")
+        raise _bad(op, path, f"header length {n} runs past the end of the {size}-byte file")
     f.seek(8)
     raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise _bad(path, "header is not valid UTF-8 JSON") from None
+        raise _bad(op, path, "header is not valid UTF-8 JSON") from None
     except RecursionError:
-        raise _bad(path, "header JSON is nested too deeply") from None
+        raise _bad(op, path, "header JSON is nested too deeply") from None
     if not isinstance(header, dict):
-        raise _bad(path, f"header is a JSON {type(header).__name__}, not an object")
+        raise _bad(op, path, f"header is a JSON {type(header).__name__}, not an object")
     meta = header.pop("__metadata__", None)
     if meta is not None and (not isinstance(meta, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
-        raise _bad(path, "__metadata__ must map strings to strings")
+        raise _bad(op, path, "__metadata__ must map strings to strings")
     data_len = size - 8 - n
     spans = []
     for name, info in header.items():
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise _bad(path, f"entry {name!r} must have exactly dtype, shape and data_offsets")
+            raise _bad(op, path, f"entry {name!r} must have exactly dtype, shape and "
+                                 f"data_offsets")
         dt = D.FROM_SAFETENSORS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if dt is None:
-            raise _bad(path, f"entry {name!r} has unsupported dtype {info['dtype']!r}")
+            raise _bad(op, path, f"entry {name!r} has unsupported dtype {info['dtype']!r}")
         shape, offs = info["shape"], info["data_offsets"]
         if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
-            raise _bad(path, f"entry {name!r} has invalid shape {shape!r}")
+            raise _bad(op, path, f"entry {name!r} has invalid shape {shape!r}")
         if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
                 and 0 <= offs[0] <= offs[1] <= data_len):
-            raise _bad(path, f"entry {name!r} has data_offsets {offs!r} outside the "
-                             f"{data_len}-byte data section")
+            raise _bad(op, path, f"entry {name!r} has data_offsets {offs!r} outside the "
+                                 f"{data_len}-byte data section")
         count = 1
         for s in shape:
             count *= s
         if count * dt.itemsize != offs[1] - offs[0]:
-            raise _bad(path, f"entry {name!r}: shape {shape} of {dt} needs {count * dt.itemsize} "
-                             f"bytes but data_offsets span {offs[1] - offs[0]}")
+            raise _bad(op, path, f"entry {name!r}: shape {shape} of {dt} needs "
+                                 f"{count * dt.itemsize} bytes but data_offsets span "
+                                 f"{offs[1] - offs[0]}")
         spans.append((offs[0], offs[1], name))
     spans.sort()
     pos = 0
     for start, end, name in spans:
         if start != pos:
             what = "overlaps the previous tensor" if start < pos else f"leaves a gap at byte {pos}"
-            raise _bad(path, f"entry {name!r} {what}")
+            raise _bad(op, path, f"entry {name!r} {what}")
         pos = end
     if pos != data_len:
-        raise _bad(path, f"tensors cover {pos} bytes of the {data_len}-byte data section")
+        raise _bad(op, path, f"tensors cover {pos} bytes of the {data_len}-byte data section")
     return header, meta, 8 + n
 
 
@@ -426,7 +428,7 @@ def load(path, device="cpu"):
             a = np.empty(end - start, dtype=np.uint8)
             f.seek(base + start)
             if f.readinto(memoryview(a)) != end - start:
-                raise _bad(path, f"file ended inside entry {name!r}")
+                raise _bad("load", path, f"file ended inside entry {name!r}")
             arr = a.view(dt.np).reshape(info["shape"])
             buf = arr if dev.type == "cpu" else B.from_numpy(arr, dt)
             out[name] = Tensor._make(buf, dt, dev, B)
@@ -438,5 +440,5 @@ def load_metadata(path):
     path = _fspath("load_metadata", path)
     f, size = _open_regular("load_metadata", path)
     with f:
-        _, meta, _ = read_header(path, f, size)
+        _, meta, _ = read_header(path, f, size, "load_metadata")
     return meta or {}
