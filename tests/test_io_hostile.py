@@ -90,7 +90,7 @@ def _hostile_files(p):
         f[f"truncated_{label}"] = (str(trunc), why)
     empty = p / "empty.safetensors"
     empty.write_bytes(b"")
-    f["empty"] = (str(empty), r"0 bytes")
+    f["empty"] = (str(empty), r"the file is empty \(0 bytes\)")
     mk("header_past_end", r"header length 1000 runs past the end", HEADER, DATA, header_len=1000)
     mk("header_over_limit", r"exceeds the \d+-byte limit", HEADER, DATA, header_len=200 << 20)
     mk("header_2_pow_63", r"exceeds", HEADER, DATA, header_len=1 << 63)
@@ -132,10 +132,10 @@ def _hostile_files(p):
     mk("metadata_list", r"__metadata__", dict(HEADER, __metadata__=["x"]), DATA)
     pk = p / "model.pkl"
     pk.write_bytes(pickle.dumps({"weight": np.ones((4, 4), np.float32)}, protocol=4))
-    f["pickle"] = (str(pk), r"not a valid safetensors file")
+    f["pickle"] = (str(pk), r"not a valid safetensors file: this looks like a Python pickle")
     zipf = p / "torch_zip.pt"
     zipf.write_bytes(b"PK\x03\x04" + bytes(200))
-    f["zip"] = (str(zipf), r"not a valid safetensors file")
+    f["zip"] = (str(zipf), r"not a valid safetensors file: this looks like a zip archive")
     f["directory"] = (str(p), r"is a directory")
     f["missing"] = (str(p / "no_such_file.safetensors"), r"cannot open.*No such file")
     return f

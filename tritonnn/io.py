@@ -6,16 +6,25 @@ each name to ``{"dtype", "shape", "data_offsets"}`` (plus an optional
 here are read by ``safetensors.torch``/``safetensors.numpy`` and files they
 write are read here; bfloat16 and float16 keep their bytes exactly.
 
-``load`` trusts nothing in the file: every header field, offset and size is
-checked before any data is read, and it never allocates more than the file's
-own size.
+``save`` checks every name and value before it touches the disk, then writes a
+temporary file beside the target and renames it over the target: the old file
+stays whole until the new one is complete. A symlink is written through (the
+file it ends at is replaced; the link stays a link, and a dangling link gets its
+target created, as ``torch.save`` does); a directory, device, FIFO or socket is
+refused, never replaced.
+
+``load`` trusts nothing in the file: it reads only regular files (a FIFO or a
+device is refused before it is opened), every header field, offset and size is
+checked before any data is read, it never allocates more than the file's own
+size, and a file in another format (``torch.save``'s zip or pickle, numpy,
+text, ...) is named as such.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
-import tempfile
 
 import numpy as np
 
@@ -25,8 +34,12 @@ from .device import as_device
 from .errors import TritonnnError
 from .tensor import Tensor
 
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100_000_000        # safetensors' own limit: a longer header no reader accepts
 
+
+# ------------------------------------------------------------------------------------------------
+# paths
+# ------------------------------------------------------------------------------------------------
 
 def _fspath(op, path):
     """``path`` as a str, or a clear error for what cannot be a file name."""
@@ -35,14 +48,172 @@ def _fspath(op, path):
     except TypeError:
         raise TritonnnError(f"{op}: path must be a str or os.PathLike, got "
                             f"{type(path).__name__}") from None
+    if not path:
+        raise TritonnnError(f"{op}: path is empty")
     if "\0" in path:
         raise TritonnnError(f"{op}: path {path!r} contains a NUL character")
     return path
 
 
-def _tensor_bytes(name, t):
-    if not isinstance(t, Tensor):
-        raise TritonnnError(f"save: value for {name!r} is a {type(t).__name__}, not a tensor")
+def _kind(mode):
+    """What a non-regular file is, in words."""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _save_target(path):
+    """The file ``save`` replaces (symlinks resolved) and its stat, None when it is new.
+
+    Refuses, naming ``path``, anything but a regular file or a free name in an existing folder.
+    """
+    target = os.path.realpath(path)
+    linked = os.path.islink(path) and target != os.path.abspath(path)   # a loop stays unresolved
+    shown = f"{path!r} (a symlink to {target!r})" if linked else repr(path)
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as e:           # a symlink loop, a folder we may not enter, a name too long
+        raise TritonnnError(f"save: cannot write {shown}: {e.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise TritonnnError(f"save: {shown} is a directory, not a file")
+    if os.path.basename(path) in ("", ".", ".."):     # "dir/" must not become a file "dir"
+        raise TritonnnError(f"save: path {path!r} names a folder, not a file")
+    if st is None:
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise TritonnnError(f"save: folder {folder!r} for {shown} does not exist")
+    elif not stat.S_ISREG(st.st_mode):
+        raise TritonnnError(f"save: {shown} is {_kind(st.st_mode)}; tn.save writes regular "
+                            f"files only and never replaces a device, FIFO or socket")
+    return target, st
+
+
+_TEMP_SUFFIX = len(".") + 8 + len(".tmp")      # "." + 8 random hex digits + ".tmp"
+
+
+def _create_temp(folder, name, path):
+    """A new, empty, private file ``.<name>.<random>.tmp`` in ``folder``: (fd, its path).
+
+    ``name`` is cut (at a character boundary) so the temporary name stays within the
+    folder's limit on name length, whatever the length of ``name``.
+    """
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if limit is None or limit <= 0:
+        limit = 255
+    raw = os.fsencode(name)
+    keep = max(min(len(raw), limit - 1 - _TEMP_SUFFIX), 0)
+    while 0 < keep < len(raw) and raw[keep] & 0xC0 == 0x80:    # not inside a UTF-8 character
+        keep -= 1
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(
+        os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, os.fsdecode(b"." + raw[:keep] + b"." +
+                                               os.urandom(4).hex().encode() + b".tmp"))
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise TritonnnError(f"save: cannot write to {folder!r} (saving {path!r}): "
+                                f"{e.strerror}") from None
+    raise TritonnnError(f"save: cannot write to {folder!r} (saving {path!r}): no free "
+                        f"temporary file name")
+
+
+def _open_regular(op, path):
+    """``path`` opened for reading, and its size; anything but a regular file is refused.
+
+    The type is checked with ``stat`` before opening, so a FIFO or a device is never opened
+    (opening a FIFO blocks until a writer comes); the open itself is non-blocking and checked
+    again, in case the file was swapped in between.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise TritonnnError(f"{op}: cannot open {path!r}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise TritonnnError(f"{op}: {path!r} is {_kind(st.st_mode)}, not a safetensors file")
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise TritonnnError(f"{op}: cannot open {path!r}: {e.strerror}") from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise TritonnnError(f"{op}: {path!r} is {_kind(st.st_mode)}, not a safetensors file")
+    if nonblock:
+        os.set_blocking(fd, True)
+    return f, st.st_size
+
+
+# ------------------------------------------------------------------------------------------------
+# save
+# ------------------------------------------------------------------------------------------------
+
+def _typename(x):
+    t = type(x)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _short(x, width=60):
+    try:
+        r = repr(x)
+    except Exception:                  # noqa: BLE001  (a hostile key's repr may raise anything)
+        return f"<{_typename(x)}>"
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
+def _utf8(s):
+    """Whether ``s`` can be written as UTF-8 (a lone surrogate cannot)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _contents_problem(tensors, metadata):
+    """Why ``tensors`` and ``metadata`` cannot be saved (every name a UTF-8 str, every value a
+    tritonnn tensor, metadata str -> str), or None when they can."""
+    if not isinstance(tensors, dict):
+        return f"expected a dict of name -> tensor, got {_typename(tensors)}"
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            return f"tensor names must be str, got a key of type {_typename(name)}: {_short(name)}"
+        if name == "__metadata__":
+            return "the name '__metadata__' is reserved for the metadata; pass metadata=... instead"
+        if not _utf8(name):
+            return f"tensor name {name!r} is not valid Unicode (safetensors names are UTF-8)"
+        if not isinstance(t, Tensor):
+            hint = (" (convert it with tn.tensor)"
+                    if type(t).__module__.split(".")[0] in ("numpy", "torch") else "")
+            return f"value for {name!r} is a {_typename(t)}, not a tritonnn tensor{hint}"
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        return f"metadata must be a dict of str -> str, got {_typename(metadata)}"
+    for k, v in metadata.items():
+        if not isinstance(k, str):
+            return f"metadata must map str to str; got a key of type {_typename(k)}: {_short(k)}"
+        if not isinstance(v, str):
+            return f"metadata must map str to str; the value for {k!r} is a {_typename(v)}"
+        if not (_utf8(k) and _utf8(v)):
+            return f"metadata {k!r}: {v!r} is not valid Unicode"
+    return None
+
+
+def _tensor_bytes(t):
     a = np.ascontiguousarray(t.detach()._backend.to_numpy(t._data))
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
@@ -50,44 +221,42 @@ def _tensor_bytes(name, t):
 
 
 def save(tensors, path, metadata=None):
-    """Write a name -> tensor dict to ``path`` atomically: a crash never leaves a half file."""
+    """Write a name -> tensor dict to ``path`` atomically: a crash never leaves a half file.
+
+    A symlink at ``path`` is written through: the file it finally points at is replaced (a
+    dangling link gets its target created, as ``torch.save`` does) and the link stays.
+    """
     path = _fspath("save", path)
-    if not isinstance(tensors, dict):
-        raise TritonnnError(f"save: expected a dict of name -> tensor, got {type(tensors).__name__}")
-    if metadata is not None and (not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
-        raise TritonnnError("save: metadata must be a dict of str -> str")
+    why = _contents_problem(tensors, metadata)
+    if why:
+        raise TritonnnError(f"save: {why} (nothing written to {path!r})")
+    target, old = _save_target(path)
     header, arrays, offset = {}, [], 0
     if metadata:
         header["__metadata__"] = dict(metadata)
     for name in sorted(tensors):
-        if not isinstance(name, str) or name == "__metadata__":
-            raise TritonnnError(f"save: invalid tensor name {name!r}")
-        dt, shape, a = _tensor_bytes(name, tensors[name])
+        dt, shape, a = _tensor_bytes(tensors[name])
         header[name] = {"dtype": dt, "shape": shape, "data_offsets": [offset, offset + a.nbytes]}
         arrays.append(a)
         offset += a.nbytes
     hdr = json.dumps(header, separators=(",", ":")).encode()
     hdr += b" " * (-len(hdr) % 8)                      # data starts 8-byte aligned
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise TritonnnError(f"save: {path!r} is a directory")
-    if not os.path.isdir(folder):
-        raise TritonnnError(f"save: folder {folder!r} for {path!r} does not exist")
+    if len(hdr) > MAX_HEADER:
+        raise TritonnnError(f"save: the header for {path!r} ({len(tensors)} names) would take "
+                            f"{len(hdr)} bytes, over the {MAX_HEADER}-byte limit of safetensors "
+                            f"readers")
+    folder = os.path.dirname(target)
+    fd, tmp = _create_temp(folder, os.path.basename(target), path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise TritonnnError(f"save: cannot write to {folder!r}: {e.strerror}") from None
-    try:
-        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
+            _copy_owner_and_mode(f.fileno(), old)
             f.write(struct.pack("<Q", len(hdr)))
             f.write(hdr)
             for a in arrays:
                 f.write(memoryview(a.reshape(-1).view(np.uint8)))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -106,73 +275,141 @@ def save(tensors, path, metadata=None):
         pass
 
 
-def _file_mode(path):
-    """The mode the saved file gets: the old file's, else what ``open()`` would give (umask)."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
+def _copy_owner_and_mode(fd, old):
+    """Give the new file the old one's mode (and owner, where allowed); a new file gets what
+    ``open()`` would give it (0o666 less the umask)."""
+    if old is None:
         umask = os.umask(0)
         os.umask(umask)
-        return 0o666 & ~umask
+        os.fchmod(fd, 0o666 & ~umask)
+        return
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (old.st_uid, old.st_gid) and hasattr(os, "fchown"):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except OSError:           # only root may give a file away: the saver keeps it
+            pass
+    os.fchmod(fd, old.st_mode & 0o7777)
 
 
-def _bad(path, why):
-    return TritonnnError(f"load: {path!r} is not a valid safetensors file: {why}")
+# ------------------------------------------------------------------------------------------------
+# load
+# ------------------------------------------------------------------------------------------------
+
+def _bad(op, path, why):
+    return TritonnnError(f"{op}: {path!r} is not a valid safetensors file: {why}")
 
 
-def read_header(path, f, size):
-    """The validated header dict and the data section's start; raises naming ``path``."""
+_FROM_TORCH = ("load it with torch.load, convert the tensors with tn.tensor and write them "
+               "with tn.save")
+# pickle protocol 2, then the long int torch.save writes first: 0x1950a86a20f9469cfc6c
+_LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+_MAGIC = (    # (leading bytes, what the file looks like)
+    (b"\x93NUMPY", "a numpy .npy file; load it with numpy.load, convert it with tn.tensor"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5?)"),
+    (b"GGUF", "a GGUF file (llama.cpp)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+)
+
+
+def _foreign_format(lead):
+    """What the file starting with ``lead`` is, when it is a known other format, else None."""
+    if lead.startswith(b"PK\x03\x04"):
+        name_len = int.from_bytes(lead[26:28], "little")
+        first = lead[30:30 + name_len]
+        if first.endswith(b".pkl"):
+            return ("this looks like a torch.save file (a zip archive with a pickle inside); "
+                    + _FROM_TORCH)
+        if first.endswith(b".npy"):
+            return "this looks like a numpy .npz archive; load it with numpy.load"
+        return "this looks like a zip archive"
+    if lead.startswith(_LEGACY_TORCH_MAGIC):
+        return f"this looks like a torch.save file (the legacy pickle format); {_FROM_TORCH}"
+    if len(lead) >= 2 and lead[0] == 0x80 and 2 <= lead[1] <= 5:
+        return ("this looks like a Python pickle (pickle.dump, or an old torch.save); if "
+                "torch.save wrote it, " + _FROM_TORCH)
+    for magic, what in _MAGIC:
+        if lead.startswith(magic):
+            return f"this looks like {what}"
+    return _text_format(lead)
+
+
+def _text_format(lead):
+    """"a text file" when ``lead`` reads as printable UTF-8, else None."""
+    try:
+        text = lead.decode("utf-8")
+    except UnicodeDecodeError as e:          # a character cut at the end of ``lead`` is text too
+        text = lead[:e.start].decode("utf-8") if e.start >= len(lead) - 3 else None
+    if text and all(c.isprintable() or c in "\t\n\r\f" for c in text):
+        return f"this looks like a text file (it starts with {_short(text[:40], 48)})"
+    return None
+
+
+def read_header(path, f, size, op="load"):
+    """The validated header dict and the data section's start; raises naming ``op`` and ``path``."""
+    if size == 0:
+        raise _bad(op, path, "the file is empty (0 bytes)")
+    lead = f.read(512)
+    # A JSON header starts "{" (perhaps after blanks): such a file is taken for safetensors,
+    # broken or not, even where its length bytes happen to spell another format's magic.
+    foreign = not (len(lead) > 8 and lead[8] in b"{ \t\n\r") and _foreign_format(lead)
+    if foreign:
+        raise _bad(op, path, foreign)
     if size < 8:
-        raise _bad(path, f"file is {size} bytes, shorter than the 8-byte header length")
-    (n,) = struct.unpack("<Q", f.read(8))
-    if n > MAX_HEADER:
-        raise _bad(path, f"header length {n} exceeds the {MAX_HEADER}-byte limit")
+        raise _bad(op, path, f"file is {size} bytes, shorter than the 8-byte header length")
+    (n,) = struct.unpack("<Q", lead[:8])
+    if n > MAX_HEADER:      # text has no 0 byte, so its "length" is always far over the limit
+        raise _bad(op, path, _text_format(lead) or
+                   f"header length {n} exceeds the {MAX_HEADER}-byte limit")
     if n > size - 8:
-        raise _bad(path, f"header length {n} runs past the end of the {size}-byte file")
+        raise _bad(op, path, f"header length {n} runs past the end of the {size}-byte file")
+    f.seek(8)
     raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise _bad(path, "header is not valid UTF-8 JSON") from None
+        raise _bad(op, path, "header is not valid UTF-8 JSON") from None
     except RecursionError:
-        raise _bad(path, "header JSON is nested too deeply") from None
+        raise _bad(op, path, "header JSON is nested too deeply") from None
     if not isinstance(header, dict):
-        raise _bad(path, f"header is a JSON {type(header).__name__}, not an object")
+        raise _bad(op, path, f"header is a JSON {type(header).__name__}, not an object")
     meta = header.pop("__metadata__", None)
     if meta is not None and (not isinstance(meta, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
-        raise _bad(path, "__metadata__ must map strings to strings")
+        raise _bad(op, path, "__metadata__ must map strings to strings")
     data_len = size - 8 - n
     spans = []
     for name, info in header.items():
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise _bad(path, f"entry {name!r} must have exactly dtype, shape and data_offsets")
+            raise _bad(op, path, f"entry {name!r} must have exactly dtype, shape and "
+                                 f"data_offsets")
         dt = D.FROM_SAFETENSORS.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if dt is None:
-            raise _bad(path, f"entry {name!r} has unsupported dtype {info['dtype']!r}")
+            raise _bad(op, path, f"entry {name!r} has unsupported dtype {info['dtype']!r}")
         shape, offs = info["shape"], info["data_offsets"]
         if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
-            raise _bad(path, f"entry {name!r} has invalid shape {shape!r}")
+            raise _bad(op, path, f"entry {name!r} has invalid shape {shape!r}")
         if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
                 and 0 <= offs[0] <= offs[1] <= data_len):
-            raise _bad(path, f"entry {name!r} has data_offsets {offs!r} outside the "
-                             f"{data_len}-byte data section")
+            raise _bad(op, path, f"entry {name!r} has data_offsets {offs!r} outside the "
+                                 f"{data_len}-byte data section")
         count = 1
         for s in shape:
             count *= s
         if count * dt.itemsize != offs[1] - offs[0]:
-            raise _bad(path, f"entry {name!r}: shape {shape} of {dt} needs {count * dt.itemsize} "
-                             f"bytes but data_offsets span {offs[1] - offs[0]}")
+            raise _bad(op, path, f"entry {name!r}: shape {shape} of {dt} needs "
+                                 f"{count * dt.itemsize} bytes but data_offsets span "
+                                 f"{offs[1] - offs[0]}")
         spans.append((offs[0], offs[1], name))
     spans.sort()
     pos = 0
     for start, end, name in spans:
         if start != pos:
             what = "overlaps the previous tensor" if start < pos else f"leaves a gap at byte {pos}"
-            raise _bad(path, f"entry {name!r} {what}")
+            raise _bad(op, path, f"entry {name!r} {what}")
         pos = end
     if pos != data_len:
-        raise _bad(path, f"tensors cover {pos} bytes of the {data_len}-byte data section")
+        raise _bad(op, path, f"tensors cover {pos} bytes of the {data_len}-byte data section")
     return header, meta, 8 + n
 
 
@@ -180,14 +417,8 @@ def load(path, device="cpu"):
     """A dict name -> tensor from a safetensors file, on ``device``."""
     path = _fspath("load", path)
     dev = as_device(device)
-    if os.path.isdir(path):
-        raise TritonnnError(f"load: {path!r} is a directory, not a safetensors file")
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise TritonnnError(f"load: cannot open {path!r}: {e.strerror}") from None
+    f, size = _open_regular("load", path)
     with f:
-        size = os.fstat(f.fileno()).st_size
         header, _meta, base = read_header(path, f, size)
         B = backend(dev)
         out = {}
@@ -197,7 +428,7 @@ def load(path, device="cpu"):
             a = np.empty(end - start, dtype=np.uint8)
             f.seek(base + start)
             if f.readinto(memoryview(a)) != end - start:
-                raise _bad(path, f"file ended inside entry {name!r}")
+                raise _bad("load", path, f"file ended inside entry {name!r}")
             arr = a.view(dt.np).reshape(info["shape"])
             buf = arr if dev.type == "cpu" else B.from_numpy(arr, dt)
             out[name] = Tensor._make(buf, dt, dev, B)
@@ -207,10 +438,7 @@ def load(path, device="cpu"):
 def load_metadata(path):
     """The ``__metadata__`` dict of a safetensors file (empty when it has none)."""
     path = _fspath("load_metadata", path)
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise TritonnnError(f"load_metadata: cannot open {path!r}: {e.strerror}") from None
+    f, size = _open_regular("load_metadata", path)
     with f:
-        _, meta, _ = read_header(path, f, os.fstat(f.fileno()).st_size)
+        _, meta, _ = read_header(path, f, size, "load_metadata")
     return meta or {}
