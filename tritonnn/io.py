@@ -96,8 +96,9 @@ def _save_target(path):
 _TEMP_SUFFIX = len(".") + 8 + len(".tmp")      # "." + 8 random hex digits + ".tmp"
 
 
-def _create_temp(folder, name, path):
-    """A new, empty, private file ``.<name>.<random>.tmp`` in ``folder``: (fd, its path).
+def _create_temp(folder, name, path, mode):
+    """A new, empty file ``.<name>.<random>.tmp`` in ``folder`` with ``mode`` (less the
+    umask, as ``open`` applies it): (fd, its path).
 
     ``name`` is cut (at a character boundary) so the temporary name stays within the
     folder's limit on name length, whatever the length of ``name``.
@@ -118,7 +119,7 @@ def _create_temp(folder, name, path):
         tmp = os.path.join(folder, os.fsdecode(b"." + raw[:keep] + b"." +
                                                os.urandom(4).hex().encode() + b".tmp"))
         try:
-            return os.open(tmp, flags, 0o600), tmp
+            return os.open(tmp, flags, mode), tmp
         except FileExistsError:
             continue
         except OSError as e:
@@ -246,10 +247,13 @@ def save(tensors, path, metadata=None):
                             f"{len(hdr)} bytes, over the {MAX_HEADER}-byte limit of safetensors "
                             f"readers")
     folder = os.path.dirname(target)
-    fd, tmp = _create_temp(folder, os.path.basename(target), path)
+    # a new file gets what open() gives (0o666 less the umask, applied by the kernel: reading
+    # the umask would change it for every thread for a moment); a replaced one keeps its mode
+    fd, tmp = _create_temp(folder, os.path.basename(target), path, 0o666 if old is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            _copy_owner_and_mode(f.fileno(), old)
+            if old is not None:
+                _copy_owner_and_mode(f.fileno(), old)
             f.write(struct.pack("<Q", len(hdr)))
             f.write(hdr)
             for a in arrays:
@@ -276,13 +280,7 @@ def save(tensors, path, metadata=None):
 
 
 def _copy_owner_and_mode(fd, old):
-    """Give the new file the old one's mode (and owner, where allowed); a new file gets what
-    ``open()`` would give it (0o666 less the umask)."""
-    if old is None:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        return
+    """Give the new file the old one's mode (and owner, where allowed)."""
     st = os.fstat(fd)
     if (st.st_uid, st.st_gid) != (old.st_uid, old.st_gid) and hasattr(os, "fchown"):
         try:
