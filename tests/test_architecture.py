@@ -291,7 +291,8 @@ def _graph_of_every_op():
     y = tn.tensor([0, 1])
     p = x.abs() + 1.0
     elementwise = (x + w - x * w / p) ** 2 + (-x).exp() + p.log() + p.sqrt() + x.tanh() \
-        + x.sigmoid() + x.relu() + x.maximum(w) + x.minimum(w) + tn.where(x > 0, x, w)
+        + x.sigmoid() + x.relu() + x.maximum(w) + x.minimum(w) + tn.where(x > 0, x, w) \
+        + x.clamp(-1.0, 1.0) + x.clone()
     values, _ = x.max(dim=1)
     reductions = x.sum() + x.mean() + x.max() + x.min() + values.sum()
     views = x.reshape(3, 2).permute(1, 0).expand(2, 2, 3).contiguous()[0, 1:] \

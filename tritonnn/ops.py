@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import weakref
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
                      reduction as check_reduction, same_device, same_float_dtype, scalar_type)
 from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
-from .tape import Node, TensorBase, backward_rule, grad_mode
+from .tape import Node, TensorBase, backward_rule, grad_mode, no_grad
 
 # ==============================================================================================
 # recording
@@ -71,8 +72,19 @@ def _versions(tensors):
 
 
 def _view(out, x):
-    """``out`` views ``x``'s memory: in-place writes through either bump one version."""
-    out._version = x._version
+    """``out`` views ``x``'s memory: in-place writes through either bump one version.
+
+    The version box ``[version, viewers]`` also keeps (weakly) the tensors related by
+    views, so an in-place write while recording can tell whether another live tensor
+    shows the same memory through the graph (``_sole_owner``).
+    """
+    box = x._version
+    if len(box) == 1:
+        box.append({})
+    viewers = box[1]           # id -> weak reference (a WeakSet would compare tensors with ==)
+    viewers[id(x)] = weakref.ref(x)
+    viewers[id(out)] = weakref.ref(out)
+    out._version = box
     return out
 
 
@@ -641,8 +653,8 @@ def contiguous(x):
     return _record(x._new(c, x.dtype), "contiguous", (x,))
 
 
-@backward_rule("contiguous")
-def _contiguous_backward(node, g):
+@backward_rule("contiguous", "clone")
+def _identity_backward(node, g):
     return (g,)
 
 
@@ -821,6 +833,162 @@ def cat(tensors, dim=0, op="cat"):
 def _cat_backward(node, g):
     B = node.backend
     return tuple(B.getitem(g, piece) for piece in node.attrs)
+
+
+# ==============================================================================================
+# in-place writes
+# ==============================================================================================
+
+_KIND = {D.bool_: 0}            # bool < integer < floating: a result may not move up a kind
+
+
+def _kind(dt):
+    return 2 if dt.is_floating else _KIND.get(dt, 1)
+
+
+def _check_writable(op, x):
+    """PyTorch's rule: a leaf that requires grad is written in place only under no_grad."""
+    if x.requires_grad and x._node is None and grad_mode.enabled:
+        raise TritonnnError(f"{op}: a leaf tensor of shape {x.shape} that requires grad can't be "
+                            f"written in place while gradients are recorded; do it under "
+                            f"tn.no_grad() (as an optimizer step does), or on a copy")
+
+
+def _sole_owner(op, x):
+    """Recording an in-place write into ``x`` rewires ``x`` alone in the graph: refused while
+    another live tensor views the same memory (its own graph would go stale)."""
+    box = x._version
+    if len(box) > 1 and any(r() is not None and r() is not x for r in box[1].values()):
+        raise TritonnnError(f"{op}: the tensor of shape {x.shape} shares its memory with a view "
+                            f"(or is one) and is part of a graph; an in-place write would leave "
+                            f"the other's gradient stale: write it out of place (y = y + v)")
+
+
+def _assign(op, x, y):
+    """Write the result ``y`` into ``x``'s buffer: every alias and view of ``x`` sees it.
+
+    ``y`` has ``x``'s shape; its dtype is converted to ``x``'s, as PyTorch's in-place ops
+    do, but never up a kind (a float result into an integer tensor is an error). While
+    recording, ``x`` takes ``y``'s place in the graph.
+    """
+    if y.shape != x.shape:
+        raise ShapeError(f"{op}: the result's shape {y.shape} does not match the shape "
+                         f"{x.shape} of the tensor written in place")
+    if _kind(y.dtype) > _kind(x.dtype):
+        raise DTypeError(f"{op}: the result is {y.dtype} and can't be written into a tensor of "
+                         f"dtype {x.dtype} in place")
+    x._backend.copy_(x._data, y._data)
+    x._version[0] += 1
+    if y._node is not None:
+        x._node = y._node
+        x.requires_grad = True
+    return x
+
+
+def _recording(x, *others):
+    return grad_mode.enabled and (x.requires_grad or any(
+        isinstance(o, TensorBase) and o.requires_grad for o in others))
+
+
+def _inplace(op, x, compute, *others):
+    """``x = compute(x)`` in place; while recording, ``compute`` sees a copy of ``x`` (its
+    rule may read the old values, which the write overwrites) and ``x`` joins the graph."""
+    _check_writable(op, x)
+    for o in others:
+        if isinstance(o, TensorBase) and o.device != x.device:
+            same_device(op, x, o)
+    if _recording(x, *others):
+        _sole_owner(op, x)
+        return _assign(op, x, compute(clone(x)))
+    with no_grad():
+        return _assign(op, x, compute(x))
+
+
+def binary_(x, other, op):
+    """``x op= other`` in place (``+= -= *= /=``, ``add_`` ...), broadcasting ``other`` to ``x``."""
+    name = SYMBOLS[op] + "="
+    if not (isinstance(other, TensorBase) or is_scalar(other)):
+        raise DTypeError(f"{name}: unsupported operand of type {type(other).__name__} with a "
+                         f"tensor {x.shape} {x.dtype}; use a tensor or a Python number")
+    return _inplace(name, x, lambda v: binary(v, other, op), other)
+
+
+def fill_(x, value):
+    """Every element of ``x`` set to the number ``value`` (``zero_`` is ``fill_(0)``)."""
+    if isinstance(value, TensorBase):
+        if value.numel() != 1 or value.ndim:
+            raise ShapeError(f"fill_: the value must be a number or a 0-d tensor, got a tensor "
+                             f"of shape {value.shape}")
+        return copy_(x, expand(value, x.shape))
+    if not is_scalar(value):
+        raise DTypeError(f"fill_: expected a number, got {type(value).__name__}")
+    return _inplace("fill_", x, lambda v: v._new(v._backend.full(v.shape, value, v.dtype),
+                                                v.dtype))
+
+
+def copy_(x, src):
+    """``src``'s values (broadcast, converted to ``x``'s dtype) written into ``x``; the
+    gradient flows to ``src``."""
+    if not isinstance(src, TensorBase):
+        raise DTypeError(f"copy_: expected a tensor to copy from, got {type(src).__name__}")
+    if broadcast_shapes("copy_", src.shape, x.shape) != x.shape:
+        raise ShapeError(f"copy_: a source of shape {src.shape} does not broadcast to the "
+                         f"destination's shape {x.shape}")
+    same_device("copy_", x, src)
+
+    def converted(_):
+        v = expand(src, x.shape) if src.shape != x.shape else src
+        return cast(v, x.dtype) if x.dtype.is_floating and v.dtype.is_floating else v
+    return _inplace("copy_", x, converted, src)
+
+
+def clamp_(x, lo=None, hi=None):
+    """``x`` clamped in place (``clamp`` of it, written back)."""
+    return _inplace("clamp_", x, lambda v: clamp(v, lo, hi))
+
+
+def clamp(x, lo=None, hi=None):
+    """``x`` limited to ``[lo, hi]`` (either may be None); NaN stays NaN; the gradient passes
+    where ``lo <= x <= hi``, as PyTorch's."""
+    if lo is None and hi is None:
+        raise TritonnnError("clamp: at least one of min and max must be given")
+    for bound in (lo, hi):
+        if bound is not None and not is_scalar(bound):
+            raise DTypeError(f"clamp: bounds must be numbers, got {type(bound).__name__} "
+                             f"(for tensor bounds use tn.maximum / tn.minimum)")
+    if isinstance(lo, bool) or isinstance(hi, bool):
+        raise DTypeError("clamp: bounds must be numbers, not bools")
+    dt = x.dtype
+    if not dt.is_floating and any(isinstance(b, float) for b in (lo, hi)):
+        dt = D.float32                  # an integer tensor clamped by a float: as torch
+    B = x._backend
+    v = cast(x, dt)
+    yb = v._data
+    if lo is not None:
+        yb = B.binary(yb, lo, "maximum")
+    if hi is not None:
+        yb = B.binary(yb, hi, "minimum")
+    out = v._new(yb, dt)
+    if not dt.is_floating:
+        return out
+    return _record(out, "clamp", (v,), (v._data,), (v,), (lo, hi))
+
+
+@backward_rule("clamp")
+def _clamp_backward(node, g):
+    B, (xb,), (lo, hi) = node.backend, node.saved, node.attrs
+    inside = None
+    for bound, cmp in ((lo, "ge"), (hi, "le")):
+        if bound is not None:
+            m = B.binary(xb, bound, cmp)
+            inside = m if inside is None else B.where(m, inside, m)     # m and inside
+    return (B.where(inside, g, B.full((), 0, B.dtype_of(g))),)
+
+
+def clone(x):
+    """A copy of ``x`` in a buffer of its own; the gradient passes through unchanged."""
+    out = x._new(x._backend.cast(x._data, x.dtype), x.dtype)
+    return _record(out, "clone", (x,)) if x.dtype.is_floating else out
 
 
 # ==============================================================================================

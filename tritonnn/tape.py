@@ -105,12 +105,14 @@ class TensorBase:
 
     ``tensor.Tensor`` subclasses it with the user API and defines ``_new``, which
     ops call on an operand to wrap a result buffer in a tensor on the same device.
-    ``_version`` is a one-element list shared by every tensor viewing the same
-    memory: in-place writes bump it, and the walk refuses to run a rule whose
-    saved inputs changed since the forward.
+    ``_version`` is a list shared by every tensor showing the same memory (views,
+    ``detach()``, a ``Parameter`` made from a tensor): ``[0]`` counts in-place writes,
+    and the walk refuses to run a rule whose saved inputs changed since the
+    forward; ``[1]``, once a view exists, holds the tensors related by views, weakly
+    (``ops._view``).
     """
 
-    __slots__ = ("_data", "dtype", "device", "requires_grad", "grad", "_node", "_backend",
+    __slots__ = ("_data", "dtype", "device", "requires_grad", "_grad", "_node", "_backend",
                  "_version", "__weakref__")
 
     def _new(self, buf, dtype):

@@ -35,7 +35,7 @@ class Tensor(TensorBase):
         t.dtype = dtype
         t.device = device
         t.requires_grad = False
-        t.grad = None
+        t._grad = None
         t._node = None
         t._backend = backend_mod
         t._version = [0]
@@ -69,6 +69,26 @@ class Tensor(TensorBase):
         return self.device.type == "cuda"
 
     # -- autograd ------------------------------------------------------------------------------
+    @property
+    def grad(self):
+        """The gradient ``backward`` accumulated here (None until then)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, g):
+        if g is not None:
+            if not isinstance(g, Tensor):
+                raise TritonnnError(f"grad: expected a tensor or None, got {type(g).__name__}")
+            if g.shape != self.shape:
+                raise ShapeError(f"grad: a gradient of shape {g.shape} for a tensor of shape "
+                                 f"{self.shape}")
+            if g.dtype is not self.dtype:
+                raise DTypeError(f"grad: a gradient of dtype {g.dtype} for a tensor of dtype "
+                                 f"{self.dtype}")
+            if g.device != self.device:
+                raise DeviceError(f"grad: a gradient on {g.device} for a tensor on {self.device}")
+        self._grad = g
+
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not self.dtype.is_floating:
             raise DTypeError(f"requires_grad: only floating-point tensors can require gradients, "
@@ -315,6 +335,49 @@ class Tensor(TensorBase):
 
     def pow(self, o):
         return self ** o
+
+    # -- in place: the buffer itself is written, so every alias and view sees it ---------------
+    def __iadd__(self, o):
+        return ops.binary_(self, o, "add")
+
+    def __isub__(self, o):
+        return ops.binary_(self, o, "sub")
+
+    def __imul__(self, o):
+        return ops.binary_(self, o, "mul")
+
+    def __itruediv__(self, o):
+        return ops.binary_(self, o, "div")
+
+    def add_(self, o):
+        return ops.binary_(self, o, "add")
+
+    def sub_(self, o):
+        return ops.binary_(self, o, "sub")
+
+    def mul_(self, o):
+        return ops.binary_(self, o, "mul")
+
+    def div_(self, o):
+        return ops.binary_(self, o, "div")
+
+    def zero_(self):
+        return ops.fill_(self, 0)
+
+    def fill_(self, value):
+        return ops.fill_(self, value)
+
+    def copy_(self, src):
+        return ops.copy_(self, src)
+
+    def clamp_(self, min=None, max=None):  # noqa: A002  (PyTorch's names)
+        return ops.clamp_(self, min, max)
+
+    def clamp(self, min=None, max=None):  # noqa: A002
+        return ops.clamp(self, min, max)
+
+    def clone(self):
+        return ops.clone(self)
 
     def maximum(self, o):
         return ops.binary(self, o, "maximum")

@@ -19,7 +19,10 @@ class Parameter(Tensor):
     def __new__(cls, data, requires_grad=True):
         if not isinstance(data, Tensor):
             raise TritonnnError(f"Parameter: expected a tensor, got {type(data).__name__}")
-        p = Tensor._make.__func__(cls, data.detach()._data, data.dtype, data.device, data._backend)
+        # the same memory and version box as ``data``, as torch's Parameter: a write to one is
+        # a write to the other, and a pending backward that saved either catches it
+        p = Tensor._make.__func__(cls, data._data, data.dtype, data.device, data._backend)
+        p._version = data._version
         if requires_grad:
             p.requires_grad_(True)
         return p
