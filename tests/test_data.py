@@ -148,3 +148,10 @@ def test_tensor_dataset():
         TensorDataset(tn.zeros(3, 2), tn.zeros(4))
     with pytest.raises(tn.TritonnnError):
         TensorDataset()
+
+
+def test_tensor_dataset_refuses_tensors_on_different_devices():
+    from conftest import skip_without_cuda
+    skip_without_cuda()
+    with pytest.raises(tn.DeviceError, match=r"TensorDataset: .*cpu.*cuda"):
+        tn.data.TensorDataset(tn.zeros(3, 2), tn.zeros(3, device="cuda"))

@@ -156,3 +156,31 @@ def test_sgd_on_float32_model_trains():
         opt.backward_step(loss)
     assert loss.item() < 0.1 * first
     assert (model(x).argmax(1) == y).sum().item() == 4
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adamw"])
+def test_state_follows_the_model_to_another_device(opt_name):
+    """A step on "cpu", then model.to("cuda"): the optimizer's state moves with its parameters
+    (PyTorch would fail with a device mismatch; the state is the optimizer's, not the user's)."""
+    from conftest import skip_without_cuda
+    skip_without_cuda()
+    import tritonnn.nn.functional as F
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((8, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    runs = {}
+    for moved in (False, True):
+        tn.manual_seed(3)
+        model = tn.nn.Sequential(tn.nn.Linear(5, 4), tn.nn.ReLU(), tn.nn.Linear(4, 3))
+        opt = (tn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "sgd"
+               else tn.optim.AdamW(model.parameters(), lr=1e-2))
+        device = "cpu"
+        for step in range(4):
+            if moved and step == 2:
+                model.to("cuda")
+                device = "cuda"
+            opt.backward_step(F.cross_entropy(model(tn.tensor(x, device=device)),
+                                              tn.tensor(y, device=device)))
+        runs[moved] = [p.detach().to("cpu").numpy() for p in model.parameters()]
+    for a, b in zip(runs[False], runs[True]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -426,3 +426,16 @@ def test_zero_dim_results_are_arrays():
     (b * 2.0).backward()
     (b * 2.0).backward()                  # accumulation into a 0-d leaf
     assert b.grad.item() == 4.0
+
+
+@pytest.mark.parametrize("spec", ["cuda:1", "cuda:5"])
+def test_a_device_index_that_does_not_exist_is_refused(spec):
+    from conftest import skip_without_cuda
+    skip_without_cuda()
+    count = tn.cuda.device_count() if tn.cuda.is_available() else 1
+    if int(spec.split(":")[1]) < count:
+        pytest.skip(f"this machine has {spec}")
+    for make in (lambda: tn.zeros(2, device=spec), lambda: tn.tensor([1.0], device=spec),
+                 lambda: tn.ones(2).to(spec)):
+        with pytest.raises(tn.DeviceError, match=rf"device {spec}: there (is|are) {count}"):
+            make()

@@ -16,12 +16,20 @@ _loaded: dict = {}
 
 
 def backend(dev: Device):
-    """The module of backend functions for device ``dev``."""
+    """The module of backend functions for device ``dev`` (a device that exists here)."""
     try:
-        return _loaded[dev.type]
+        return _loaded[dev]
     except KeyError:
         pass
-    _loaded[dev.type] = mod = _load_numpy() if dev.type == "cpu" else _load_triton()
+    mod = _load_numpy() if dev.type == "cpu" else _load_triton()
+    if dev.type == "cuda":
+        count = 1 if interpreting() else mod.buffers.device_count()
+        if dev.index >= count:
+            raise DeviceError(f"device {dev}: there {'is' if count == 1 else 'are'} {count} "
+                              f"cuda device{'' if count == 1 else 's'} here (cuda:0"
+                              f"{'' if count == 1 else f' to cuda:{count - 1}'}"
+                              f"{', the interpreter' if interpreting() else ''})")
+    _loaded[dev] = mod
     return mod
 
 

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from . import random as _random
+from .checks import same_device
 from .errors import ShapeError, TritonnnError
 from .tensor import Tensor, stack, tensor
 
@@ -33,6 +34,7 @@ class TensorDataset(Dataset):
         if any(t.shape[0] != n for t in tensors):
             raise ShapeError("TensorDataset: tensors have different lengths: "
                              + ", ".join(str(t.shape) for t in tensors))
+        same_device("TensorDataset", *tensors)
         self.tensors = tensors
 
     def __len__(self):

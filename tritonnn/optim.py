@@ -8,7 +8,7 @@ from __future__ import annotations
 import numbers
 
 from .errors import DTypeError, TritonnnError
-from .tensor import Tensor
+from .tensor import Tensor, empty, zeros_like
 
 
 class Optimizer:
@@ -47,6 +47,13 @@ class Optimizer:
         loss.backward()
         self.step()
 
+    def _follow(self, p, t):
+        """State tensor ``t`` of parameter ``p`` on ``p``'s device and dtype: state follows
+        its parameter through ``model.to(...)`` after the first step."""
+        if t._backend is not p._backend or t.dtype is not p.dtype:
+            t = t.to(p.device, p.dtype)
+        return t
+
     def _grads(self):
         for p in self.params:
             g = p.grad
@@ -82,14 +89,15 @@ class SGD(Optimizer):
 
     def step(self):
         for p, g in self._grads():
-            B = p._backend
-            buf = self.state.get(id(p))
+            buf = self.state.get(id(p))            # the momentum buffer, a tensor
             first = buf is None
-            if self.momentum and first:
-                buf = B.empty(p.shape, p.dtype)
+            if self.momentum:
+                buf = empty(*p.shape, dtype=p.dtype, device=p.device) if first else \
+                    self._follow(p, buf)
                 self.state[id(p)] = buf
-            B.sgd_step(p._data, g._data, buf if self.momentum else None, self.lr, self.momentum,
-                       self.weight_decay, self.dampening, self.nesterov, first)
+            p._backend.sgd_step(p._data, g._data, buf._data if self.momentum else None, self.lr,
+                                self.momentum, self.weight_decay, self.dampening, self.nesterov,
+                                first)
             p._version[0] += 1
 
 
@@ -111,11 +119,12 @@ class AdamW(Optimizer):
     def step(self):
         b1, b2 = self.betas
         for p, g in self._grads():
-            B = p._backend
-            st = self.state.get(id(p))
+            st = self.state.get(id(p))             # [step, exp_avg, exp_avg_sq]
             if st is None:
-                st = self.state[id(p)] = [0, B.full(p.shape, 0, p.dtype), B.full(p.shape, 0, p.dtype)]
+                st = self.state[id(p)] = [0, zeros_like(p), zeros_like(p)]
+            else:
+                st[1], st[2] = self._follow(p, st[1]), self._follow(p, st[2])
             st[0] += 1
-            B.adamw_step(p._data, g._data, st[1], st[2], st[0], self.lr, b1, b2, self.eps,
-                         self.weight_decay)
+            p._backend.adamw_step(p._data, g._data, st[1]._data, st[2]._data, st[0], self.lr,
+                                  b1, b2, self.eps, self.weight_decay)
             p._version[0] += 1
