@@ -108,6 +108,11 @@ def exclusively_owned(buf, extra_refs):
     return buf.base is None and buf.flags.owndata and sys.getrefcount(buf) <= extra_refs + 2
 
 
+def overlapping(x):
+    """True when a dim longer than 1 has stride 0 (a broadcast view)."""
+    return any(st == 0 and n > 1 for st, n in zip(x.strides, x.shape))
+
+
 def setitem(x, index, value):
     """``x[index] = value`` in place (value a buffer or a Python number, broadcast)."""
     x[index] = value

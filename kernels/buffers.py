@@ -137,6 +137,11 @@ def shares_memory(a, b) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
+def overlapping(x) -> bool:
+    """True when a dim longer than 1 has stride 0 (a broadcast view)."""
+    return any(st == 0 and n > 1 for st, n in zip(x.stride(), x.shape))
+
+
 def exclusively_owned(buf, extra_refs) -> bool:
     """No view and no other Python reference holds ``buf``'s memory besides ``extra_refs``.
 

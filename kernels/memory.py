@@ -297,6 +297,7 @@ def expand(x, shape):
 
 
 exclusively_owned = buffers.exclusively_owned
+overlapping = buffers.overlapping
 
 
 # ----------------------------------------------------------------------------------------------

@@ -299,6 +299,9 @@ def _graph_of_every_op():
         + tn.cat([x, w])[1] + tn.stack([x, w])[0, 0] + x.to(tn.float64).to(tn.float32)[0]
     if cuda_usable():       # a copy to another device and back
         views = views + x.to("cuda").to("cpu")[1]
+    written = x * 1.0
+    written[0] = w[1]                                   # setitem while recording: index_put
+    views = views + written[1]
     products = (x @ w.T).sum() + F.linear(x, w).sum() + F.linear(x, w, activation="relu").sum()
     losses = x.softmax(dim=1).sum() + x.log_softmax(dim=0).sum() + F.cross_entropy(x, y) \
         + F.binary_cross_entropy_with_logits(x, w)

@@ -204,3 +204,37 @@ def test_grad_assignment_is_checked(device):
     w.grad = tn.ones(2, 3, device=device)
     w.grad = None
     assert w.grad is None
+
+
+def test_setitem_while_recording_matches_torch(device):
+    x = tn.tensor(A, device=device, requires_grad=True)
+    v = tn.tensor(OTHERS["row"], device=device, requires_grad=True)
+    y = x * 2.0
+    y[1] = v * 3.0
+    y[:, 0] = 7.0
+    y[tn.tensor([0], device=device)] = v
+    (y * y).sum().backward()
+    tx = torch.tensor(A, requires_grad=True)
+    tv = torch.tensor(OTHERS["row"], requires_grad=True)
+    ty = tx * 2.0
+    ty[1] = tv * 3.0
+    ty[:, 0] = 7.0
+    ty[torch.tensor([0])] = tv
+    (ty * ty).sum().backward()
+    assert_close(y.detach().numpy(), ty.detach().numpy(), what="values")
+    assert_close(x.grad.numpy(), tx.grad.numpy(), what="d/dx")
+    assert_close(v.grad.numpy(), tv.grad.numpy(), what="d/dv")
+
+
+def test_expanded_and_overlapping_writes_are_refused(device):
+    base = tn.ones(1, 3, device=device)
+    e = base.expand(2, 3)
+    for write in (lambda: e.add_(1.0), lambda: e.fill_(2.0), lambda: e.__setitem__(0, 5.0)):
+        with pytest.raises(tn.TritonnnError, match="share one memory location"):
+            write()
+    a = tn.arange(4, device=device).float()
+    with pytest.raises(tn.TritonnnError, match="overlapping views"):
+        a[1:] += a[:-1]
+    assert a.tolist() == [0.0, 1.0, 2.0, 3.0]
+    a += a                                           # the very same memory is fine
+    assert a.tolist() == [0.0, 2.0, 4.0, 6.0]

@@ -137,6 +137,11 @@ def exclusively_owned(buf, extra_refs):
     ``buf``'s memory, so the tape may reuse it in place."""
 
 
+def overlapping(x):
+    """True when two elements of ``x`` share one memory location (a broadcast view, stride 0
+    on a dim longer than 1), so that an in-place write into ``x`` would be ambiguous."""
+
+
 def cat(xs, dim):
     """The buffers ``xs`` (one dtype, equal shapes but along ``dim``) joined along
     ``dim`` (may be negative)."""
@@ -364,7 +369,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
 FAMILIES = {
     "memory": (from_numpy, to_numpy, dtype_of, empty, full, arange, cast, contiguous, reshape,
                permute, expand, getitem, setitem, copy_, accumulate_, index_add,
-               exclusively_owned, cat, stack),
+               exclusively_owned, overlapping, cat, stack),
     "random": (rand, randn),
     "elementwise": (unary, binary, where, relu_fwd, relu_bwd),
     "reduction": (reduce, sum_to_shape, argmax, max_bwd),

@@ -765,29 +765,51 @@ def _index_backward(node, g):
 
 
 def setitem(x, index, value):
-    """``x[index] = value`` in place (a tensor broadcast to the indexed shape, or a number)."""
-    if x._node is not None or (x.requires_grad and grad_mode.enabled):
-        raise TritonnnError(
-            f"setitem: a tensor of shape {x.shape} that requires grad can't be modified in "
-            f"place ({'an op output' if x._node is not None else 'a leaf'}; "
-            f"a leaf can be, under tn.no_grad())")
+    """``x[index] = value`` in place (a tensor broadcast to the indexed shape, or a number);
+    while recording, ``x`` carries the write into its graph (the value's gradient is its
+    slice of ``x``'s, the overwritten elements get none)."""
+    _check_writable("setitem", x)
     idx = _norm_index(x, index)
     B = x._backend
     if isinstance(value, TensorBase):
         if value.device != x.device:
             raise DeviceError(f"setitem: value on {value.device}, tensor on {x.device}")
-        src = value._data if value.dtype is x.dtype else cast(value, x.dtype)._data
         target_shape = tuple(B.getitem(x._data, idx).shape)
         if broadcast_shapes("setitem", value.shape, target_shape) != target_shape:
             raise ShapeError(f"setitem: a value of shape {value.shape} does not fit the "
                              f"indexed shape {target_shape}")
-    elif is_scalar(value):
-        src = value
-    else:
+        if value.dtype is not x.dtype:
+            value = cast(value, x.dtype)
+    elif not is_scalar(value):
         raise TritonnnError(f"setitem: value must be a tensor or a number, "
                             f"got {type(value).__name__}")
-    B.setitem(x._data, idx, src)
+    if _recording(x, value):
+        _sole_owner("setitem", x)
+        _assign("setitem", x, _index_put(clone(x), idx, value))
+        return
+    B.setitem(x._data, idx, value._data if isinstance(value, TensorBase) else value)
     x._version[0] += 1
+
+
+def _index_put(c, idx, value):
+    """``c`` (a private copy) with ``value`` written at ``idx``, recorded as one op."""
+    B = c._backend
+    tensor_value = isinstance(value, TensorBase)
+    B.setitem(c._data, idx, value._data if tensor_value else value)
+    out = c._new(c._data, c.dtype)
+    return _record(out, "index_put", (c, value if tensor_value else None),
+                   attrs=(idx, value.shape if tensor_value else None))
+
+
+@backward_rule("index_put")
+def _index_put_backward(node, g):
+    B, (idx, value_shape) = node.backend, node.attrs
+    gc = None
+    if node.needs(0):
+        gc = B.cast(g, B.dtype_of(g))              # a copy, zeroed where the write landed
+        B.setitem(gc, idx, 0)
+    gv = B.sum_to_shape(B.getitem(g, idx), value_shape) if node.needs(1) else None
+    return gc, gv
 
 
 def cat(tensors, dim=0, op="cat"):
@@ -846,35 +868,59 @@ def _kind(dt):
     return 2 if dt.is_floating else _KIND.get(dt, 1)
 
 
+def _related(x):
+    """The live tensors that show ``x``'s memory through views (``x`` excluded)."""
+    box = x._version
+    if len(box) == 1:
+        return []
+    return [t for t in (r() for r in box[1].values()) if t is not None and t is not x]
+
+
 def _check_writable(op, x):
-    """PyTorch's rule: a leaf that requires grad is written in place only under no_grad."""
-    if x.requires_grad and x._node is None and grad_mode.enabled:
-        raise TritonnnError(f"{op}: a leaf tensor of shape {x.shape} that requires grad can't be "
-                            f"written in place while gradients are recorded; do it under "
-                            f"tn.no_grad() (as an optimizer step does), or on a copy")
+    """What no in-place write may do, recording or not (PyTorch's rules)."""
+    if grad_mode.enabled:
+        if x.requires_grad and x._node is None:
+            raise TritonnnError(f"{op}: a leaf tensor of shape {x.shape} that requires grad "
+                                f"can't be written in place while gradients are recorded; do "
+                                f"it under tn.no_grad() (as an optimizer step does), or on a "
+                                f"copy")
+        if any(t.requires_grad and t._node is None for t in _related(x)):
+            raise TritonnnError(f"{op}: the tensor of shape {x.shape} is a view of a leaf that "
+                                f"requires grad; it can't be written in place while gradients "
+                                f"are recorded (do it under tn.no_grad())")
+    if x._backend.overlapping(x._data):
+        raise TritonnnError(f"{op}: several elements of the tensor of shape {x.shape} share one "
+                            f"memory location (a broadcast view, from expand); write into a "
+                            f"copy (clone() or contiguous())")
 
 
 def _sole_owner(op, x):
     """Recording an in-place write into ``x`` rewires ``x`` alone in the graph: refused while
-    another live tensor views the same memory (its own graph would go stale)."""
-    box = x._version
-    if len(box) > 1 and any(r() is not None and r() is not x for r in box[1].values()):
+    another live tensor views the same memory (its graph would miss the write)."""
+    if _related(x):
         raise TritonnnError(f"{op}: the tensor of shape {x.shape} shares its memory with a view "
-                            f"(or is one) and is part of a graph; an in-place write would leave "
-                            f"the other's gradient stale: write it out of place (y = y + v)")
+                            f"(or is one) and is part of a graph; writing it in place would "
+                            f"leave the other's gradient stale: write it out of place "
+                            f"(y = y * v), or under tn.no_grad()")
 
 
-def _assign(op, x, y):
+def _no_partial_overlap(op, x, other):
+    """A source that is another view of ``x``'s memory would be read while it is written."""
+    if isinstance(other, TensorBase) and other._version is x._version and \
+            other._data is not x._data and len(x._version) > 1:
+        raise TritonnnError(f"{op}: the source of shape {other.shape} is another view of the "
+                            f"memory it is written into (overlapping views); use a copy of it "
+                            f"(clone())")
+
+
+def _assign(op, x, y, any_kind=False):
     """Write the result ``y`` into ``x``'s buffer: every alias and view of ``x`` sees it.
 
     ``y`` has ``x``'s shape; its dtype is converted to ``x``'s, as PyTorch's in-place ops
-    do, but never up a kind (a float result into an integer tensor is an error). While
-    recording, ``x`` takes ``y``'s place in the graph.
+    do, but never up a kind (a float result into an integer tensor is an error) unless
+    ``any_kind`` (``copy_``). While recording, ``x`` takes ``y``'s place in the graph.
     """
-    if y.shape != x.shape:
-        raise ShapeError(f"{op}: the result's shape {y.shape} does not match the shape "
-                         f"{x.shape} of the tensor written in place")
-    if _kind(y.dtype) > _kind(x.dtype):
+    if not any_kind and _kind(y.dtype) > _kind(x.dtype):
         raise DTypeError(f"{op}: the result is {y.dtype} and can't be written into a tensor of "
                          f"dtype {x.dtype} in place")
     x._backend.copy_(x._data, y._data)
@@ -890,56 +936,70 @@ def _recording(x, *others):
         isinstance(o, TensorBase) and o.requires_grad for o in others))
 
 
-def _inplace(op, x, compute, *others):
+def _inplace(op, x, compute, *others, any_kind=False):
     """``x = compute(x)`` in place; while recording, ``compute`` sees a copy of ``x`` (its
     rule may read the old values, which the write overwrites) and ``x`` joins the graph."""
     _check_writable(op, x)
     for o in others:
-        if isinstance(o, TensorBase) and o.device != x.device:
-            same_device(op, x, o)
+        _no_partial_overlap(op, x, o)
     if _recording(x, *others):
         _sole_owner(op, x)
-        return _assign(op, x, compute(clone(x)))
+        return _assign(op, x, compute(clone(x)), any_kind)
     with no_grad():
-        return _assign(op, x, compute(x))
+        return _assign(op, x, compute(x), any_kind)
 
 
-def binary_(x, other, op):
-    """``x op= other`` in place (``+= -= *= /=``, ``add_`` ...), broadcasting ``other`` to ``x``."""
-    name = SYMBOLS[op] + "="
-    if not (isinstance(other, TensorBase) or is_scalar(other)):
+def binary_(x, other, op, name=None, alpha=None):
+    """``x op= other`` in place (``+= -= *= /=``, ``add_`` ...), ``other`` broadcast to ``x``;
+    ``alpha`` scales ``other`` first (``add_(other, alpha=...)``, as PyTorch's)."""
+    name = name or SYMBOLS[op] + "="
+    if isinstance(other, TensorBase):
+        if other.device != x.device:
+            same_device(name, x, other)
+        if broadcast_shapes(name, x.shape, other.shape) != x.shape:
+            raise ShapeError(f"{name}: an operand of shape {other.shape} does not fit the "
+                             f"tensor of shape {x.shape} written in place")
+    elif not is_scalar(other):
         raise DTypeError(f"{name}: unsupported operand of type {type(other).__name__} with a "
                          f"tensor {x.shape} {x.dtype}; use a tensor or a Python number")
+    if alpha is not None and alpha != 1:
+        if not is_scalar(alpha):
+            raise DTypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
+        if isinstance(other, TensorBase):
+            other = binary(other, alpha, "mul")
+        else:
+            other = other * alpha
     return _inplace(name, x, lambda v: binary(v, other, op), other)
 
 
-def fill_(x, value):
-    """Every element of ``x`` set to the number ``value`` (``zero_`` is ``fill_(0)``)."""
+def fill_(x, value, name="fill_"):
+    """Every element of ``x`` set to the number (or 0-d tensor) ``value``; ``zero_`` is
+    ``fill_(0)``."""
     if isinstance(value, TensorBase):
-        if value.numel() != 1 or value.ndim:
-            raise ShapeError(f"fill_: the value must be a number or a 0-d tensor, got a tensor "
-                             f"of shape {value.shape}")
-        return copy_(x, expand(value, x.shape))
+        if value.ndim:
+            raise ShapeError(f"{name}: the value must be a number or a 0-d tensor, got a "
+                             f"tensor of shape {value.shape}")
+        return copy_(x, value, name)
     if not is_scalar(value):
-        raise DTypeError(f"fill_: expected a number, got {type(value).__name__}")
-    return _inplace("fill_", x, lambda v: v._new(v._backend.full(v.shape, value, v.dtype),
-                                                v.dtype))
+        raise DTypeError(f"{name}: expected a number, got {type(value).__name__}")
+    return _inplace(name, x, lambda v: v._new(v._backend.full(v.shape, value, v.dtype),
+                                               v.dtype), any_kind=True)
 
 
-def copy_(x, src):
-    """``src``'s values (broadcast, converted to ``x``'s dtype) written into ``x``; the
-    gradient flows to ``src``."""
+def copy_(x, src, name="copy_"):
+    """``src``'s values (broadcast, converted to ``x``'s dtype, copied from another device if
+    need be) written into ``x``; the gradient flows to ``src``."""
     if not isinstance(src, TensorBase):
-        raise DTypeError(f"copy_: expected a tensor to copy from, got {type(src).__name__}")
-    if broadcast_shapes("copy_", src.shape, x.shape) != x.shape:
-        raise ShapeError(f"copy_: a source of shape {src.shape} does not broadcast to the "
+        raise DTypeError(f"{name}: expected a tensor to copy from, got {type(src).__name__}")
+    if broadcast_shapes(name, src.shape, x.shape) != x.shape:
+        raise ShapeError(f"{name}: a source of shape {src.shape} does not broadcast to the "
                          f"destination's shape {x.shape}")
-    same_device("copy_", x, src)
 
     def converted(_):
-        v = expand(src, x.shape) if src.shape != x.shape else src
+        v = to_device(src, x.device)
+        v = expand(v, x.shape) if v.shape != x.shape else v
         return cast(v, x.dtype) if x.dtype.is_floating and v.dtype.is_floating else v
-    return _inplace("copy_", x, converted, src)
+    return _inplace(name, x, converted, src, any_kind=True)
 
 
 def clamp_(x, lo=None, hi=None):

@@ -99,6 +99,22 @@ class Tensor(TensorBase):
         self.requires_grad = bool(requires_grad)
         return self
 
+    @property
+    def data(self):
+        """This tensor's values, cut from the tape: ``p.data -= lr * g`` updates ``p`` (in-place
+        writes are still counted, so a pending backward that saved ``p`` catches them)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TritonnnError(f"data: expected a tensor, got {type(value).__name__}")
+        if self.requires_grad and not value.dtype.is_floating:
+            raise DTypeError(f"data: a tensor that requires grad can't hold {value.dtype} values")
+        self._data, self.dtype, self.device, self._backend = (value._data, value.dtype,
+                                                               value.device, value._backend)
+        self._version = value._version
+
     def detach(self):
         """The same buffer, cut from the tape (in-place writes to it are seen by both)."""
         out = Tensor._make(self._data, self.dtype, self.device, self._backend)
@@ -321,11 +337,11 @@ class Tensor(TensorBase):
     def matmul(self, o):
         return self @ o
 
-    def add(self, o):
-        return self + o
+    def add(self, o, alpha=1):
+        return self + (o if alpha == 1 else o * alpha)
 
-    def sub(self, o):
-        return self - o
+    def sub(self, o, alpha=1):
+        return self - (o if alpha == 1 else o * alpha)
 
     def mul(self, o):
         return self * o
@@ -349,20 +365,20 @@ class Tensor(TensorBase):
     def __itruediv__(self, o):
         return ops.binary_(self, o, "div")
 
-    def add_(self, o):
-        return ops.binary_(self, o, "add")
+    def add_(self, o, alpha=1):
+        return ops.binary_(self, o, "add", "add_", alpha)
 
-    def sub_(self, o):
-        return ops.binary_(self, o, "sub")
+    def sub_(self, o, alpha=1):
+        return ops.binary_(self, o, "sub", "sub_", alpha)
 
     def mul_(self, o):
-        return ops.binary_(self, o, "mul")
+        return ops.binary_(self, o, "mul", "mul_")
 
     def div_(self, o):
-        return ops.binary_(self, o, "div")
+        return ops.binary_(self, o, "div", "div_")
 
     def zero_(self):
-        return ops.fill_(self, 0)
+        return ops.fill_(self, 0, "zero_")
 
     def fill_(self, value):
         return ops.fill_(self, value)
