@@ -53,7 +53,6 @@ pytest traceback of a file this size costs a fraction of a second, times hundred
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 import threading

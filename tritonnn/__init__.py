@@ -31,5 +31,5 @@ __all__ = [
     "bool", "device", "Device", "manual_seed", "initial_seed", "Gradients", "grad", "no_grad",
     "is_grad_enabled", "save", "load", "nn", "optim", "data", "cuda", "softmax", "log_softmax",
     "sigmoid", "relu", "set_float32_matmul_precision", "get_float32_matmul_precision",
-    "TritonnnError", "ShapeError", "DTypeError", "DeviceError", "IndexOutOfRange",
+    "TritonnnError", "ShapeError", "DTypeError", "DeviceError", "IndexOutOfRange", "dtypes",
 ]
