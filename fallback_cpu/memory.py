@@ -70,6 +70,12 @@ def reshape(x, shape):
     return x.reshape(shape)
 
 
+def view(x, shape):
+    """``x`` with ``shape`` without a copy, or None (numpy copies what it cannot view)."""
+    v = x.reshape(shape)
+    return v if v.size == 0 or np.may_share_memory(v, x) else None
+
+
 def permute(x, dims):
     return x.transpose(dims)
 

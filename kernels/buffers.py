@@ -64,7 +64,10 @@ def dtype_of(buf):
 # -- allocation and copies ---------------------------------------------------------------------
 
 def empty(shape, dtype):
-    return torch.empty(tuple(shape), dtype=TORCH_DTYPE[dtype], device=DEVICE)
+    try:
+        return torch.empty(tuple(shape), dtype=TORCH_DTYPE[dtype], device=DEVICE)
+    except RuntimeError as e:           # torch's out-of-memory errors, as Python's own
+        raise MemoryError(str(e).splitlines()[0]) from None
 
 
 def upload(a: np.ndarray, dtype):

@@ -287,6 +287,11 @@ def reshape(x, shape):
     return v if v is not None else buffers.view_shape(contiguous(x), shape)
 
 
+def view(x, shape):
+    """``x`` with ``shape`` without a copy, or None when its strides don't allow it."""
+    return buffers.view_shape(x, tuple(shape))
+
+
 def permute(x, dims):
     return buffers.permute(x, dims)
 

@@ -49,14 +49,34 @@ def broadcast_shapes(op, a, b):
     return tuple(reversed(out))
 
 
-def sizes(op, shape):
-    """A factory's ``*shape`` (ints, or one tuple/list of ints) as a tuple of non-negative ints."""
+MAX_DIMS = 64
+"""The most dims a tensor may have (numpy's limit, on every device)."""
+
+
+def sizes(op, shape, itemsize=1):
+    """A factory's ``*shape`` (ints, or one tuple/list of ints) as a tuple of non-negative ints
+    that a tensor of ``itemsize``-byte elements can have (``possible_shape``)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for s in shape:
-        if not isinstance(s, numbers.Integral) or s < 0:
+        if not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 0:
             raise ShapeError(f"{op}: sizes must be non-negative ints, got {tuple(shape)}")
-    return tuple(int(s) for s in shape)
+    shape = tuple(int(s) for s in shape)
+    possible_shape(op, shape, itemsize)
+    return shape
+
+
+def possible_shape(op, shape, itemsize=1):
+    """A ShapeError for a shape no tensor can have: more than ``MAX_DIMS`` dims, or sizes
+    whose product (zeros left out, as torch counts) times ``itemsize`` passes 2**63 bytes."""
+    if len(shape) > MAX_DIMS:
+        raise ShapeError(f"{op}: a tensor has at most {MAX_DIMS} dims, got {len(shape)}")
+    n = itemsize
+    for s in shape:
+        n *= s or 1
+    if n >= 2 ** 63:
+        raise ShapeError(f"{op}: a tensor of shape {tuple(shape)} would take {n} bytes, more "
+                         f"than any machine can address")
 
 
 def scalar_type(s):

@@ -81,6 +81,11 @@ def reshape(x, shape):
     it, else a reshaped copy (as ``torch.reshape``)."""
 
 
+def view(x, shape):
+    """``x`` seen with ``shape`` (same number of elements) without a copy, or None when
+    ``x``'s strides do not allow that (as ``torch.Tensor.view``)."""
+
+
 def permute(x, dims):
     """A view of ``x`` with its dims reordered: result dim ``i`` is ``x``'s dim ``dims[i]``."""
 
@@ -368,7 +373,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
 
 FAMILIES = {
     "memory": (from_numpy, to_numpy, dtype_of, empty, full, arange, cast, contiguous, reshape,
-               permute, expand, getitem, setitem, copy_, accumulate_, index_add,
+               view, permute, expand, getitem, setitem, copy_, accumulate_, index_add,
                exclusively_owned, overlapping, cat, stack),
     "random": (rand, randn),
     "elementwise": (unary, binary, where, relu_fwd, relu_bwd),

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import dtypes as D
 from .backends import backend
-from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
+from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims, possible_shape,
                      reduction as check_reduction, same_device, same_float_dtype, scalar_type)
 from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
@@ -545,17 +545,18 @@ def _linear_backward(node, g):
 # ==============================================================================================
 
 
-def reshape(x, shape):
-    """``x`` with ``shape`` (one -1 allowed): a view when the strides allow it, as torch."""
+def reshape(x, shape, op="reshape"):
+    """``x`` with ``shape`` (one -1 allowed): a view when the strides allow it, as torch;
+    ``op="view"``: a view or a ShapeError, as ``torch.Tensor.view``."""
     try:
         shape = tuple(operator.index(s) for s in shape)
     except TypeError:
-        raise ShapeError(f"reshape: sizes must be ints, got {tuple(shape)} for a tensor of shape "
+        raise ShapeError(f"{op}: sizes must be ints, got {tuple(shape)} for a tensor of shape "
                          f"{x.shape}") from None
     if shape.count(-1) > 1:
-        raise ShapeError(f"reshape: only one dimension can be -1, got {shape}")
+        raise ShapeError(f"{op}: only one dimension can be -1, got {shape}")
     if any(s < -1 for s in shape):
-        raise ShapeError(f"reshape: invalid size in {shape}")
+        raise ShapeError(f"{op}: invalid size in {shape}")
     n = x.numel()
     if -1 in shape:
         known = 1
@@ -563,17 +564,27 @@ def reshape(x, shape):
             if s != -1:
                 known *= s
         if known == 0 or n % known:
-            raise ShapeError(f"reshape: cannot reshape {x.shape} ({n} elements) into {shape}")
+            raise ShapeError(f"{op}: cannot reshape {x.shape} ({n} elements) into {shape}")
         shape = tuple(n // known if s == -1 else s for s in shape)
+    possible_shape(op, shape)
     total = 1
     for s in shape:
         total *= s
     if total != n:
-        raise ShapeError(f"reshape: cannot reshape {x.shape} ({n} elements) into {shape} "
+        raise ShapeError(f"{op}: cannot reshape {x.shape} ({n} elements) into {shape} "
                          f"({total} elements)")
     if shape == x.shape:
         return x
-    out = _view(x._new(x._backend.reshape(x._data, shape), x.dtype), x)
+    B = x._backend
+    if op == "view":
+        buf = B.view(x._data, shape)
+        if buf is None:
+            raise ShapeError(f"view: a tensor of shape {x.shape} laid out in memory as this one "
+                             f"(transposed or sliced) can't be seen as {shape} without a copy; "
+                             f"use reshape(), or contiguous() first")
+    else:
+        buf = B.reshape(x._data, shape)
+    out = _view(x._new(buf, x.dtype), x)
     return _record(out, "reshape", (x,), attrs=x.shape)
 
 
@@ -642,7 +653,7 @@ def squeeze(x, dim=None):
 
 def unsqueeze(x, dim):
     d = norm_dim("unsqueeze", dim, x.ndim + 1)
-    return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
+    return reshape(x, x.shape[:d] + (1,) + x.shape[d:], "unsqueeze")
 
 
 def contiguous(x):
@@ -673,26 +684,37 @@ def _index_buffer(x, values):
     return x._backend.from_numpy(a, dt), dt
 
 
+def _consumed(i):
+    """How many of the indexed tensor's dims the index component ``i`` takes."""
+    if i is None or i is Ellipsis or isinstance(i, bool):
+        return 0
+    if isinstance(i, TensorBase) and i.dtype is D.bool_:
+        return max(i.ndim, 1)
+    return 1
+
+
 def _norm_index(x, index):
     """Check basic/advanced indices against ``x``'s shape; return what the backend takes."""
     if not isinstance(index, tuple):
         index = (index,)
-    out = []
-    dim = 0
-    n_explicit = sum(1 for i in index if i is not None and i is not Ellipsis)
     if sum(1 for i in index if i is Ellipsis) > 1:
         raise IndexOutOfRange(f"index: an index can only have a single ellipsis (...), "
                               f"tensor of shape {x.shape}")
+    n_explicit = sum(_consumed(i) for i in index)
+    if n_explicit > x.ndim:
+        raise IndexOutOfRange(f"index: too many indices ({n_explicit}) for a tensor of shape "
+                              f"{x.shape}")
+    out = []
+    advanced = []           # the integer index buffers' shapes: they must broadcast together
+    dim = 0
     for i in index:
-        if i is None:
+        if i is None or i is True:          # True adds a dim of size 1, as None (torch, numpy)
             out.append(None)
             continue
         if i is Ellipsis:
             out.append(Ellipsis)
             dim += x.ndim - n_explicit
             continue
-        if dim >= x.ndim:
-            raise IndexOutOfRange(f"index: too many indices for a tensor of shape {x.shape}")
         size = x.shape[dim]
         if isinstance(i, (list, TensorBase)):
             if isinstance(i, list):
@@ -705,20 +727,38 @@ def _norm_index(x, index):
                 raise DTypeError(f"index: index tensors must be integer or bool, got {i.dtype}")
             _check_index_values(x, buf, dt, dim)
             out.append(buf)
-            if dt is D.bool_ and len(buf.shape) > 1:
-                dim += len(buf.shape) - 1       # a k-D mask consumes k dims
+            if dt is D.bool_:
+                dim += max(len(buf.shape), 1) - 1   # a k-D mask consumes k dims
+            else:
+                advanced.append(tuple(buf.shape))
         elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
             if not -size <= i < size:
                 raise IndexOutOfRange(f"index: index {i} is out of bounds for dimension {dim} "
                                       f"with size {size} (shape {x.shape})")
             out.append(int(i))
         elif isinstance(i, slice):
+            for part in (i.start, i.stop, i.step):
+                if part is not None and (isinstance(part, bool) or
+                                         not isinstance(part, numbers.Integral)):
+                    raise DTypeError(f"index: slice indices must be ints or None, got {part!r} "
+                                     f"in {i} (tensor of shape {x.shape})")
             if i.step is not None and i.step <= 0:
                 raise TritonnnError(f"index: slice step must be positive, got {i.step}")
             out.append(i)
+        elif i is False:
+            raise TritonnnError(f"index: the index False (an empty new dim) is not supported, "
+                                f"tensor of shape {x.shape}")
         else:
-            raise TritonnnError(f"index: unsupported index {i!r} of type {type(i).__name__}")
+            raise DTypeError(f"index: unsupported index {i!r} of type {type(i).__name__} "
+                             f"(ints, slices, None, ..., and integer or bool tensors index)")
         dim += 1
+    for shape in advanced[1:]:
+        try:
+            broadcast_shapes("index", advanced[0], shape)
+        except ShapeError:
+            raise ShapeError(f"index: index lists or tensors of shapes "
+                             f"{', '.join(str(a) for a in advanced)} cannot be broadcast "
+                             f"together (tensor of shape {x.shape})") from None
     return tuple(out)
 
 
@@ -1102,7 +1142,8 @@ def softmax(x, dim=-1, log=False):
     if x.ndim == 0:          # one element: softmax 1, log_softmax 0, gradient 0 (attrs None)
         yb = B.reshape(fwd(B.reshape(x._data, (1,)), 0), ())
         return _record(x._new(yb, x.dtype), op, (x,))
-    yb = fwd(x._data, d)
+    # an empty tensor has nothing to normalise (and no row maximum to take)
+    yb = fwd(x._data, d) if x.numel() else B.empty(x.shape, x.dtype)
     out = x._new(yb, x.dtype)
     return _record(out, op, (x,), (yb,), (out,), d)
 

@@ -239,7 +239,11 @@ class Tensor(TensorBase):
             shape = tuple(shape[0])
         return ops.reshape(self, shape)
 
-    view = reshape
+    def view(self, *shape):
+        """A view with ``shape`` (never a copy: a layout that needs one is a ShapeError)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return ops.reshape(self, shape, "view")
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
@@ -558,11 +562,24 @@ def from_numpy(a: np.ndarray) -> Tensor:
 
 
 def _factory(op, shape, dtype, device, requires_grad, make):
-    shape = sizes(op, shape)
     dt = D.as_dtype(dtype) if dtype is not None else D.float32
+    shape = sizes(op, shape, dt.itemsize)
     dev = as_device(device)
     B = backend(dev)
-    return _finish(make(B, shape, dt), dt, dev, B, requires_grad)
+    return _finish(_allocate(op, shape, dt, lambda: make(B, shape, dt)), dt, dev, B,
+                   requires_grad)
+
+
+def _allocate(op, shape, dt, make):
+    """``make()``, a new buffer; running out of memory is a TritonnnError naming the size."""
+    try:
+        return make()
+    except MemoryError as e:
+        n = dt.itemsize
+        for s in shape:
+            n *= s
+        raise TritonnnError(f"{op}: not enough memory for a tensor of shape {shape} "
+                            f"({n} bytes): {e}") from None
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
@@ -607,8 +624,8 @@ def arange(start, end=None, step=1, dtype=None, device=None):
 
 
 def _random_factory(op, shape, dtype, device, requires_grad, normal):
-    shape = sizes(op, shape)
     dt = D.as_dtype(dtype) if dtype is not None else D.float32
+    shape = sizes(op, shape, dt.itemsize)
     if not dt.is_floating:
         raise DTypeError(f"{op}: expects a floating-point dtype, got {dt}")
     dev = as_device(device)
@@ -617,7 +634,8 @@ def _random_factory(op, shape, dtype, device, requires_grad, normal):
     for s in shape:
         n *= s
     seed, offset = _random.take(n)
-    buf = (B.randn if normal else B.rand)(shape, dt, seed, offset)
+    buf = _allocate(op, shape, dt, lambda: (B.randn if normal else B.rand)(shape, dt, seed,
+                                                                           offset))
     return _finish(buf, dt, dev, B, requires_grad)
 
 
@@ -637,6 +655,9 @@ def randn(*shape, dtype=None, device=None, requires_grad=False):
 
 
 def _tensor_list(op, tensors):
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise DTypeError(f"{op}: expected a list or tuple of tensors, got a "
+                         f"{type(tensors).__name__}")
     tensors = list(tensors)
     for t in tensors:
         expect_tensor(op, t, "in the list")
