@@ -439,3 +439,35 @@ def test_a_device_index_that_does_not_exist_is_refused(spec):
                  lambda: tn.ones(2).to(spec)):
         with pytest.raises(tn.DeviceError, match=rf"device {spec}: there (is|are) {count}"):
             make()
+
+
+def test_dims_are_ints_of_any_integer_kind():
+    t = tn.ones(2, 3)
+    assert t.sum(np.int64(1)).tolist() == [3.0, 3.0]
+    assert t.sum(dim=(np.int32(0), -1)).item() == 6.0
+    assert t.transpose(tn.tensor(0), 1).shape == (3, 2)       # a one-element int tensor, as torch
+    assert t.size(np.int8(-1)) == 3
+    for bad in [True, 1.0, "1", None, tn.tensor(1.0), tn.tensor([0, 1])]:
+        with pytest.raises(tn.DTypeError, match="unsqueeze: dim must be an int"):
+            t.unsqueeze(bad)
+    with pytest.raises(tn.IndexOutOfRange, match=r"softmax: dim 2 .*\[-2, 1\]"):
+        t.softmax(2)
+
+
+def test_iterating_and_len():
+    t = tn.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert len(t) == 2 and [r.tolist() for r in t] == [[1.0, 2.0], [3.0, 4.0]]
+    s = tn.tensor(1.0)
+    with pytest.raises(TypeError, match="iter: a 0-d tensor"):
+        iter(s)                       # refused when the iterator is made, not when first used
+    with pytest.raises(TypeError, match="len: a 0-d tensor"):
+        len(s)
+
+
+def test_setitem_value_of_the_wrong_type():
+    t = tn.zeros(3)
+    for bad in ["1", None, {}]:
+        with pytest.raises(tn.DTypeError, match="setitem: value must be a tensor or a number"):
+            t[0] = bad
+    t[0], t[1] = np.float32(2.5), True
+    assert t.tolist() == [2.5, 1.0, 0.0]

@@ -7,21 +7,63 @@ them touches a buffer: they run before any kernel does.
 from __future__ import annotations
 
 import numbers
+import operator
 
 from . import dtypes as D
 from .device import Device, as_device
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 
 
+def shown(value, limit=60):
+    """``repr(value)`` cut to ``limit`` characters, for a message that quotes what it got."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def as_int(value):
+    """``value`` as a Python int when it is an integer (an int, a numpy integer, anything with
+    ``__index__``) but not a bool; None otherwise."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def integer(op, value, what):
+    """``value`` as an int, or a DTypeError naming ``op`` and ``what`` (a float, str, None, ...)."""
+    i = as_int(value)
+    if i is None:
+        raise DTypeError(f"{op}: {what} must be an int, got {shown(value)} "
+                         f"({type(value).__name__})")
+    return i
+
+
+def number(op, value, what):
+    """``value`` as a float (an int or float, Python or numpy, not a bool), or a DTypeError naming
+    ``op`` and ``what``: the one check of hyper-parameters and numeric keyword arguments."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise DTypeError(f"{op}: {what} must be a number, got {shown(value)} ({type(value).__name__})")
+
+
 def norm_dim(op, dim, ndim):
-    """``dim`` in ``[0, ndim)`` (negative dims count from the end; a 0-d tensor has dim 0 or -1)."""
-    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
-        raise TritonnnError(f"{op}: dim must be an int, got {dim!r}")
-    n = max(ndim, 1)
+    """``dim`` in ``[0, ndim)`` (negative dims count from the end; a 0-d tensor has dim 0 or -1).
+
+    A dim that is not an integer is a DTypeError (TypeError, as PyTorch), one outside the
+    range an IndexOutOfRange (IndexError). Runs on most shape-aware calls: a plain int takes
+    one type test.
+    """
+    if type(dim) is not int:
+        dim = integer(op, dim, "dim")
+    n = ndim if ndim > 0 else 1
     if not -n <= dim < n:
         raise IndexOutOfRange(f"{op}: dim {dim} is out of range for a tensor of {ndim} "
                               f"dimension(s) (expected in [{-n}, {n - 1}])")
-    return dim % n
+    return dim + n if dim < 0 else dim
 
 
 def norm_dims(op, dim, ndim):
@@ -143,6 +185,7 @@ def dtype_and_device(op, args, dtype=None, device=None):
         elif isinstance(a, (str, Device)):
             device = a
         else:
-            raise TritonnnError(f"{op}: expected a dtype or a device, got {a!r}")
+            raise DTypeError(f"{op}: expected a dtype or a device, got {shown(a)} "
+                             f"({type(a).__name__})")
     return (None if dtype is None else D.as_dtype(dtype),
             None if device is None else as_device(device))

@@ -821,8 +821,8 @@ def setitem(x, index, value):
         if value.dtype is not x.dtype:
             value = cast(value, x.dtype)
     elif not is_scalar(value):
-        raise TritonnnError(f"setitem: value must be a tensor or a number, "
-                            f"got {type(value).__name__}")
+        raise DTypeError(f"setitem: value must be a tensor or a number, "
+                         f"got {type(value).__name__}")
     if _recording(x, value):
         _sole_owner("setitem", x)
         _assign("setitem", x, _index_put(clone(x), idx, value))

@@ -57,7 +57,7 @@ class Tensor(TensorBase):
 
     def __len__(self):
         if self.ndim == 0:
-            raise TritonnnError("len() of a 0-d tensor")
+            raise DTypeError("len: a 0-d tensor has no length (use numel() or item())")
         return self.shape[0]
 
     @property
@@ -203,7 +203,8 @@ class Tensor(TensorBase):
     def __index__(self):
         if self.dtype.is_integer and self.numel() == 1:
             return int(self.item())
-        raise TritonnnError("only integer tensors of a single element can be used as an index")
+        raise DTypeError(f"index: only an integer tensor of one element can be used as an int, "
+                         f"got {self.dtype} of shape {self.shape}")
 
     def __array__(self, dtype=None, copy=None):
         """numpy's array protocol: a copy unless ``copy=False`` (then no conversion is allowed)."""
@@ -230,8 +231,9 @@ class Tensor(TensorBase):
         return id(self)
 
     def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
+        if self.ndim == 0:
+            raise DTypeError("iter: a 0-d tensor has no dimension to iterate over (use item())")
+        return (self[i] for i in range(self.shape[0]))
 
     # -- views and indexing --------------------------------------------------------------------
     def reshape(self, *shape):
@@ -492,9 +494,10 @@ class Tensor(TensorBase):
 
 
 def expect_tensor(op, value, what="operand"):
-    """``value`` itself if it is a tensor, else a TritonnnError naming ``op``."""
+    """``value`` itself if it is a tensor, else a DTypeError (a TypeError, as PyTorch raises)
+    naming ``op``: the API layer's one test of "is this a tensor"."""
     if not isinstance(value, Tensor):
-        raise TritonnnError(f"{op}: expected a tensor {what}, got {type(value).__name__}")
+        raise DTypeError(f"{op}: expected a tensor {what}, got {type(value).__name__}")
     return value
 
 
@@ -557,7 +560,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 def from_numpy(a: np.ndarray) -> Tensor:
     if not isinstance(a, np.ndarray):
-        raise TritonnnError(f"from_numpy: expected a numpy array, got {type(a).__name__}")
+        raise DTypeError(f"from_numpy: expected a numpy array, got {type(a).__name__}")
     return tensor(a)
 
 
@@ -744,7 +747,7 @@ def _seed(t, gradient, op):
                              f"output, got shape {t.shape}; pass gradient= of that shape")
         return t._backend.full(t.shape, 1, t.dtype)
     if not isinstance(gradient, Tensor):
-        raise TritonnnError(f"{op}: gradient must be a tensor, got {type(gradient).__name__}")
+        raise DTypeError(f"{op}: gradient must be a tensor, got {type(gradient).__name__}")
     if gradient.shape != t.shape:
         raise ShapeError(f"{op}: gradient shape {gradient.shape} does not match output shape {t.shape}")
     if gradient.device != t.device:
