@@ -1563,20 +1563,11 @@ _FAILING_TODAY = {
     "assigning .grad is unchecked (shape, dtype, device, type)": """
         grad_assign_list""",
     "argument of the wrong Python type: clear message, but not a DTypeError": """
-        sequential_item_not_module parameter_from_list parameter_from_numpy sgd_lr_none
-        sgd_momentum_str sgd_weight_decay_str adamw_betas_str adamw_beta1_str adamw_eps_str
-        adamw_lr_none dataloader_dataset_int tensor_dataset_list load_state_dict_list
-        load_state_dict_str_value module_to_int_dtype_refused_and_changes_nothing""",
-    "nn.functional keyword arguments unchecked (bare errors, mse_loss silently sums)": """
-        ce_label_smoothing_str ce_label_smoothing_none ce_ignore_index_str
-        ce_ignore_index_float ce_ignore_index_none mse_loss_shapes mse_loss_reduction_avg
-        mse_loss_int_inputs mse_loss_target_list""",
+        sgd_lr_none sgd_momentum_str sgd_weight_decay_str adamw_betas_str adamw_beta1_str
+        adamw_eps_str adamw_lr_none dataloader_dataset_int tensor_dataset_list""",
     "nn, optim and data arguments unchecked (bare errors); dict items not batched": """
-        linear_str_features linear_float_features linear_none_features
-        sequential_index_out_of_range sequential_index_negative sequential_index_str
-        sequential_index_float load_state_dict_none sgd_dampening_str sgd_dampening_none
-        sgd_params_int sgd_params_none dataloader_seed_str dataloader_none_items
-        dataloader_dict_items""",
+        sgd_dampening_str sgd_dampening_none sgd_params_int sgd_params_none dataloader_seed_str
+        dataloader_none_items dataloader_dict_items""",
 }
 XFAIL = {cid: reason for reason, ids in _FAILING_TODAY.items() for cid in ids.split()}
 

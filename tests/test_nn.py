@@ -249,3 +249,73 @@ def test_identity_and_activation_modules(rng):
     assert tn.nn.Identity()(x) is x
     with pytest.raises(tn.TritonnnError):
         tn.nn.Module()(x)
+
+
+# -- arguments of the wrong kind (issue 10) -------------------------------------------------------
+
+
+def test_sequential_index_as_a_list():
+    layers = [tn.nn.Linear(3, 4), tn.nn.ReLU(), tn.nn.Linear(4, 2)]
+    seq = tn.nn.Sequential(*layers)
+    assert seq[-3] is layers[0] and seq[np.int64(2)] is layers[2]
+    assert seq[tn.tensor(1)] is layers[1]             # an int tensor of one element, as torch
+    for bad, exc in [(3, tn.IndexOutOfRange), (-4, tn.IndexOutOfRange), ("0", tn.DTypeError),
+                     (1.0, tn.DTypeError), (None, tn.DTypeError)]:
+        with pytest.raises(exc, match="Sequential"):
+            seq[bad]
+
+
+def test_load_state_dict_names_every_value_that_is_not_a_tensor():
+    model = tn.nn.Sequential(tn.nn.Linear(3, 2), tn.nn.ReLU(), tn.nn.Linear(2, 1))
+    before = [p.detach().numpy().copy() for p in model.parameters()]
+    sd = dict(model.state_dict())
+    sd["0.weight"], sd["2.bias"] = [[0.0] * 3] * 2, None
+    with pytest.raises(tn.DTypeError, match=r"0\.weight is list, 2\.bias is NoneType"):
+        model.load_state_dict(sd)
+    for p, b in zip(model.parameters(), before):           # nothing was written
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+    with pytest.raises(tn.DTypeError, match="load_state_dict.*mapping.*tuple"):
+        model.load_state_dict(tuple(sd.items()))
+
+
+def test_module_to_is_all_or_nothing(device):
+    model = NeuralNetwork(4, 2)
+    model.layers[0].weight.grad = tn.zeros(30, 4)
+    with pytest.raises(tn.DTypeError, match="Module.to.*bool"):
+        model.to(tn.bool)
+    with pytest.raises(tn.DTypeError, match="Module.to: expected a dtype or a device, got 3"):
+        model.to(3)
+    assert all(p.dtype is tn.float32 and p.device == tn.device("cpu")
+               for p in model.parameters())
+    model.to(device, tn.float64)
+    assert all(p.dtype is tn.float64 and p.device == tn.device(device)
+               for p in model.parameters())
+    g = model.layers[0].weight.grad
+    assert g.dtype is tn.float64 and g.device == tn.device(device)
+
+
+def test_mse_loss_broadcasts_with_a_warning_and_promotes_like_torch():
+    a, b = [[1.0], [2.0], [4.0]], [0.0, 1.0]
+    with pytest.warns(UserWarning, match=r"mse_loss: .*\(2,\).*\(3, 1\).*\(3, 2\)"):
+        got = F.mse_loss(tn.tensor(a), tn.tensor(b), reduction="none")
+    with pytest.warns(UserWarning):
+        want = torch.nn.functional.mse_loss(torch.tensor(a), torch.tensor(b), reduction="none")
+    assert got.shape == tuple(want.shape)
+    assert_close(got.numpy(), want.numpy())
+    # an integer target mixes into a floating input (torch promotes it); two integers do not
+    got = F.mse_loss(tn.tensor([1.0, 2.0]), tn.tensor([0, 4]), reduction="sum")
+    assert got.dtype is tn.float32 and got.item() == 5.0
+    with pytest.raises(tn.DTypeError, match="mse_loss.*int64.*int64"):
+        F.mse_loss(tn.tensor([1, 2]), tn.tensor([0, 4]))
+    with pytest.raises(tn.DTypeError, match="mse_loss: input is float32 but target is float64"):
+        F.mse_loss(tn.tensor([1.0, 2.0]), tn.tensor([0.0, 4.0], dtype=tn.float64))
+
+
+def test_cross_entropy_keyword_numbers_may_be_numpy():
+    logits, target = tn.tensor([[1.0, 2.0, 0.5], [0.1, 0.2, 3.0]]), tn.tensor([0, 2])
+    got = F.cross_entropy(logits, target, ignore_index=np.int64(2), label_smoothing=np.float32(0.1))
+    want = torch.nn.functional.cross_entropy(torch.tensor(logits.numpy()), torch.tensor([0, 2]),
+                                             ignore_index=2, label_smoothing=0.1)
+    assert_close(got.numpy(), want.numpy(), atol=1e-6)
+    with pytest.raises(tn.DTypeError, match="cross_entropy: ignore_index must be an int, got True"):
+        F.cross_entropy(logits, target, ignore_index=True)

@@ -1,7 +1,11 @@
 """Stateless layer functions (``tn.nn.functional``, imported as ``F``) over the op table."""
 from __future__ import annotations
 
+import warnings
+
 from .. import ops
+from ..checks import broadcast_shapes, integer, number, reduction as check_reduction, same_device
+from ..errors import DTypeError
 from ..tensor import expect_tensor
 
 
@@ -36,8 +40,11 @@ def log_softmax(x, dim=-1):
 
 def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     """Softmax cross-entropy of (N, C) logits and (N,) integer targets, in one fused op."""
-    expect_tensor("cross_entropy", logits, "for the logits")
-    expect_tensor("cross_entropy", target, "for the target")
+    op = "cross_entropy"
+    expect_tensor(op, logits, "for the logits")
+    expect_tensor(op, target, "for the target")
+    ignore_index = integer(op, ignore_index, "ignore_index")
+    label_smoothing = number(op, label_smoothing, "label_smoothing")
     return ops.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction,
                              label_smoothing=label_smoothing)
 
@@ -51,6 +58,31 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):  # noqa: 
 
 
 def mse_loss(input, target, reduction="mean"):  # noqa: A002
+    """Mean (or summed, or per-element) squared error of floating-point tensors.
+
+    Shapes broadcast as PyTorch's: a target whose shape differs from the input's is
+    broadcast against it, with a warning (an (N, 1) prediction against an (N,) target
+    makes an (N, N) loss, rarely what was meant); shapes that cannot broadcast are a
+    ShapeError. An integer or bool operand mixes in when the other is floating (PyTorch
+    promotes it); two integer operands, or two different float dtypes (tritonnn mixes no
+    float dtypes), are a DTypeError.
+    """
+    op = "mse_loss"
+    expect_tensor(op, input, "for the input")
+    expect_tensor(op, target, "for the target")
+    check_reduction(op, reduction)
+    same_device(op, input, target)
+    if not (input.dtype.is_floating or target.dtype.is_floating):
+        raise DTypeError(f"{op}: expected floating-point tensors, got input {input.dtype} and "
+                         f"target {target.dtype} (convert with .to(tn.float32))")
+    if input.dtype.is_floating and target.dtype.is_floating and input.dtype is not target.dtype:
+        raise DTypeError(f"{op}: input is {input.dtype} but target is {target.dtype}; convert one "
+                         f"with .to(dtype)")
+    if input.shape != target.shape:
+        shape = broadcast_shapes(op, input.shape, target.shape)
+        warnings.warn(f"{op}: the target's shape {target.shape} differs from the input's "
+                      f"{input.shape}; both are broadcast to {shape}. Reshape one of them if "
+                      f"that is not intended.", UserWarning, stacklevel=2)
     d = input - target
     sq = d * d
     if reduction == "none":

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
+from collections.abc import Mapping
 
-from ..checks import dtype_and_device
-from ..errors import ShapeError, TritonnnError
+import numpy as np
+
+from ..checks import as_int, dtype_and_device, shown
+from ..errors import DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from ..tensor import Tensor, rand, tensor
 from ..tape import no_grad
 from . import functional as F
@@ -18,7 +22,8 @@ class Parameter(Tensor):
 
     def __new__(cls, data, requires_grad=True):
         if not isinstance(data, Tensor):
-            raise TritonnnError(f"Parameter: expected a tensor, got {type(data).__name__}")
+            raise DTypeError(f"Parameter: expected a tensor, got {type(data).__name__} (wrap "
+                             f"it with tn.tensor(...) first)")
         # the same memory and version box as ``data``, as torch's Parameter: a write to one is
         # a write to the other, and a pending backward that saved either catches it
         p = Tensor._make.__func__(cls, data._data, data.dtype, data.device, data._backend)
@@ -110,8 +115,20 @@ class Module:
         return OrderedDict((n, p.detach()) for n, p in self.named_parameters())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values into the parameters; with ``strict`` every problem is listed in one error."""
+        """Copy values into the parameters; with ``strict`` every problem is listed in one error.
+
+        Values are tensors (numpy arrays are taken too); anything else is a DTypeError naming
+        the entries, raised before any parameter is written.
+        """
+        where = f"load_state_dict for {type(self).__name__}"
+        if not isinstance(state_dict, Mapping):
+            raise DTypeError(f"{where}: expected a mapping of names to tensors (what "
+                             f"state_dict() returns), got {type(state_dict).__name__}")
         own = OrderedDict(self.named_parameters())
+        wrong = [f"{n} is {type(state_dict[n]).__name__}" for n in own
+                 if n in state_dict and not isinstance(state_dict[n], (Tensor, np.ndarray))]
+        if wrong:
+            raise DTypeError(f"{where}: values must be tensors: " + ", ".join(wrong))
         missing = [n for n in own if n not in state_dict]
         unexpected = [n for n in state_dict if n not in own]
         mismatched = []
@@ -129,7 +146,7 @@ class Module:
                 parts.append("unexpected keys: " + ", ".join(unexpected))
             if mismatched:
                 parts.append("shape mismatches: " + "; ".join(mismatched))
-            raise ShapeError(f"load_state_dict for {type(self).__name__}: " + " | ".join(parts))
+            raise ShapeError(f"{where}: " + " | ".join(parts))
         with no_grad():
             for n, p in own.items():
                 if n not in state_dict:
@@ -152,15 +169,21 @@ class Module:
         return self.train(False)
 
     def to(self, *args, device=None, dtype=None):
-        """Move (``to(device)``) or convert (``to(dtype)``) every parameter in place."""
+        """Move (``to(device)``) or convert (``to(dtype)``) every parameter in place.
+
+        All or nothing: every parameter (and gradient) is converted before any is replaced, so
+        a refused dtype or a failed copy leaves the module as it was.
+        """
         dtype, device = dtype_and_device("Module.to", args, dtype, device)
-        for p in self.parameters():
-            new = p.detach().to(*(x for x in (device, dtype) if x is not None))
-            if dtype is not None and not dtype.is_floating:
-                raise TritonnnError(f"Module.to: parameters must stay floating point, not {dtype}")
+        if dtype is not None and not dtype.is_floating:
+            raise DTypeError(f"Module.to: parameters must stay floating point, not {dtype}")
+        where = tuple(x for x in (device, dtype) if x is not None)
+        moved = [(p, p.detach().to(*where), None if p.grad is None else p.grad.to(*where))
+                 for p in self.parameters()]
+        for p, new, grad in moved:
             p._data, p.dtype, p.device, p._backend = new._data, new.dtype, new.device, new._backend
-            if p.grad is not None:
-                p.grad = p.grad.to(*(x for x in (device, dtype) if x is not None))
+            if grad is not None:
+                p.grad = grad
         return self
 
     def zero_grad(self):
@@ -186,8 +209,10 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        if in_features <= 0 or out_features <= 0:
-            raise ShapeError(f"Linear: features must be positive, got ({in_features}, {out_features})")
+        for what, n in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n <= 0:
+                raise ShapeError(f"Linear: {what} must be a positive int, got {shown(n)} "
+                                 f"(Linear({shown(in_features)}, {shown(out_features)}))")
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(_uniform((out_features, in_features), bound, device, dtype))
@@ -230,18 +255,25 @@ class Sequential(Module):
         super().__init__()
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
-                raise TritonnnError(f"Sequential: item {i} is a {type(m).__name__}, not a Module")
+                raise DTypeError(f"Sequential: argument {i} is {type(m).__name__} "
+                                 f"{shown(m)}, not a Module")
             setattr(self, str(i), m)
 
     def __getitem__(self, i):
-        mods = list(self._modules.values())
         if isinstance(i, slice):
             # a slice keeps its children's names ("2", "3", ...), as torch does
             sub = Sequential()
             for name in list(self._modules)[i]:
                 setattr(sub, name, self._modules[name])
             return sub
-        return mods[i]
+        k = as_int(i)
+        if k is None:
+            raise DTypeError(f"Sequential: an index must be an int or a slice, got "
+                             f"{type(i).__name__} {shown(i)}")
+        n = len(self._modules)
+        if not -n <= k < n:
+            raise IndexOutOfRange(f"Sequential: index {k} is out of range for {n} module(s)")
+        return list(self._modules.values())[k]
 
     def __len__(self):
         return len(self._modules)
