@@ -1563,11 +1563,9 @@ _FAILING_TODAY = {
     "assigning .grad is unchecked (shape, dtype, device, type)": """
         grad_assign_list""",
     "argument of the wrong Python type: clear message, but not a DTypeError": """
-        sgd_lr_none sgd_momentum_str sgd_weight_decay_str adamw_betas_str adamw_beta1_str
-        adamw_eps_str adamw_lr_none dataloader_dataset_int tensor_dataset_list""",
+        dataloader_dataset_int tensor_dataset_list""",
     "nn, optim and data arguments unchecked (bare errors); dict items not batched": """
-        sgd_dampening_str sgd_dampening_none sgd_params_int sgd_params_none dataloader_seed_str
-        dataloader_none_items dataloader_dict_items""",
+        dataloader_seed_str dataloader_none_items dataloader_dict_items""",
 }
 XFAIL = {cid: reason for reason, ids in _FAILING_TODAY.items() for cid in ids.split()}
 

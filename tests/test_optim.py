@@ -184,3 +184,30 @@ def test_state_follows_the_model_to_another_device(opt_name):
         runs[moved] = [p.detach().to("cpu").numpy() for p in model.parameters()]
     for a, b in zip(runs[False], runs[True]):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda ps: tn.optim.SGD(ps, lr="0.1"), r"SGD: learning rate must be a number, got '0\.1'"),
+    (lambda ps: tn.optim.SGD(ps, lr=True), r"SGD: learning rate must be a number, got True"),
+    (lambda ps: tn.optim.SGD(ps, lr=0.1, dampening=[0]), r"SGD: dampening .* \[0\]"),
+    (lambda ps: tn.optim.AdamW(ps, betas=0.9), r"AdamW: betas must be a pair .*float"),
+    (lambda ps: tn.optim.AdamW(ps, betas=(0.9, None)), r"AdamW: beta2 must be a number.*None"),
+    (lambda ps: tn.optim.AdamW(ps, weight_decay="0"), r"AdamW: weight_decay .*'0'"),
+    (lambda ps: tn.optim.SGD(iter([ps[0], "w"]), lr=0.1), r"SGD: parameter 1 is str"),
+    (lambda ps: tn.optim.AdamW(3.5), r"AdamW: params must be an iterable .*float"),
+])
+def test_hyper_parameters_of_the_wrong_type_are_dtype_errors(make, pattern):
+    ps = [tn.zeros(2, requires_grad=True)]
+    with pytest.raises(tn.DTypeError, match=pattern):
+        make(ps)
+
+
+def test_hyper_parameters_are_stored_as_floats():
+    ps = [tn.zeros(2, requires_grad=True)]
+    sgd = tn.optim.SGD(ps, lr=np.float32(0.5), momentum=1, dampening=-0.5)   # torch allows both
+    assert (sgd.lr, sgd.momentum, sgd.dampening) == (0.5, 1.0, -0.5)
+    assert all(type(v) is float for v in (sgd.lr, sgd.momentum, sgd.dampening, sgd.weight_decay))
+    adamw = tn.optim.AdamW(ps, lr=1, betas=[0, np.float64(0.5)], eps=0)
+    assert adamw.betas == (0.0, 0.5) and type(adamw.lr) is float and adamw.eps == 0.0
+    with pytest.raises(tn.TritonnnError, match="SGD: invalid dampening nan"):
+        tn.optim.SGD(ps, lr=0.1, dampening=float("nan"))

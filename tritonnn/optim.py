@@ -5,8 +5,9 @@ numpy on "cpu" and a Triton kernel on "cuda".
 """
 from __future__ import annotations
 
-import numbers
+from collections.abc import Iterable
 
+from .checks import number
 from .errors import DTypeError, TritonnnError
 from .tensor import Tensor, empty, zeros_like
 
@@ -16,13 +17,17 @@ class Optimizer:
 
     def __init__(self, params, name):
         if isinstance(params, Tensor):
-            raise TritonnnError(f"{name}: params must be an iterable of tensors, not a single tensor")
+            raise DTypeError(f"{name}: params must be an iterable of tensors, not a single tensor "
+                             f"(pass [t])")
+        if not isinstance(params, Iterable):
+            raise DTypeError(f"{name}: params must be an iterable of tensors (such as "
+                             f"model.parameters()), got {type(params).__name__}")
         self.params = list(params)
         if not self.params:
             raise TritonnnError(f"{name}: got an empty parameter list")
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
-                raise TritonnnError(f"{name}: parameter {i} is a {type(p).__name__}, not a tensor")
+                raise DTypeError(f"{name}: parameter {i} is {type(p).__name__}, not a tensor")
             if not p.dtype.is_floating:
                 raise DTypeError(f"{name}: parameter {i} has dtype {p.dtype}; only floating-point "
                                  f"tensors can be optimized")
@@ -66,26 +71,30 @@ class Optimizer:
             yield p, g
 
 
-def _check(name, value, low, what, high=None, high_open=False):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TritonnnError(f"{name}: {what} must be a number, got {value!r}")
-    ok = value >= low and (high is None or (value < high if high_open else value <= high))
-    if not ok:
+def _check(name, value, what, low=None, high=None, high_open=False):
+    """A hyper-parameter as a float: a number (else a DTypeError), in range (else a
+    TritonnnError naming it); NaN is never in range."""
+    value = number(name, value, what)
+    ok = (low is None or value >= low) and \
+        (high is None or (value < high if high_open else value <= high))
+    if not ok or value != value:
         raise TritonnnError(f"{name}: invalid {what} {value}")
+    return value
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov and weight decay."""
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        _check("SGD", lr, 0.0, "learning rate")
-        _check("SGD", momentum, 0.0, "momentum")
-        _check("SGD", weight_decay, 0.0, "weight_decay")
+        lr = _check("SGD", lr, "learning rate", 0.0)
+        momentum = _check("SGD", momentum, "momentum", 0.0)
+        dampening = _check("SGD", dampening, "dampening")
+        weight_decay = _check("SGD", weight_decay, "weight_decay", 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise TritonnnError("SGD: nesterov momentum needs momentum > 0 and dampening 0")
         super().__init__(params, "SGD")
-        self.lr, self.momentum, self.dampening = float(lr), float(momentum), float(dampening)
-        self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.weight_decay, self.nesterov = weight_decay, bool(nesterov)
 
     def step(self):
         for p, g in self._grads():
@@ -105,16 +114,20 @@ class AdamW(Optimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's defaults."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        _check("AdamW", lr, 0.0, "learning rate")
-        _check("AdamW", eps, 0.0, "epsilon")
-        _check("AdamW", weight_decay, 0.0, "weight_decay")
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TritonnnError(f"AdamW: betas must be a pair, got {betas!r}")
-        _check("AdamW", betas[0], 0.0, "beta1", 1.0, high_open=True)
-        _check("AdamW", betas[1], 0.0, "beta2", 1.0, high_open=True)
+        lr = _check("AdamW", lr, "learning rate", 0.0)
+        eps = _check("AdamW", eps, "eps", 0.0)
+        weight_decay = _check("AdamW", weight_decay, "weight_decay", 0.0)
+        if not isinstance(betas, (tuple, list)):
+            raise DTypeError(f"AdamW: betas must be a pair of numbers, got {type(betas).__name__} "
+                             f"{betas!r}")
+        if len(betas) != 2:
+            raise TritonnnError(f"AdamW: betas must be a pair of numbers, got {len(betas)}: "
+                                f"{tuple(betas)}")
+        beta1 = _check("AdamW", betas[0], "beta1", 0.0, 1.0, high_open=True)
+        beta2 = _check("AdamW", betas[1], "beta2", 0.0, 1.0, high_open=True)
         super().__init__(params, "AdamW")
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self.weight_decay = float(weight_decay)
+        self.lr, self.betas, self.eps = lr, (beta1, beta2), eps
+        self.weight_decay = weight_decay
 
     def step(self):
         b1, b2 = self.betas
