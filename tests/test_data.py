@@ -155,3 +155,83 @@ def test_tensor_dataset_refuses_tensors_on_different_devices():
     skip_without_cuda()
     with pytest.raises(tn.DeviceError, match=r"TensorDataset: .*cpu.*cuda"):
         tn.data.TensorDataset(tn.zeros(3, 2), tn.zeros(3, device="cuda"))
+
+
+# -- collation: dict, nested and custom (collate_fn) ----------------------------------------------
+
+
+class Items(Dataset):
+    """``n`` items made by ``make(i)``."""
+
+    def __init__(self, make, n=4):
+        self.make, self.n = make, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.make(i)
+
+
+def test_dict_items_batch_per_key_recursively():
+    ds = Items(lambda i: {"x": tn.full((2,), float(i)), "meta": (i, {"name": f"s{i}"})})
+    (batch,) = list(DataLoader(ds, batch_size=4))
+    assert list(batch) == ["x", "meta"]
+    assert batch["x"].shape == (4, 2) and batch["x"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    ids, names = batch["meta"]
+    assert ids.dtype is tn.int64 and ids.tolist() == [0, 1, 2, 3]
+    assert names == {"name": ["s0", "s1", "s2", "s3"]}          # strings stay a list, as torch
+
+
+def test_numpy_items_are_stacked():
+    ds = Items(lambda i: np.full((3,), i, dtype=np.float32))
+    (batch,) = list(DataLoader(ds, batch_size=4))
+    assert batch.dtype is tn.float32 and batch.shape == (4, 3)
+    assert batch[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("make, exc, pattern", [
+    (lambda i: {"a": 1} if i == 0 else {"b": 1}, tn.TritonnnError, r"item has different keys"),
+    (lambda i: (tn.zeros(2), 1) if i == 0 else (tn.zeros(2), None), tn.DTypeError,
+     r"item\[1\] is None"),
+    (lambda i: tn.zeros(2) if i == 0 else 3, tn.DTypeError, r"item differs in kind.*a tensor in one item, int in another"),
+    (lambda i: {"x": object()}, tn.DTypeError, r"item\['x'\] is <object"),
+    (lambda i: (1, 2) if i == 0 else (1,), tn.ShapeError, r"numbers of fields.*\[1, 2\]"),
+])
+def test_items_that_cannot_be_batched(make, exc, pattern):
+    with pytest.raises(exc, match=r"DataLoader: .*" + pattern):
+        list(DataLoader(Items(make), batch_size=2))
+
+
+def test_collate_fn_gets_the_items_of_each_batch():
+    seen = []
+
+    def collate(items):
+        seen.append(items)
+        return len(items)
+
+    ds = make_ds(5)
+    assert list(DataLoader(ds, batch_size=2, collate_fn=collate)) == [2, 2, 1]
+    # a TensorDataset's items reach a custom collate_fn as tuples of rows
+    assert len(seen[0]) == 2 and isinstance(seen[0][0], tuple)
+    assert seen[0][1][1].item() == 1
+    # default_collate is public, so a custom collate_fn can build on it
+    loader = DataLoader(ds, batch_size=2, collate_fn=lambda items: tn.data.default_collate(items)[1])
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize("kwargs, exc, pattern", [
+    ({"collate_fn": 3}, tn.DTypeError, r"collate_fn must be callable.*int"),
+    ({"seed": 1.5}, tn.DTypeError, r"seed must be an int, got 1\.5"),
+    ({"batch_size": "2"}, tn.DTypeError, r"batch_size must be an int, got '2'"),
+    ({"batch_size": 0}, tn.TritonnnError, r"batch_size must be positive, got 0"),
+])
+def test_loader_arguments_checked(kwargs, exc, pattern):
+    with pytest.raises(exc, match=r"DataLoader: " + pattern):
+        DataLoader(make_ds(4), **kwargs)
+
+
+def test_seed_may_be_a_numpy_int():
+    a = DataLoader(make_ds(9), batch_size=3, shuffle=True, seed=np.int64(4))
+    b = DataLoader(make_ds(9), batch_size=3, shuffle=True, seed=4)
+    assert epoch_ids(a) == epoch_ids(b)

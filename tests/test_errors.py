@@ -257,7 +257,7 @@ CASES = [
      tn.TritonnnError, r"DataLoader.*batch_size.*0"),
     ("dataset_item_shapes", lambda d: lambda: list(tn.data.DataLoader(_RaggedDataset(d),
                                                                        batch_size=2)),
-     tn.ShapeError, rf"DataLoader.*field 0.*{S(2)}.*{S(3)}"),
+     tn.ShapeError, rf"DataLoader.*item\[0\].*{S(2)}.*{S(3)}"),
     ("tensor_dataset_lengths", lambda d: lambda: tn.data.TensorDataset(T(d, 3, 2), T(d, 4)),
      tn.ShapeError, rf"TensorDataset.*{S(3, 2)}.*{S(4)}"),
     # -- factories ----------------------------------------------------------------------------

@@ -1562,10 +1562,6 @@ _FAILING_TODAY = {
         fill_int64_nan fill_uint8_300""",
     "assigning .grad is unchecked (shape, dtype, device, type)": """
         grad_assign_list""",
-    "argument of the wrong Python type: clear message, but not a DTypeError": """
-        dataloader_dataset_int tensor_dataset_list""",
-    "nn, optim and data arguments unchecked (bare errors); dict items not batched": """
-        dataloader_seed_str dataloader_none_items dataloader_dict_items""",
 }
 XFAIL = {cid: reason for reason, ids in _FAILING_TODAY.items() for cid in ids.split()}
 
