@@ -1560,8 +1560,6 @@ _FAILING_TODAY = {
         failed_inplace_changes_nothing""",
     "in-place methods are missing (add_ sub_ mul_ div_ zero_ fill_ copy_ clamp_, clamp)": """
         fill_int64_nan fill_uint8_300""",
-    "assigning .grad is unchecked (shape, dtype, device, type)": """
-        grad_assign_list""",
 }
 XFAIL = {cid: reason for reason, ids in _FAILING_TODAY.items() for cid in ids.split()}
 

@@ -78,7 +78,7 @@ class Tensor(TensorBase):
     def grad(self, g):
         if g is not None:
             if not isinstance(g, Tensor):
-                raise TritonnnError(f"grad: expected a tensor or None, got {type(g).__name__}")
+                raise DTypeError(f"grad: expected a tensor or None, got {type(g).__name__}")
             if g.shape != self.shape:
                 raise ShapeError(f"grad: a gradient of shape {g.shape} for a tensor of shape "
                                  f"{self.shape}")
