@@ -26,7 +26,8 @@ import numpy as np
 from . import dtypes as D
 from .backends import backend
 from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
-                     reduction as check_reduction, same_device, same_float_dtype, scalar_type)
+                     reduction as check_reduction, same_device, same_float_dtype, scalar_fits,
+                     scalar_type)
 from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .tape import Node, TensorBase, backward_rule, grad_mode, no_grad
@@ -783,6 +784,8 @@ def setitem(x, index, value):
     elif not is_scalar(value):
         raise TritonnnError(f"setitem: value must be a tensor or a number, "
                             f"got {type(value).__name__}")
+    else:
+        scalar_fits("setitem", value, x.dtype)         # 2**40 into int32, NaN into int64
     if _recording(x, value):
         _sole_owner("setitem", x)
         _assign("setitem", x, _index_put(clone(x), idx, value))
@@ -962,6 +965,8 @@ def binary_(x, other, op, name=None, alpha=None):
     elif not is_scalar(other):
         raise DTypeError(f"{name}: unsupported operand of type {type(other).__name__} with a "
                          f"tensor {x.shape} {x.dtype}; use a tensor or a Python number")
+    elif x.dtype.is_integer and isinstance(other, numbers.Integral):
+        scalar_fits(name, other, x.dtype)           # uint8 += 300: refused, not wrapped
     if alpha is not None and alpha != 1:
         if not is_scalar(alpha):
             raise DTypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
@@ -982,6 +987,7 @@ def fill_(x, value, name="fill_"):
         return copy_(x, value, name)
     if not is_scalar(value):
         raise DTypeError(f"{name}: expected a number, got {type(value).__name__}")
+    scalar_fits(name, value, x.dtype)
     return _inplace(name, x, lambda v: v._new(v._backend.full(v.shape, value, v.dtype),
                                                v.dtype), any_kind=True)
 
