@@ -321,6 +321,18 @@ class Tensor(TensorBase):
     def __rpow__(self, o):
         return ops.binary(self, o, "pow", reverse=True)
 
+    def __floordiv__(self, o):
+        return ops.binary(self, o, "floordiv")
+
+    def __rfloordiv__(self, o):
+        return ops.binary(self, o, "floordiv", reverse=True)
+
+    def __mod__(self, o):
+        return ops.binary(self, o, "mod")
+
+    def __rmod__(self, o):
+        return ops.binary(self, o, "mod", reverse=True)
+
     def __neg__(self):
         return ops.unary(self, "neg")
 
@@ -354,6 +366,12 @@ class Tensor(TensorBase):
     def pow(self, o):
         return self ** o
 
+    def floor_divide(self, o):
+        return self // o
+
+    def remainder(self, o):
+        return self % o
+
     # -- in place: the buffer itself is written, so every alias and view sees it ---------------
     def __iadd__(self, o):
         return ops.binary_(self, o, "add")
@@ -366,6 +384,12 @@ class Tensor(TensorBase):
 
     def __itruediv__(self, o):
         return ops.binary_(self, o, "div")
+
+    def __ifloordiv__(self, o):
+        return ops.binary_(self, o, "floordiv")
+
+    def __imod__(self, o):
+        return ops.binary_(self, o, "mod")
 
     def add_(self, o, alpha=1):
         return ops.binary_(self, o, "add", "add_", alpha)
