@@ -1529,8 +1529,6 @@ scenario("load_state_dict_int_values_cast", _load_ints)
 # ==============================================================================================
 
 _FAILING_TODAY = {
-    "min along a dim of bool/uint8 returns int64; argmax of empty rows refused": """
-        min_dim_bool min_dim_uint8 argmax_dim_zero_rows""",
     "factory arguments unchecked (arange bounds and types; bool, huge, 65-dim sizes)": """
         zeros_size_bool zeros_2pow62 ones_2pow32_squared empty_2pow62 randn_2pow62 full_2pow62
         zeros_65_dims""",

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import dtypes as D
 from .backends import backend
-from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
+from .checks import (INT_RANGE, broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
                      reduction as check_reduction, same_device, same_float_dtype, scalar_fits,
                      scalar_type)
 from .contract import COMPARISONS
@@ -537,20 +537,30 @@ def _max_dim_backward(node, g):
 def min_dim(x, dim, keepdim=False):
     """``(values, indices)`` of the minimum along ``dim``, as torch.min(x, dim).
 
-    Built from max_dim on the negated input (exact for floats and signed ints;
-    first index on ties, as argmax), so the gradient needs no rule of its own.
+    Built from max_dim on an order-reversing map of the input, so the gradient needs no rule
+    of its own and ties keep the first index (as argmax): ``-x`` for floats, and for
+    integers ``-1 - x`` (signed) or ``max - x`` (unsigned, bool as uint8), which never
+    overflow and are their own inverse; the values keep ``x``'s dtype.
     """
-    if not x.dtype.is_floating and x.dtype is not D.int64:
-        x = cast(x, D.int64)          # negating unsigned or bool values would wrap
-    v, i = max_dim(unary(x, "neg"), dim, keepdim)
-    return unary(v, "neg"), i
+    if x.dtype.is_floating:
+        v, i = max_dim(unary(x, "neg"), dim, keepdim)
+        return unary(v, "neg"), i
+    src = cast(x, D.uint8) if x.dtype is D.bool_ else x
+    lo, hi = INT_RANGE[src.dtype]
+    top = -1 if lo < 0 else hi
+    v, i = max_dim(binary(src, top, "sub", reverse=True), dim, keepdim)
+    return cast(binary(v, top, "sub", reverse=True), x.dtype), i
 
 
 def argmax(x, dim=None, keepdim=False):
     """int64 index of the first maximum along ``dim`` (of the flattened tensor when None)."""
     d = None if dim is None else norm_dim("argmax", dim, x.ndim)
-    if x.numel() == 0:
-        raise ShapeError(f"argmax: cannot take the argmax of an empty tensor of shape {x.shape}")
+    if d is None or x.ndim == 0:
+        if x.numel() == 0:
+            raise ShapeError(f"argmax: cannot take the argmax of an empty tensor of shape "
+                             f"{x.shape} (give a dim whose size is not 0)")
+    elif x.shape[d] == 0:
+        raise ShapeError(f"argmax: cannot reduce dim {d} of size 0 (tensor of shape {x.shape})")
     if x.dtype is D.bool_:
         x = cast(x, D.uint8)
     return x._new(x._backend.argmax(x._data, d, keepdim), D.int64)
