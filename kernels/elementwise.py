@@ -392,16 +392,25 @@ def _kernels():
                    ("neg", "i64")):
         out.append(aot_entry(f"unary_{op}_{dt}", _unary_kernel, dt,
                              {"OP": op, "NDIM": 3, "BLOCK": 1024}))
-    for op in ("add", "sub", "mul", "div", "pow", "square", "maximum", "minimum", "eq", "ne",
-               "lt", "le", "gt", "ge", "relu_bwd"):
+    for op in ("add", "sub", "mul", "div", "floordiv", "mod", "pow", "square", "maximum",
+               "minimum", "eq", "ne", "lt", "le", "gt", "ge", "relu_bwd"):
         for dt, kind in (("fp32", 0), ("bf16", 1), ("i64", 2)):
-            if dt == "i64" and op in ("div", "pow", "square"):
+            if dt == "i64" and op == "div":
                 continue
             odt = "i1" if op in COMPARISONS else dt
             out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel,
                                  {"a_ptr": dt, "b_ptr": dt, "out_ptr": odt},
                                  {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
                                   "BLOCK": 1024}))
+    # the integer paths by width and sign (floored // and %, square-and-multiply **), float64
+    # fmod without the float32 detour, and bool + * (or, and)
+    for op, dt, kind in (("floordiv", "i64", 0), ("mod", "i32", 0), ("floordiv", "u8", 2),
+                         ("mod", "u32", 0), ("pow", "i64", 0), ("pow", "i32", 2),
+                         ("pow", "u8", 0), ("floordiv", "fp64", 0), ("mod", "fp64", 1),
+                         ("mod", "fp16", 0), ("add", "i1", 0), ("mul", "i1", 2)):
+        out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel, dt,
+                             {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
+                              "BLOCK": 1024}))
     out.append(aot_entry("where_fp16", _where_kernel,
                          {"cond_ptr": "i1", "a_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16"},
                          {"NDIM": 2, "BLOCK": 1024}))
