@@ -253,6 +253,8 @@ def _integer_operands(op, a, b, bt, reverse, dt):
     if not bt:
         scalar_fits(name, b, dt)
     if dt is D.bool_:
+        if op == "sub":
+            _bool_sub(a, b)
         if op in _NOT_FOR_BOOL and (op != "pow" or bt or reverse):
             raise DTypeError(f"{name}: not supported for bool operands (tensor "
                              f"{tuple(a.shape)} {a.dtype}), as in PyTorch; convert with "
