@@ -287,7 +287,9 @@ def _binary_kernel(a_ptr, b_ptr, out_ptr, b_value, n, size1, size2, size3,
         else:
             a = a.to(tl.float64)
     else:
-        b = b_value.to(a.dtype)          # the host checked that a's dtype holds it
+        b = b_value
+        if OP == "floordiv" or OP == "mod" or tl.constexpr(a.dtype == tl.int1):
+            b = b.to(a.dtype)            # computed in a's dtype, which holds b (host-checked)
     r = _binary_math(a, b, OP)
     out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
                              stride_out_3, NDIM)
