@@ -538,13 +538,8 @@ def _infer(data):
         a = np.asarray(data)
     except ValueError as e:
         raise ShapeError(f"tensor: nested sequences must be rectangular ({e})") from None
-    # numpy holds a Python int beyond int64 as uint64, float64 or an object: refused as torch
-    # (float64 only when it is a big int, not a big float, that made the magnitude)
-    if a.dtype == object or a.dtype == np.uint64 or (
-            a.dtype.kind == "f" and a.size and np.abs(a).max() >= 2.0 ** 63):
-        for x in _flat(data):
-            if isinstance(x, numbers.Integral):
-                scalar_fits("tensor", x, D.int64)
+    if a.dtype == object or a.dtype == np.uint64 or a.dtype == np.float64:
+        _ints_fit_int64(data, a)
     if a.dtype == object:
         if any(isinstance(x, Tensor) for x in _flat(data)):
             raise TritonnnError("tensor: use tn.stack() to join tensors")
@@ -556,6 +551,21 @@ def _infer(data):
     if a.dtype.kind == "b":
         return a, D.bool_
     raise DTypeError(f"tensor: unsupported data of numpy kind {a.dtype}")
+
+
+def _ints_fit_int64(data, a):
+    """Refuse a Python int of ``data`` beyond int64, as torch does, however numpy held it
+    (``a``: uint64, float64 or object). A float64 array is searched only when its magnitude
+    says a big int may have made it (few elements are looked at directly)."""
+    if a.dtype == np.float64:
+        # a float64 made from Python ints holds one in [2**63, 2**64); NaN never passes >=
+        if not (any(v >= 2.0 ** 63 for v in a.ravel().tolist()) if a.size <= 64
+                else (a >= 2.0 ** 63).any()):
+            return
+    lo, hi = INT_RANGE[D.int64]
+    for x in _flat(data):
+        if type(x) is int and not lo <= x <= hi:
+            scalar_fits("tensor", x, D.int64)
 
 
 def _is_torch_tensor(x) -> bool:
@@ -655,23 +665,27 @@ def arange(start, end=None, step=1, dtype=None, device=None):
     int (counted exactly), float32 otherwise, as torch."""
     if end is None:
         start, end = 0, start
-    bounds = {"start": start, "end": end, "step": step}
-    for name, v in bounds.items():
-        if not is_scalar(v):
-            raise DTypeError(f"arange: {name} must be a number, got {type(v).__name__} {v!r}")
-        if not math.isfinite(v):
-            raise TritonnnError(f"arange: {name} must be finite, got {v} (range {start} to "
-                                f"{end}, step {step})")
+    ints = type(start) is int and type(end) is int and type(step) is int      # the usual case
+    if not ints:
+        for name, v in (("start", start), ("end", end), ("step", step)):
+            if not is_scalar(v):
+                raise DTypeError(f"arange: {name} must be a number, got {type(v).__name__} "
+                                 f"{v!r}")
+            if not math.isfinite(v):
+                raise TritonnnError(f"arange: {name} must be finite, got {v} (range {start} "
+                                    f"to {end}, step {step})")
+        ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
     if step == 0:
         raise TritonnnError(f"arange: step must be non-zero (range {start} to {end})")
     if (end - start) * step < 0:
         raise TritonnnError(f"arange: the range from {start} to {end} runs against the sign of "
                             f"step {step}")
-    ints = all(isinstance(v, numbers.Integral) for v in bounds.values())
     if ints:
-        for v in bounds.values():          # torch reads each bound as an int64
-            scalar_fits("arange", v, D.int64)
         start, end, step = int(start), int(end), int(step)
+        lo, hi = INT_RANGE[D.int64]
+        if not (lo <= min(start, end, step) and max(start, end, step) <= hi):
+            for v in (start, end, step):    # torch reads each bound as an int64
+                scalar_fits("arange", v, D.int64)
         n = max(0, -(-(end - start) // step))
     else:
         start, end, step = float(start), float(end), float(step)
@@ -680,8 +694,8 @@ def arange(start, end=None, step=1, dtype=None, device=None):
     if n * dt.itemsize >= 2 ** 63:
         raise ShapeError(f"arange: {start} to {end} by {step} is {n} elements, more than any "
                          f"tensor can hold")
-    if n and dt in INT_RANGE:               # the first and the last value land in dt
-        scalar_fits("arange", start, dt)
+    if n and dt in INT_RANGE and not (ints and dt is D.int64):
+        scalar_fits("arange", start, dt)    # the first and the last value land in dt
         scalar_fits("arange", start + (n - 1) * step, dt)
     dev = as_device(device)
     B = backend(dev)
