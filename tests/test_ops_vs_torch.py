@@ -578,3 +578,19 @@ def test_cast_to_int_cuts_the_graph():
     x = tn.tensor([1.5, 2.5], requires_grad=True)
     i = x.to(tn.int64)
     assert i.dtype is tn.int64 and not i.requires_grad
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+def test_min_along_a_dim_keeps_integer_dtypes(dtype, device, rng):
+    td = getattr(torch, dtype)
+    if dtype == "bool":
+        ref = torch.tensor(rng.random((3, 5)) > 0.5)
+    else:
+        info = torch.iinfo(td)
+        ref = torch.tensor(rng.integers(info.min, info.max, (3, 5), endpoint=True)).to(td)
+        ref[0, 1], ref[1, 3], ref[2, 4] = info.min, info.max, info.min     # the extremes too
+    x = tn.tensor(ref, device=device)
+    for dim in (0, 1, -1):
+        (v, i), (rv, ri) = x.min(dim), ref.min(dim)
+        assert str(v.dtype) == str(rv.dtype).replace("torch.", "") and i.dtype is tn.int64
+        assert v.tolist() == rv.tolist() and i.tolist() == ri.tolist()
