@@ -29,11 +29,52 @@ _UNARY = {
     "sigmoid": _sigmoid,
 }
 
+def _floordiv(a, b):
+    """``floor(a / b)``: numpy's for integers (zero divisors already refused; the minimum
+    // -1 wraps, as torch); for floats torch's formula on the exact fmod, written out so the
+    kernels can follow it step by step (b == 0 gives a / b: inf or NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if a.dtype.kind != "f":
+            return np.floor_divide(a, b)
+        mod = np.fmod(a, b)
+        div = (a - mod) / b
+        div = np.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1, div)
+        floor = np.floor(div)
+        floor = np.where(div - floor > 0.5, floor + 1, floor)
+        # a zero quotient takes the sign of a / b
+        floor = np.where(div != 0, floor, (a / b) * 0)
+        return np.where(b == 0, a / b, floor)
+
+
+def _mod(a, b):
+    """``a - b * floor(a / b)``, the sign of ``b`` (Python's and torch's ``%``): numpy's for
+    integers; for floats torch's formula, fmod moved into b's sign (x % 0.0 is NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if a.dtype.kind != "f":
+            return np.remainder(a, b)
+        mod = np.fmod(a, b)
+        return np.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod)
+
+
+def _power(a, e):
+    """``a ** e``: numpy's for floats; for integers exact, wrapping in ``a``'s dtype, and a
+    negative exponent gives torch's integer answer (1 for a == 1, +-1 for a == -1, else 0)."""
+    if a.dtype.kind == "f":
+        return np.power(a, e)
+    e = np.asarray(e)
+    neg = e < 0
+    r = np.power(a, np.where(neg, 0, e).astype(a.dtype))
+    if neg.any():
+        odd = (e % 2) != 0
+        r = np.where(neg, np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), 0)), r)
+    return np.asarray(r).astype(a.dtype, copy=False)
+
+
 _BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
-    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
-    "gt": np.greater, "ge": np.greater_equal,
+    "floordiv": _floordiv, "mod": _mod, "pow": _power, "maximum": np.maximum,
+    "minimum": np.minimum, "eq": np.equal, "ne": np.not_equal, "lt": np.less,
+    "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
 }
 
 

@@ -56,6 +56,112 @@ def _pow(x, e):
 
 
 @triton.jit
+def _ipow(a, e):
+    """``a ** e`` for integers, exact and wrapping in ``a``'s dtype, as torch.
+
+    Square-and-multiply over the exponent's bits: ``base`` runs through a, a**2, a**4, ...
+    and multiplies into the result where the exponent has that bit. The loop runs as many
+    times as the block's largest exponent has bits (a scalar exponent: its own), so ``x **
+    39`` takes six steps. A negative exponent (signed dtypes) is 1 / a**-e truncated toward
+    zero, as torch's integer pow: 1 for a == 1, +-1 for a == -1 by the exponent's parity,
+    else 0.
+    """
+    e = e.to(tl.int64) + tl.zeros(a.shape, tl.int64)       # a scalar exponent, broadcast
+    rest = tl.where(e > 0, e, 0)
+    result = tl.full(a.shape, 1, a.dtype)
+    base = a
+    bits_left = tl.max(rest, axis=0)
+    while bits_left > 0:
+        result = tl.where((rest & 1) != 0, result * base, result)
+        base = base * base
+        rest = rest >> 1
+        bits_left = bits_left >> 1
+    if tl.constexpr(a.dtype.is_int_signed()):
+        odd = (e & 1) != 0
+        inverse = tl.where(a == 1, 1, tl.where(a == -1, tl.where(odd, -1, 1), 0))
+        result = tl.where(e < 0, inverse.to(a.dtype), result)
+    return result
+
+
+@triton.jit
+def _int_floor_divmod(a, b):
+    """``(a // b, a % b)`` for integers of one dtype, floored as Python's: the quotient rounds
+    toward -inf and the remainder takes the divisor's sign.
+
+    Triton's integer ``//`` and ``%`` truncate toward zero as C's do; where the truncated
+    remainder and the divisor differ in sign, the floored quotient is one lower and the
+    remainder one divisor further. The host refused zero divisors (masked lanes load 0:
+    they divide by 1); ``x // -1`` is ``-x``, computed without the division that overflows
+    at the dtype's minimum (which wraps to itself, as torch's).
+    """
+    if tl.constexpr(a.dtype.is_int_signed()):
+        minus_one = b == -1
+        d = tl.where((b == 0) | minus_one, 1, b)
+        q = a // d
+        r = a - q * d
+        q = tl.where(minus_one, -a, q)
+        r = tl.where(minus_one, 0, r)
+        step = (r != 0) & ((r < 0) != (b < 0))
+        q = tl.where(step, q - 1, q)
+        r = tl.where(step, r + b, r)
+    else:
+        d = tl.where(b == 0, 1, b)
+        q = a // d                        # unsigned: truncation is flooring already
+        r = a - q * d
+    return q, r
+
+
+@triton.jit
+def _fmod(a, b):
+    """C's fmod(a, b): a - trunc(a / b) * b, with a's sign; NaN for b == 0 or infinite a.
+
+    On magnitudes: q = floor(|a| / |b|) from the rounded division, then |a| - q|b| in one
+    fused multiply-add, which is exact while the quotient is below 2**53 (the caller runs
+    float32 in float64: every float32 quotient below 2**53 is exact). A quotient that
+    rounded up onto the next integer leaves a negative remainder: one |b| back. Beyond
+    2**53 the result is approximate (numpy's fmod is exact there).
+    """
+    ax = tl.abs(a)
+    ay = tl.abs(b)
+    q = tl.floor(ax / ay)
+    r = tl.fma(-q, ay, ax)
+    r = tl.where(r < 0, r + ay, r)
+    r = tl.where((ay == float("inf")) & (ax < float("inf")), ax, r)   # q * inf would be NaN
+    r = tl.where(a < 0, -r, r)
+    return tl.where((a == 0) & (ay > 0), a, r)          # a signed zero stays itself
+
+
+@triton.jit
+def _float_mod(a, b):
+    """torch's float remainder: fmod moved into the divisor's sign (fmod exact, in float64
+    for float32)."""
+    if tl.constexpr(a.dtype == tl.float64):
+        mod = _fmod(a, b)
+    else:
+        mod = _fmod(a.to(tl.float64), b.to(tl.float64)).to(a.dtype)   # exact: fmod fits a's dtype
+    return tl.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod)
+
+
+@triton.jit
+def _float_floordiv(a, b):
+    """torch's float floor division, step for step (numpy's too): from the exact fmod,
+    div = (a - mod) / b rounded, one lower where mod and b differ in sign, then floored
+    with a round-up past .5 (div is within an ulp of an integer); a zero quotient takes
+    the sign of a / b, and b == 0 gives a / b (inf or NaN)."""
+    if tl.constexpr(a.dtype == tl.float64):
+        mod = _fmod(a, b)
+    else:
+        mod = _fmod(a.to(tl.float64), b.to(tl.float64)).to(a.dtype)
+    div = div_rn(a - mod, b)
+    div = tl.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1, div)
+    fl = tl.floor(div)
+    fl = tl.where(div - fl > 0.5, fl + 1, fl)
+    q = div_rn(a, b)
+    fl = tl.where(div != 0, fl, q * 0.0)
+    return tl.where(b == 0, q, fl)
+
+
+@triton.jit
 def _unary_math(x, OP: tl.constexpr):
     if OP == "neg":
         y = -x
@@ -80,15 +186,34 @@ def _unary_math(x, OP: tl.constexpr):
 @triton.jit
 def _binary_math(a, b, OP: tl.constexpr):
     if OP == "add":
-        r = a + b
+        if tl.constexpr(a.dtype == tl.int1):
+            r = a | b                    # bool + bool is logical or, as torch
+        else:
+            r = a + b
     elif OP == "sub":
         r = a - b
     elif OP == "mul":
-        r = a * b
+        if tl.constexpr(a.dtype == tl.int1):
+            r = a & b
+        else:
+            r = a * b
     elif OP == "div":
         r = div_rn(a, b)
+    elif OP == "floordiv":
+        if tl.constexpr(a.dtype.is_floating()):
+            r = _float_floordiv(a, b)
+        else:
+            r, _ = _int_floor_divmod(a, b)
+    elif OP == "mod":
+        if tl.constexpr(a.dtype.is_floating()):
+            r = _float_mod(a, b)
+        else:
+            _, r = _int_floor_divmod(a, b)
     elif OP == "pow":
-        r = _pow(a, b)
+        if tl.constexpr(a.dtype.is_floating()):
+            r = _pow(a, b)
+        else:
+            r = _ipow(a, b)
     elif OP == "square":                 # pow with the exponent 2, exact
         r = a * a
     elif OP == "maximum":                # a NaN on either side wins, as np.maximum
@@ -163,6 +288,8 @@ def _binary_kernel(a_ptr, b_ptr, out_ptr, b_value, n, size1, size2, size3,
             a = a.to(tl.float64)
     else:
         b = b_value
+        if OP == "floordiv" or OP == "mod" or tl.constexpr(a.dtype == tl.int1):
+            b = b.to(a.dtype)            # computed in a's dtype, which holds b (host-checked)
     r = _binary_math(a, b, OP)
     out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
                              stride_out_3, NDIM)
@@ -267,16 +394,25 @@ def _kernels():
                    ("neg", "i64")):
         out.append(aot_entry(f"unary_{op}_{dt}", _unary_kernel, dt,
                              {"OP": op, "NDIM": 3, "BLOCK": 1024}))
-    for op in ("add", "sub", "mul", "div", "pow", "square", "maximum", "minimum", "eq", "ne",
-               "lt", "le", "gt", "ge", "relu_bwd"):
+    for op in ("add", "sub", "mul", "div", "floordiv", "mod", "pow", "square", "maximum",
+               "minimum", "eq", "ne", "lt", "le", "gt", "ge", "relu_bwd"):
         for dt, kind in (("fp32", 0), ("bf16", 1), ("i64", 2)):
-            if dt == "i64" and op in ("div", "pow", "square"):
+            if dt == "i64" and op == "div":
                 continue
             odt = "i1" if op in COMPARISONS else dt
             out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel,
                                  {"a_ptr": dt, "b_ptr": dt, "out_ptr": odt},
                                  {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
                                   "BLOCK": 1024}))
+    # the integer paths by width and sign (floored // and %, square-and-multiply **), float64
+    # fmod without the float32 detour, and bool + * (or, and)
+    for op, dt, kind in (("floordiv", "i64", 0), ("mod", "i32", 0), ("floordiv", "u8", 2),
+                         ("mod", "u32", 0), ("pow", "i64", 0), ("pow", "i32", 2),
+                         ("pow", "u8", 0), ("floordiv", "fp64", 0), ("mod", "fp64", 1),
+                         ("mod", "fp16", 0), ("add", "i1", 0), ("mul", "i1", 2)):
+        out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel, dt,
+                             {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
+                              "BLOCK": 1024}))
     out.append(aot_entry("where_fp16", _where_kernel,
                          {"cond_ptr": "i1", "a_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16"},
                          {"NDIM": 2, "BLOCK": 1024}))

@@ -1,5 +1,6 @@
-"""Elementwise ops: unary (exp, sigmoid, tanh), binary (add, mul by a broadcast row vector,
-the comparison gt) and casts (float32 -> bfloat16 / float16), bound by memory bandwidth.
+"""Elementwise ops: unary (exp, sigmoid, tanh), binary (add, mul and mod by a broadcast row
+vector, the comparison gt) and casts (float32 -> bfloat16 / float16), bound by memory
+bandwidth.
 
 Operands: ``x``, ``y`` of shape (n / 1024, 1024) and a row vector ``r`` of shape (1024,);
 tritonnn's Tensor API (no tape) against the same expression in the baseline library.
@@ -7,7 +8,7 @@ cuda: against torch eager, fp32 and bf16; target >= 0.9x torch's speed for add a
 (2^16, 2^20, 2^24 elements); the other ops at 2^24 elements, reported. cpu: against bare
 numpy (``1 / (1 + exp(-x))`` for sigmoid, ``astype(ml_dtypes.bfloat16)`` for the cast),
 torch beside; 2^16, 2^20, 2^24 elements, float32.
-GB/s = bytes moved / t: unary 2*n*b, add 3*n*b, mul (2*n + cols)*b, gt 2*n*b + n (bool
+GB/s = bytes moved / t: unary 2*n*b, add 3*n*b, mul and mod (2*n + cols)*b, gt 2*n*b + n (bool
 out), cast n*(b_in + b_out); b the element size.
 """
 from __future__ import annotations
@@ -54,6 +55,9 @@ def _ops() -> dict:
     ops["add"] = Op(lambda lib, x, y, r: x + y, lambda n, c, b, bo: 3 * n * b, "3*n*b/t")
     ops["mul (row broadcast)"] = Op(lambda lib, x, y, r: x * r,
                                     lambda n, c, b, bo: (2 * n + c) * b, "(2*n+cols)*b/t")
+    ops["mod (row broadcast)"] = Op(
+        lambda lib, x, y, r: np.remainder(x, r) if lib == "numpy" else x % r,
+        lambda n, c, b, bo: (2 * n + c) * b, "(2*n+cols)*b/t")
     ops["gt"] = Op(lambda lib, x, y, r: x > y, lambda n, c, b, bo: 2 * n * b + n,
                    "(2*n*b+n)/t", "bool")
     for low in ("bfloat16", "float16"):
@@ -71,7 +75,7 @@ def _tolerance(op, dname):
     """(rtol, atol) of tritonnn's result against the baseline's."""
     if op.startswith("cast") or op == "gt":
         return 0.0, 0.0                         # both round to nearest even / exact
-    if op in ("add", "mul (row broadcast)"):
+    if op in ("add", "mul (row broadcast)", "mod (row broadcast)"):
         return (0.0, 0.0) if dname == "float32" else (2.0 ** -8, 0.0)   # one bf16 rounding
     return (1e-5, 1e-6) if dname == "float32" else (1e-2, 1e-3)        # exp, sigmoid, tanh
 

@@ -292,7 +292,7 @@ def _graph_of_every_op():
     p = x.abs() + 1.0
     elementwise = (x + w - x * w / p) ** 2 + (-x).exp() + p.log() + p.sqrt() + x.tanh() \
         + x.sigmoid() + x.relu() + x.maximum(w) + x.minimum(w) + tn.where(x > 0, x, w) \
-        + x.clamp(-1.0, 1.0) + x.clone()
+        + x.clamp(-1.0, 1.0) + x.clone() + x // p + x % p + p ** w
     values, _ = x.max(dim=1)
     reductions = x.sum() + x.mean() + x.max() + x.min() + values.sum()
     views = x.reshape(3, 2).permute(1, 0).expand(2, 2, 3).contiguous()[0, 1:] \

@@ -80,6 +80,7 @@ UNARY = [
     ("pow2", lambda x: x ** 2, "any"), ("pow3", lambda x: x ** 3, "any"),
     ("pow0.5", lambda x: x ** 0.5, "pos"), ("pow-2.5", lambda x: x ** -2.5, "pos"),
     ("rsub", lambda x: 1.5 - x, "any"), ("rdiv", lambda x: 2.0 / x, "pos"),
+    ("rpow", lambda x: 1.7 ** x, "any"), ("rmod", lambda x: 2.5 % x, "nonzero"),
 ]
 
 
@@ -90,14 +91,16 @@ def test_unary(name, f, kind, shape, rng):
 
 
 BINARY = [("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
-          ("div", lambda a, b: a / b), ("maximum", tn.maximum), ("minimum", tn.minimum)]
+          ("div", lambda a, b: a / b), ("maximum", tn.maximum), ("minimum", tn.minimum),
+          ("mod", lambda a, b: a % b), ("floordiv", lambda a, b: a // b),
+          ("pow", lambda a, b: a ** b)]
 
 
 @pytest.mark.parametrize("sa, sb", [((2, 3), (2, 3)), ((2, 3), (3,)), ((3, 1), (1, 4)),
                                     ((), (3,)), ((2, 1, 3), (2, 1))])
 @pytest.mark.parametrize("name, f", BINARY, ids=[b[0] for b in BINARY])
 def test_binary(name, f, sa, sb, rng):
-    a = rnd(rng, sa)
+    a = rnd(rng, sa, "pos" if name == "pow" else "any")
     b = rnd(rng, sb, "nonzero")
     if name in ("maximum", "minimum"):
         shape = np.broadcast_shapes(sa, sb)

@@ -1528,39 +1528,7 @@ scenario("load_state_dict_int_values_cast", _load_ints)
 # ("id" fails on both devices, "id[cpu]" or "id[cuda]" on one)
 # ==============================================================================================
 
-_FAILING_TODAY = {
-    "a value outside the dtype's range is stored, wrapped or a bare error": """
-        uint8_tensor_300 int32_tensor_2pow31 uint32_tensor_2pow32 int64_tensor_2pow63
-        int64_tensor_below_min int64_tensor_2pow64 int64_tensor_nan int32_tensor_inf
-        int32_tensor_1e10 full_uint8_300 full_int32_2pow40 full_int64_nan full_default_2pow63
-        arange_past_int64 arange_end_2pow63 setitem_int32_2pow40 setitem_uint8_300
-        setitem_int64_2pow63 setitem_int64_nan setitem_int64_inf""",
-    "a Python int outside an integer tensor's range wraps or is a bare OverflowError": """
-        int32_add_2pow40 int32_mul_2pow40 int32_rsub_2pow40 uint8_add_300 int64_add_2pow63
-        int64_add_2pow64 uint8_eq_256 int64_eq_2pow64 uint8_iadd_300""",
-    "factory arguments unchecked (arange bounds and types; bool, huge, 65-dim sizes)": """
-        full_value_str arange_nan_end arange_inf_end arange_wrong_direction
-        arange_negative_step_up arange_str_end arange_none_end arange_too_many_elements""",
-    "tn.tensor(torch tensor) loses int32, fails on bfloat16": """
-        tensor_from_torch_int32 tensor_from_torch_bfloat16""",
-    "integer ** goes through float32 (dtype, exactness); tensor exponents refused": """
-        int_pow_39_exact int_pow_2_is_int64 int32_pow_2_wraps uint8_pow_2_wraps bool_pow_2
-        int_pow_zero scalar_pow_int_tensor float_scalar_pow_int_tensor int_pow_int_tensor
-        float_pow_float_tensor int_pow_negative_int""",
-    "// and % are missing": """
-        int_floordiv_scalar int32_floordiv_tensor float_floordiv int64_big_floordiv_exact
-        uint8_floordiv int_floordiv_float_scalar scalar_floordiv_int_tensor int_mod
-        int_mod_negative_divisor float_mod float_mod_zero_is_nan scalar_mod_int_tensor
-        bool_floordiv_bool int_floordiv_zero int_mod_zero""",
-    "bool and integer promotion differs from torch (bool + bool on cuda, 0-d operands)": """
-        bool_add_bool[cuda] uint8_add_0d_int64_stays_uint8 bool_sub_bool int_sub_bool_tensor""",
-    "min along a dim of bool/uint8 returns int64; argmax of empty rows refused": """
-        min_dim_bool min_dim_uint8 argmax_dim_zero_rows""",
-    "in-place operators rebind the name instead of writing (no __iadd__ family)": """
-        failed_inplace_changes_nothing""",
-    "in-place methods are missing (add_ sub_ mul_ div_ zero_ fill_ copy_ clamp_, clamp)": """
-        fill_int64_nan fill_uint8_300""",
-}
+_FAILING_TODAY = {}
 XFAIL = {cid: reason for reason, ids in _FAILING_TODAY.items() for cid in ids.split()}
 
 

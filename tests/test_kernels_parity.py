@@ -225,6 +225,118 @@ def test_binary_integer_and_float64():
     _check("binary", [make(x, D.float64), 0.1, "mul"], D.float64, 0, 1e-15)
 
 
+# integer dtypes with their extremes, for the ops that wrap or floor
+INT_DTYPES = [D.int64, D.int32, D.uint32, D.uint8]
+
+
+def _ints(shape, dtype, seed, magnitude=None):
+    """Random integers of ``dtype`` (both signs when signed), the dtype's extremes among them."""
+    info = np.iinfo(dtype.np)
+    hi = info.max if magnitude is None else min(magnitude, info.max)
+    lo = 0 if info.min == 0 else -hi
+    a = np.random.default_rng(seed).integers(lo, hi, shape, dtype=np.int64, endpoint=True)
+    a = a.astype(dtype.np)
+    if magnitude is None:
+        a.reshape(-1)[:2] = (info.min, info.max)
+    return a
+
+
+def _divisors(shape, dtype, seed):
+    """Nonzero divisors, small and large, both signs when signed (-1 among them)."""
+    d = _ints(shape, dtype, seed, 9)
+    d = np.where(d == 0, 7, d).astype(dtype.np)
+    d.reshape(-1)[0] = -1 if np.iinfo(dtype.np).min < 0 else 1
+    if d.size > 2:
+        d.reshape(-1)[1] = np.iinfo(dtype.np).max
+    return d
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("op", ["floordiv", "mod"])
+def test_binary_floor_divmod_integers(op, layout, dtype):
+    a = make(_ints((3, 17, 129), dtype, 30), dtype, layout)
+    _check("binary", [a, make(_divisors((17, 1), dtype, 31), dtype, "sliced"), op], dtype, 0, 0)
+    signed = np.iinfo(dtype.np).min < 0
+    for divisor in (3, 1, 7, int(np.iinfo(dtype.np).max)) + ((-3, -1) if signed else ()):
+        _check("binary", [a, divisor, op], dtype, 0, 0)
+    # a 0-d dividend (``7 // t``) against a tensor of divisors
+    _check("binary", [make(np.array(7), dtype), make(_divisors((129,), dtype, 32), dtype), op],
+           dtype, 0, 0)
+
+
+FLOAT_DIVMOD = DTYPES + [(D.float64, 0, 0)]
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", FLOAT_DIVMOD, ids=DTYPE_IDS + ["float64"])
+@pytest.mark.parametrize("op", ["floordiv", "mod"])
+def test_binary_floor_divmod_floats(op, dtype, atol, rtol):
+    # both backends run torch's formula on an exact fmod: equal to the last bit
+    a = rnd((3, 17, 129), 33) * 40
+    a[0, 0, :6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 6.0]
+    b = rnd((17, 1), 34) * 3
+    b[:5, 0] = [0.0, -0.0, np.inf, np.nan, -3.0]
+    _check("binary", [make(a, dtype, "transposed"), make(b, dtype, "sliced"), op], dtype, 0, 0)
+    for divisor in (2.5, -3.0, 0.1, 0.0, np.inf):
+        _check("binary", [make(a, dtype), divisor, op], dtype, 0, 0)
+    # quotients past float32's 2**24 (fmod in float64: still exact)
+    big = np.array([1e10, -3e9, 123456789.0, 7e7], np.float32)
+    _check("binary", [make(big, dtype), make(np.array([3.0, 7.0, -0.1, 0.3]), dtype), op],
+           dtype, 0, 0)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+def test_binary_integer_pow(dtype):
+    signed = np.iinfo(dtype.np).min < 0
+    base = make(_ints((17, 129), dtype, 35, 6), dtype, "transposed")
+    # exponents up to 70: the products wrap, exactly as numpy's and torch's do
+    e = _ints((129,), dtype, 36, 70)
+    if signed:
+        e[:5] = [-1, -2, -3, 0, 63]
+    _check("binary", [base, make(e, dtype), "pow"], dtype, 0, 0)
+    for exponent in (0, 1, 2, 3, 39, 64):
+        _check("binary", [base, exponent, "pow"], dtype, 0, 0)
+    # a 0-d base (``2 ** t``)
+    _check("binary", [make(np.array(3), dtype), make(e, dtype), "pow"], dtype, 0, 0)
+    # negative exponents (signed): 1, +-1 or 0, as torch's integer pow
+    if signed:
+        ones = make(np.array([1, -1, -1, 2, 0, -2, 5]), dtype)
+        _check("binary", [ones, make(np.array([-1, -1, -2, -3, -1, -1, -7]), dtype), "pow"],
+               dtype, 0, 0)
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", DTYPES, ids=DTYPE_IDS)
+def test_binary_pow_tensor_exponent(dtype, atol, rtol):
+    x = make(rnd((17, 129), 37, low=0.1), dtype, "transposed")
+    _check("binary", [x, make(rnd((17, 1), 38), dtype, "sliced"), "pow"], dtype, 4 * atol,
+           4 * rtol)
+    # negative bases: a sign for odd integer exponents, NaN for fractional ones, 1 for e == 0
+    neg = make(-rnd((6,), 39, low=0.5), dtype)
+    _check("binary", [neg, make(np.array([3.0, 2.0, 0.0, 0.5, -1.0, 1.0]), dtype), "pow"],
+           dtype, 4 * atol, 4 * rtol)
+    # a 0-d base (``2.0 ** t``)
+    _check("binary", [make(np.array(2.0), dtype), make(rnd((129,), 40), dtype), "pow"], dtype,
+           4 * atol, 4 * rtol)
+
+
+def test_binary_bool():
+    rng = np.random.default_rng(41)
+    a = make(rng.random((17, 129)) > 0.5, D.bool_, "transposed")
+    b = make(rng.random((129,)) > 0.5, D.bool_)
+    for op in ("add", "mul", "maximum", "minimum", "eq", "ne", "lt", "ge"):
+        _check("binary", [a, b, op], D.bool_, 0, 0)       # add is or, mul is and
+        for scalar in (True, False):
+            _check("binary", [a, scalar, op], D.bool_, 0, 0)
+
+
+def test_binary_narrow_integers_with_scalars():
+    # a Python int meets the buffer in its own dtype: uint8 arithmetic wraps at 256
+    for dtype in (D.uint8, D.int32, D.uint32):
+        a = make(_ints((3, 129), dtype, 42), dtype, "sliced")
+        for op in ("add", "sub", "mul", "maximum", "lt", "eq"):
+            _check("binary", [a, 200, op], _binary_dtype(op, dtype), 0, 0)
+
+
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES, ids=DTYPE_IDS)
 def test_where_relu_accumulate(dtype, atol, rtol):
     x = rnd((17, 129), 6)

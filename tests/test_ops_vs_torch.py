@@ -94,6 +94,8 @@ BINARY = [
     ("sub", lambda a, b: a - b),
     ("mul", lambda a, b: a * b),
     ("div", lambda a, b: a / b),
+    ("mod", lambda a, b: a % b),
+    ("pow", lambda a, b: a ** b),
     ("maximum", lambda a, b: a.maximum(b)),
     ("minimum", lambda a, b: a.minimum(b)),
 ]
@@ -105,7 +107,7 @@ PAIRS = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((5, 1), (1, 6)), ((1,), (7,)),
 @pytest.mark.parametrize("sa, sb", PAIRS)
 @pytest.mark.parametrize("name, f", BINARY, ids=[b[0] for b in BINARY])
 def test_binary_broadcast(name, f, sa, sb, dtype, rng):
-    a, b = rnd(rng, sa), rnd(rng, sb, "nonzero")
+    a, b = rnd(rng, sa, "pos" if name == "pow" else "any"), rnd(rng, sb, "nonzero")
     if name in ("maximum", "minimum"):
         f_th = getattr(torch, name)
         f_tn = getattr(tn, name)
@@ -135,6 +137,7 @@ SCALAR_OPS = [
     ("t/s", lambda x: x / 4.0), ("s/t", lambda x: 4.0 / x), ("t*int", lambda x: x * 2),
     ("pow2", lambda x: x ** 2), ("pow3", lambda x: x ** 3), ("pow0.5", lambda x: x ** 0.5),
     ("pow-1.5", lambda x: x ** -1.5), ("pow1", lambda x: x ** 1), ("pow.method", lambda x: x.pow(2.5)),
+    ("t%s", lambda x: x % 0.75), ("rpow", lambda x: 1.5 ** x),   # torch has no d(s % t)/dt
 ]
 
 
@@ -144,6 +147,61 @@ SCALAR_OPS = [
 def test_scalar_operands(name, f, shape, dtype, rng):
     kind = "pos" if name.startswith("pow") or name == "s/t" else "any"
     assert _check(f, f, [rnd(rng, shape, kind)], dtype, name) == 1
+
+
+def test_floor_divide_has_zero_gradient(rng):
+    # torch records no derivative for floor_divide; tritonnn's is zero, as the step function's
+    a = tn.tensor(rnd(rng, (3, 4)), requires_grad=True)
+    b = tn.tensor(rnd(rng, (4,), "nonzero"), requires_grad=True)
+    ((a // b) * 3.0).sum().backward()
+    assert not a.grad.numpy().any() and not b.grad.numpy().any()
+    assert b.grad.shape == (4,)
+
+
+# integer, bool and float arithmetic that has no gradient to check: values and dtypes
+# against torch on both devices (the kernels match the numpy mirror bit for bit)
+ARITH_DTYPES = ["int64", "int32", "uint8", "float32", "float64", "float16", "bfloat16"]
+
+
+def _values(rng, dtype, shape, divisor=False):
+    if dtype == "uint8":
+        v = rng.integers(1 if divisor else 0, 256, shape)
+    elif dtype.startswith("int"):
+        v = rng.integers(-40, 41, shape)
+        if divisor:
+            v = np.where(v == 0, 3, v)
+    else:
+        v = np.round(rng.standard_normal(shape) * 20, 1)
+        if divisor:
+            v[..., :2] = [0.0, -0.0]          # inf, NaN and signed zeros, as torch
+    return v
+
+
+@pytest.mark.parametrize("dtype", ARITH_DTYPES)
+@pytest.mark.parametrize("op", ["//", "%"])
+def test_floor_divide_and_remainder_values(op, dtype, device, rng):
+    a, b = _values(rng, dtype, (5, 7)), _values(rng, dtype, (7,), divisor=True)
+    td = getattr(torch, dtype)
+    f = (lambda x, y: x // y) if op == "//" else (lambda x, y: x % y)
+    ta, tb = torch.tensor(a).to(td), torch.tensor(b).to(td)
+    xa = tn.tensor(ta, device=device)
+    xb = tn.tensor(tb, device=device)
+    for got, want in ((f(xa, xb), f(ta, tb)), (f(xa, 3), f(ta, 3)), (f(29, xb), f(29, tb))):
+        assert str(got.dtype) == str(want.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(np.asarray(got.tolist(), np.float64),
+                                      np.asarray(want.tolist(), np.float64), err_msg=op)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+def test_integer_pow_values(dtype, device, rng):
+    td = getattr(torch, dtype)
+    base = torch.tensor(rng.integers(0 if dtype == "uint8" else -7, 8, (4, 9))).to(td)
+    e = torch.tensor(rng.integers(0 if dtype == "uint8" else -3, 45, (9,))).to(td)
+    x, y = tn.tensor(base, device=device), tn.tensor(e, device=device)
+    for got, want in ((x ** y, base ** e), (x ** 13, base ** 13), (2 ** y, 2 ** e),
+                      (x ** 0, base ** 0)):
+        assert str(got.dtype) == str(want.dtype).replace("torch.", "")
+        assert got.tolist() == want.tolist()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -520,3 +578,19 @@ def test_cast_to_int_cuts_the_graph():
     x = tn.tensor([1.5, 2.5], requires_grad=True)
     i = x.to(tn.int64)
     assert i.dtype is tn.int64 and not i.requires_grad
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+def test_min_along_a_dim_keeps_integer_dtypes(dtype, device, rng):
+    td = getattr(torch, dtype)
+    if dtype == "bool":
+        ref = torch.tensor(rng.random((3, 5)) > 0.5)
+    else:
+        info = torch.iinfo(td)
+        ref = torch.tensor(rng.integers(info.min, info.max, (3, 5), endpoint=True)).to(td)
+        ref[0, 1], ref[1, 3], ref[2, 4] = info.min, info.max, info.min     # the extremes too
+    x = tn.tensor(ref, device=device)
+    for dim in (0, 1, -1):
+        (v, i), (rv, ri) = x.min(dim), ref.min(dim)
+        assert str(v.dtype) == str(rv.dtype).replace("torch.", "") and i.dtype is tn.int64
+        assert v.tolist() == rv.tolist() and i.tolist() == ri.tolist()

@@ -6,8 +6,11 @@ them touches a buffer: they run before any kernel does.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+
+import numpy as np
 
 from . import dtypes as D
 from .device import Device, as_device
@@ -189,3 +192,72 @@ def dtype_and_device(op, args, dtype=None, device=None):
                              f"({type(a).__name__})")
     return (None if dtype is None else D.as_dtype(dtype),
             None if device is None else as_device(device))
+
+
+# ----------------------------------------------------------------------------------------------
+# value ranges: a number a dtype cannot hold is refused, never wrapped or stored as garbage
+# ----------------------------------------------------------------------------------------------
+
+INT_RANGE = {dt: (int(np.iinfo(dt.np).min), int(np.iinfo(dt.np).max))
+             for dt in D.ALL if dt.is_integer}
+"""``(lowest, highest)`` value of each integer dtype."""
+
+
+def _out_of_range(op, value, dtype):
+    """The DTypeError for a ``value`` that ``dtype`` cannot hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return DTypeError(f"{op}: {value} can't be converted to {dtype}: an integer dtype holds "
+                          f"no NaN or infinity")
+    if dtype in INT_RANGE:
+        lo, hi = INT_RANGE[dtype]
+        return DTypeError(f"{op}: {value} is out of range for {dtype} (it holds {lo} to {hi}); "
+                          f"tritonnn refuses what would be wrapped or garbage")
+    return DTypeError(f"{op}: the int {value} is too large for {dtype} (beyond float64)")
+
+
+def scalar_fits(op, value, dtype):
+    """``value`` (a Python or numpy number) when ``dtype`` can hold it, else a DTypeError.
+
+    An integer dtype holds the numbers of its range (a float in range is truncated toward
+    zero when stored, as PyTorch does), never NaN or infinity; bool holds every number; a
+    float dtype every number a float64 can hold (it rounds, overflowing to inf, as PyTorch).
+    """
+    rng = INT_RANGE.get(dtype)
+    if rng is not None:
+        v = _plain(value)                      # Python numbers compare exactly, int with float
+        if not (isinstance(v, bool) or rng[0] <= v <= rng[1]):     # NaN fails both
+            raise _out_of_range(op, v, dtype)
+    elif dtype.is_floating and isinstance(value, numbers.Integral) and abs(value) > 2 ** 1023:
+        try:
+            float(value)
+        except OverflowError:
+            raise _out_of_range(op, _plain(value), dtype) from None
+    return value
+
+
+def array_fits(op, a, dtype):
+    """The host array ``a`` when each of its values fits ``dtype`` (as ``scalar_fits``),
+    else a DTypeError naming the first value that does not."""
+    rng = INT_RANGE.get(dtype)
+    if rng is None or a.size == 0 or a.dtype.kind == "b":
+        return a
+    lo, hi = rng
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        if lo <= info.min and info.max <= hi:
+            return a                                  # every value of a's dtype fits
+        ok = (a >= lo) & (a <= hi)
+    else:
+        f = a.astype(np.float64)                      # float16 / bfloat16 compare exactly too
+        # the float64 nearest the top of int64 is 2**63: compare strictly where it rounded up
+        top = float(hi)
+        ok = (f >= float(lo)) & ((f < top) if top > hi else (f <= top))
+    if ok.all():
+        return a
+    first = a.reshape(-1)[int(np.argmin(ok.reshape(-1)))]
+    raise _out_of_range(op, _plain(first), dtype)
+
+
+def _plain(v):
+    """A numpy scalar as the Python number it holds (for messages)."""
+    return v.item() if isinstance(v, np.generic) else v

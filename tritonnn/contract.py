@@ -191,11 +191,25 @@ COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 def binary(a, b, op):
     """``a op b`` elementwise with numpy broadcasting.
 
-    ``op``: add, sub, mul, div, pow, maximum, minimum (a NaN on either side
-    wins), eq, ne, lt, le, gt, ge. ``a`` is a buffer; ``b`` a buffer of ``a``'s
-    dtype or a Python number (a float meets a float buffer in the buffer's
-    precision). The result has the broadcast shape and ``a``'s dtype, bool for
-    the comparisons.
+    ``op``: add, sub, mul, div, floordiv, mod, pow, maximum, minimum (a NaN on
+    either side wins), eq, ne, lt, le, gt, ge. ``a`` is a buffer; ``b`` a buffer
+    of ``a``'s dtype or a Python number that ``a``'s dtype holds (a float meets a
+    float buffer in the buffer's precision). The result has the broadcast shape
+    and ``a``'s dtype, bool for the comparisons.
+
+    Integers compute in their dtype and wrap as it does. ``floordiv`` and ``mod``
+    are Python's (and torch's): the quotient rounds toward -inf and the remainder
+    takes the divisor's sign; an integer divisor is never 0 (the caller checks),
+    ``x // -1`` is ``-x`` (the minimum wraps to itself). For floats they are
+    torch's formulas on C's fmod: ``mod = fmod(a, b)`` moved into ``b``'s sign;
+    ``floordiv = floor((a - mod) / b)`` stepped down where the fmod and ``b``
+    differ in sign, a zero quotient carrying the sign of ``a / b``, and ``a / b``
+    (inf or NaN) for ``b == 0``. The kernels' fmod is exact while ``|a / b| <
+    2**53`` (float32 and lower computed in float64), the numpy mirror's always.
+    Integer ``pow`` is exact and wraps; a negative exponent (signed dtypes) gives
+    torch's integer answer, 1 for ``a == 1``, +-1 for ``a == -1`` by the
+    exponent's parity, else 0. On bool buffers ``add`` is logical or and ``mul``
+    logical and; sub, floordiv, mod and pow are never asked of bools.
     """
 
 

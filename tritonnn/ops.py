@@ -25,8 +25,9 @@ import numpy as np
 
 from . import dtypes as D
 from .backends import backend
-from .checks import (broadcast_shapes, floating, is_scalar, norm_dim, norm_dims, possible_shape,
-                     reduction as check_reduction, same_device, same_float_dtype, scalar_type)
+from .checks import (INT_RANGE, broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
+                     possible_shape, reduction as check_reduction, same_device, same_float_dtype,
+                     scalar_fits, scalar_type)
 from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .tape import Node, TensorBase, backward_rule, grad_mode, no_grad
@@ -109,21 +110,29 @@ def _to_operands(node, gx, gy):
 # elementwise
 # ==============================================================================================
 
-SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**",
-           "maximum": "maximum", "minimum": "minimum",
+SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%",
+           "pow": "**", "maximum": "maximum", "minimum": "minimum",
            "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_SAVES_OPERANDS = frozenset({"mul", "div", "pow", "maximum", "minimum"})
+_SAVES_OPERANDS = frozenset({"mul", "div", "pow", "mod", "maximum", "minimum"})
+_NOT_FOR_BOOL = frozenset({"sub", "floordiv", "mod", "pow"})    # torch refuses them on bools
 
 
 def promote(op, a, b):
-    """Result dtype of ``a op b`` for a tensor and a tensor or Python scalar, strict on floats.
+    """Result dtype of ``a op b`` for a tensor and a tensor or Python scalar: torch's
+    ``result_type``, strict on floats.
 
-    PyTorch's rules: a Python scalar never widens a tensor's float dtype; two
-    different float dtypes are an error (tritonnn never silently changes float
-    precision); a float tensor wins over an integer one; integers promote as numpy.
+    Categories rank bool < integer < floating. A Python scalar never widens a tensor of its
+    category or a higher one, and a 0-d tensor beside a dimensioned one counts as a scalar
+    of its dtype (uint8 tensor + 0-d int64 tensor stays uint8; an integer tensor + a 0-d
+    float64 tensor is float64). Two dimensioned (or two 0-d) tensors of different float
+    dtypes are an error (tritonnn never silently changes float precision); otherwise a
+    float tensor wins over an integer one, and integers promote as numpy. Subtraction with
+    a bool operand is refused, as torch refuses it.
     """
     if not isinstance(b, TensorBase):
         st = scalar_type(b)
+        if op == "-" and (st is D.bool_ or a.dtype is D.bool_):
+            _bool_sub(a, b)
         if a.dtype.is_floating:
             return a.dtype
         if st is D.float32:
@@ -131,8 +140,14 @@ def promote(op, a, b):
         if a.dtype is D.bool_ and st is D.int64:
             return D.int64
         return a.dtype
+    if op == "-" and (a.dtype is D.bool_ or b.dtype is D.bool_):
+        _bool_sub(a, b)
     if a.dtype is b.dtype:
         return a.dtype
+    a0, b0 = a.ndim == 0, b.ndim == 0
+    if a0 != b0:
+        dims, zero_d = (b, a) if a0 else (a, b)
+        return zero_d.dtype if _kind(zero_d.dtype) > _kind(dims.dtype) else dims.dtype
     fa, fb = a.dtype.is_floating, b.dtype.is_floating
     if fa and fb:
         raise DTypeError(f"{op}: operands have different dtypes {a.dtype} {tuple(a.shape)} and "
@@ -144,10 +159,21 @@ def promote(op, a, b):
     return D.promote(a.dtype, b.dtype)
 
 
+def _bool_sub(a, b):
+    what = "two bool operands" if a.dtype is D.bool_ and (
+        b.dtype is D.bool_ if isinstance(b, TensorBase) else isinstance(b, bool)) else \
+        "a bool operand"
+    raise DTypeError(f"-: subtraction with {what} is not supported (tensor {tuple(a.shape)} "
+                     f"{a.dtype}), as in PyTorch; use ^ (logical xor) for two bools, ~ to "
+                     f"invert a mask, or convert with .to(tn.int64)")
+
+
 def binary(a, b, op, reverse=False):
     """``a op b`` (``b op a`` with ``reverse``) for a tensor ``a`` and a tensor or number ``b``.
 
-    The hottest op: its checks run only when the operands' devices or shapes differ.
+    The hottest op: two tensors of one float dtype and shape pass two checks on their way
+    to the kernel; what integers and bools need (ranges, division by zero, the refusals)
+    runs only when the result dtype is one of theirs.
     """
     bt = isinstance(b, TensorBase)
     if bt:
@@ -155,33 +181,37 @@ def binary(a, b, op, reverse=False):
             same_device(SYMBOLS[op], a, b)
         if a._data.shape != b._data.shape:
             broadcast_shapes(SYMBOLS[op], a.shape, b.shape)
-        if op == "pow":
-            raise TritonnnError("**: only a scalar exponent is supported (tensor ** number)")
-    elif not is_scalar(b):
-        if op in ("eq", "ne"):
-            return NotImplemented      # Python falls back to identity, as torch's ``t == None``
+        dt = a.dtype if a.dtype is b.dtype else promote(SYMBOLS[op], a, b)
+    elif is_scalar(b):
+        dt = promote(SYMBOLS[op], a, b)
+    elif op in ("eq", "ne"):
+        return NotImplemented      # Python falls back to identity, as torch's ``t == None``
+    else:
         raise DTypeError(f"{SYMBOLS[op]}: unsupported operand of type {type(b).__name__} with a "
                          f"tensor {a.shape} {a.dtype}; use a tensor or a Python number")
-    dt = a.dtype if (bt and a.dtype is b.dtype) else promote(SYMBOLS[op], a, b)
     if not dt.is_floating:
-        if op in ("div", "pow"):
-            dt = D.float32
-        elif op in COMPARISONS and not bt and scalar_type(b) is D.float32:
-            dt = D.float32
+        dt = _integer_operands(op, a, b, bt, reverse, dt)
+        if dt is D.bool_ and op == "pow":          # bool tensor ** True / False, as torch
+            B = a._backend
+            return a._new(B.cast(a._data, dt) if b else B.full(a.shape, 1, dt), dt)
     a_ = a if a.dtype is dt else cast(a, dt)
     if bt:
         b_ = b if b.dtype is dt else cast(b, dt)
-    else:
+    elif dt.is_floating:
         # a Python scalar of the result's kind (a numpy scalar would promote the buffer)
-        b_ = float(b) if dt.is_floating else (bool(b) if dt is D.bool_ else int(b))
+        try:
+            b_ = float(b)
+        except OverflowError:
+            raise DTypeError(f"{SYMBOLS[op]}: the int {b} is too large for a float "
+                             f"({dt} tensor)") from None
+    else:
+        b_ = bool(b) if dt is D.bool_ else int(b)
     B = a._backend
     x, y = (b_, a_) if reverse else (a_, b_)
     xt, yt = (bt, True) if reverse else (True, bt)
     xb = x._data if xt else x
     yb = y._data if yt else y
     if reverse and not xt:
-        if op == "pow":
-            raise TritonnnError("**: a number raised to a tensor power is not supported")
         # scalar on the left: a 0-d constant buffer of the result dtype (no gradient)
         xb = B.full((), x, dt)
     out_buf = B.binary(xb, yb, op)
@@ -206,6 +236,45 @@ def binary(a, b, op, reverse=False):
                      saved, versions, attrs)
     out.requires_grad = True
     return out
+
+
+def _integer_operands(op, a, b, bt, reverse, dt):
+    """The checks of ``a op b`` (``b op a`` with ``reverse``) whose promoted dtype ``dt`` is an
+    integer or bool, and the dtype it computes in (off the float path).
+
+    A Python int the dtype cannot hold is refused (PyTorch wraps it); so are what torch
+    refuses: bool operands of ``- // % **`` (``**`` keeps a Python bool exponent), a negative
+    Python int exponent, and integer division by zero. A zero in a divisor tensor is found
+    by reading it on the host for now (a later issue moves the check onto the device).
+    """
+    name = SYMBOLS[op]
+    if op == "div":
+        return D.float32
+    if not bt:
+        scalar_fits(name, b, dt)
+    if dt is D.bool_:
+        if op == "sub":
+            _bool_sub(a, b)
+        if op in _NOT_FOR_BOOL and (op != "pow" or bt or reverse):
+            raise DTypeError(f"{name}: not supported for bool operands (tensor "
+                             f"{tuple(a.shape)} {a.dtype}), as in PyTorch; convert with "
+                             f".to(tn.int64) first")
+        return dt
+    if op == "pow" and not bt and not reverse and b < 0:
+        raise TritonnnError(f"**: integers to negative integer powers are not allowed "
+                            f"({a.dtype} tensor ** {b}), as in PyTorch; use a float tensor "
+                            f"(x.float() ** {b})")
+    if op in ("floordiv", "mod"):
+        divisor = a if reverse else b
+        if isinstance(divisor, TensorBase):
+            zero = bool((divisor._backend.to_numpy(divisor._data) == 0).any())
+        else:
+            zero = divisor == 0
+        if zero:
+            raise TritonnnError(f"{name}: integer division by zero (a {dt} divisor holds 0), "
+                                f"as PyTorch's ZeroDivisionError; a float divisor gives inf "
+                                f"or NaN instead")
+    return dt
 
 
 @backward_rule("add")
@@ -234,14 +303,45 @@ def _div_backward(node, g):
     return _to_operands(node, gx, gy)
 
 
+@backward_rule("floordiv")
+def _floordiv_backward(node, g):
+    # floor(x / y) is a step function: zero gradient for both operands, as torch takes it
+    B = node.backend
+    zero = B.full(g.shape, 0, B.dtype_of(g))
+    return _to_operands(node, zero, zero)
+
+
+@backward_rule("mod")
+def _mod_backward(node, g):
+    # x % y = x - y * floor(x / y): d/dx = 1, d/dy = -floor(x / y)
+    B, (xb, yb) = node.backend, node.saved
+    gy = B.unary(B.binary(g, B.binary(xb, yb, "floordiv"), "mul"), "neg") if node.needs(1) \
+        else None
+    return _to_operands(node, g, gy)
+
+
 @backward_rule("pow")
 def _pow_backward(node, g):
     B, (xb, e) = node.backend, node.saved
-    if e == 1.0:
-        return g, None
-    if e == 0.0:                       # d(x**0)/dx = 0 everywhere, also at x == 0
-        return B.binary(g, 0.0, "mul"), None
-    return B.binary(g, B.binary(B.binary(xb, e - 1.0, "pow"), e, "mul"), "mul"), None
+    if isinstance(e, numbers.Number):      # a Python exponent: only x takes a gradient
+        if e == 1.0:
+            return g, None
+        if e == 0.0:                       # d(x**0)/dx = 0 everywhere, also at x == 0
+            return B.binary(g, 0.0, "mul"), None
+        return B.binary(g, B.binary(B.binary(xb, e - 1.0, "pow"), e, "mul"), "mul"), None
+    # a tensor exponent (or a Python base, xb then a 0-d constant), with torch's conventions
+    zero = B.full((), 0, B.dtype_of(g))
+    gx = gy = None
+    if node.needs(0):
+        # d(x**e)/dx = e * x**(e - 1); 0 where e == 0, x == 0 included
+        d = B.binary(e, B.binary(xb, B.binary(e, 1.0, "sub"), "pow"), "mul")
+        gx = B.where(B.binary(e, 0.0, "eq"), zero, B.binary(g, d, "mul"))
+    if node.needs(1):
+        # d(x**e)/de = x**e * log(x); 0 where x == 0 and e >= 0 (the limit, not 0 * -inf)
+        d = B.binary(B.binary(xb, e, "pow"), B.unary(xb, "log"), "mul")
+        limit = B.binary(B.binary(xb, 0.0, "eq"), B.binary(e, 0.0, "ge"), "mul")   # and
+        gy = B.where(limit, zero, B.binary(g, d, "mul"))
+    return _to_operands(node, gx, gy)
 
 
 @backward_rule("maximum", "minimum")
@@ -439,20 +539,30 @@ def _max_dim_backward(node, g):
 def min_dim(x, dim, keepdim=False):
     """``(values, indices)`` of the minimum along ``dim``, as torch.min(x, dim).
 
-    Built from max_dim on the negated input (exact for floats and signed ints;
-    first index on ties, as argmax), so the gradient needs no rule of its own.
+    Built from max_dim on an order-reversing map of the input, so the gradient needs no rule
+    of its own and ties keep the first index (as argmax): ``-x`` for floats, and for
+    integers ``-1 - x`` (signed) or ``max - x`` (unsigned, bool as uint8), which never
+    overflow and are their own inverse; the values keep ``x``'s dtype.
     """
-    if not x.dtype.is_floating and x.dtype is not D.int64:
-        x = cast(x, D.int64)          # negating unsigned or bool values would wrap
-    v, i = max_dim(unary(x, "neg"), dim, keepdim)
-    return unary(v, "neg"), i
+    if x.dtype.is_floating:
+        v, i = max_dim(unary(x, "neg"), dim, keepdim)
+        return unary(v, "neg"), i
+    src = cast(x, D.uint8) if x.dtype is D.bool_ else x
+    lo, hi = INT_RANGE[src.dtype]
+    top = -1 if lo < 0 else hi
+    v, i = max_dim(binary(src, top, "sub", reverse=True), dim, keepdim)
+    return cast(binary(v, top, "sub", reverse=True), x.dtype), i
 
 
 def argmax(x, dim=None, keepdim=False):
     """int64 index of the first maximum along ``dim`` (of the flattened tensor when None)."""
     d = None if dim is None else norm_dim("argmax", dim, x.ndim)
-    if x.numel() == 0:
-        raise ShapeError(f"argmax: cannot take the argmax of an empty tensor of shape {x.shape}")
+    if d is None or x.ndim == 0:
+        if x.numel() == 0:
+            raise ShapeError(f"argmax: cannot take the argmax of an empty tensor of shape "
+                             f"{x.shape} (give a dim whose size is not 0)")
+    elif x.shape[d] == 0:
+        raise ShapeError(f"argmax: cannot reduce dim {d} of size 0 (tensor of shape {x.shape})")
     if x.dtype is D.bool_:
         x = cast(x, D.uint8)
     return x._new(x._backend.argmax(x._data, d, keepdim), D.int64)
@@ -823,6 +933,8 @@ def setitem(x, index, value):
     elif not is_scalar(value):
         raise DTypeError(f"setitem: value must be a tensor or a number, "
                          f"got {type(value).__name__}")
+    else:
+        scalar_fits("setitem", value, x.dtype)         # 2**40 into int32, NaN into int64
     if _recording(x, value):
         _sole_owner("setitem", x)
         _assign("setitem", x, _index_put(clone(x), idx, value))
@@ -1002,6 +1114,8 @@ def binary_(x, other, op, name=None, alpha=None):
     elif not is_scalar(other):
         raise DTypeError(f"{name}: unsupported operand of type {type(other).__name__} with a "
                          f"tensor {x.shape} {x.dtype}; use a tensor or a Python number")
+    elif x.dtype.is_integer and isinstance(other, numbers.Integral):
+        scalar_fits(name, other, x.dtype)           # uint8 += 300: refused, not wrapped
     if alpha is not None and alpha != 1:
         if not is_scalar(alpha):
             raise DTypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
@@ -1022,6 +1136,7 @@ def fill_(x, value, name="fill_"):
         return copy_(x, value, name)
     if not is_scalar(value):
         raise DTypeError(f"{name}: expected a number, got {type(value).__name__}")
+    scalar_fits(name, value, x.dtype)
     return _inplace(name, x, lambda v: v._new(v._backend.full(v.shape, value, v.dtype),
                                                v.dtype), any_kind=True)
 

@@ -7,6 +7,7 @@ walk (``tape.walk``) and wrap the gradient buffers it returns.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 
@@ -16,7 +17,8 @@ from . import dtypes as D
 from . import ops
 from . import random as _random
 from .backends import backend
-from .checks import dtype_and_device, norm_dim, scalar_type, sizes
+from .checks import (INT_RANGE, array_fits, dtype_and_device, is_scalar, norm_dim, scalar_fits,
+                     scalar_type, sizes)
 from .device import as_device
 from .errors import DeviceError, DTypeError, ShapeError, TritonnnError
 from .tape import TensorBase, freed_error, is_freed, walk
@@ -325,6 +327,18 @@ class Tensor(TensorBase):
     def __rpow__(self, o):
         return ops.binary(self, o, "pow", reverse=True)
 
+    def __floordiv__(self, o):
+        return ops.binary(self, o, "floordiv")
+
+    def __rfloordiv__(self, o):
+        return ops.binary(self, o, "floordiv", reverse=True)
+
+    def __mod__(self, o):
+        return ops.binary(self, o, "mod")
+
+    def __rmod__(self, o):
+        return ops.binary(self, o, "mod", reverse=True)
+
     def __neg__(self):
         return ops.unary(self, "neg")
 
@@ -358,6 +372,12 @@ class Tensor(TensorBase):
     def pow(self, o):
         return self ** o
 
+    def floor_divide(self, o):
+        return self // o
+
+    def remainder(self, o):
+        return self % o
+
     # -- in place: the buffer itself is written, so every alias and view sees it ---------------
     def __iadd__(self, o):
         return ops.binary_(self, o, "add")
@@ -370,6 +390,12 @@ class Tensor(TensorBase):
 
     def __itruediv__(self, o):
         return ops.binary_(self, o, "div")
+
+    def __ifloordiv__(self, o):
+        return ops.binary_(self, o, "floordiv")
+
+    def __imod__(self, o):
+        return ops.binary_(self, o, "mod")
 
     def add_(self, o, alpha=1):
         return ops.binary_(self, o, "add", "add_", alpha)
@@ -506,15 +532,21 @@ def expect_tensor(op, value, what="operand"):
 # ----------------------------------------------------------------------------------------------
 
 def _infer(data):
-    """numpy array and tritonnn dtype for Python data (float -> float32, int -> int64)."""
+    """numpy array and tritonnn dtype for the data of ``tn.tensor``: Python data (float ->
+    float32, int -> int64, bool -> bool), a numpy array or a torch tensor (their dtype)."""
     if isinstance(data, np.ndarray):
         return data, D.from_numpy(data.dtype)
     if isinstance(data, np.generic):
         return np.asarray(data), D.from_numpy(data.dtype)
+    if not isinstance(data, (list, tuple, numbers.Number)) and _is_torch_tensor(data):
+        a = _torch_values(data)
+        return a, D.from_numpy(a.dtype)
     try:
         a = np.asarray(data)
     except ValueError as e:
         raise ShapeError(f"tensor: nested sequences must be rectangular ({e})") from None
+    if a.dtype == object or a.dtype == np.uint64 or a.dtype == np.float64:
+        _ints_fit_int64(data, a)
     if a.dtype == object:
         if any(isinstance(x, Tensor) for x in _flat(data)):
             raise TritonnnError("tensor: use tn.stack() to join tensors")
@@ -526,6 +558,35 @@ def _infer(data):
     if a.dtype.kind == "b":
         return a, D.bool_
     raise DTypeError(f"tensor: unsupported data of numpy kind {a.dtype}")
+
+
+def _ints_fit_int64(data, a):
+    """Refuse a Python int of ``data`` beyond int64, as torch does, however numpy held it
+    (``a``: uint64, float64 or object). A float64 array is searched only when its magnitude
+    says a big int may have made it (few elements are looked at directly)."""
+    if a.dtype == np.float64:
+        # a float64 made from Python ints holds one in [2**63, 2**64); NaN never passes >=
+        if not (any(v >= 2.0 ** 63 for v in a.ravel().tolist()) if a.size <= 64
+                else (a >= 2.0 ** 63).any()):
+            return
+    lo, hi = INT_RANGE[D.int64]
+    for x in _flat(data):
+        if type(x) is int and not lo <= x <= hi:
+            scalar_fits("tensor", x, D.int64)
+
+
+def _is_torch_tensor(x) -> bool:
+    """A ``torch.Tensor`` (or subclass), recognised without importing torch."""
+    return any(c.__name__ == "Tensor" and c.__module__ == "torch" for c in type(x).__mro__)
+
+
+def _torch_values(t):
+    """A torch tensor's values as a numpy array of its dtype (bfloat16, which numpy lacks,
+    through float32: it holds every bfloat16 exactly)."""
+    t = t.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        return t.float().numpy().astype(D.bfloat16.np)
+    return t.numpy()
 
 
 def _flat(data):
@@ -552,7 +613,9 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
                                out.dtype, out.device, out._backend)
         return _finish(out._data, out.dtype, out.device, out._backend, requires_grad)
     arr, dt = _infer(data)
-    dt = D.as_dtype(dtype) if dtype is not None else dt
+    if dtype is not None:
+        dt = D.as_dtype(dtype)
+        array_fits("tensor", arr, dt)         # 300 into uint8, NaN into int64: refused
     dev = as_device(device)
     B = backend(dev)
     return _finish(B.from_numpy(arr, dt), dt, dev, B, requires_grad)
@@ -598,11 +661,14 @@ def empty(*shape, dtype=None, device=None, requires_grad=False):
 
 
 def full(shape, value, dtype=None, device=None, requires_grad=False):
-    if dtype is None:
-        dtype = scalar_type(value)
+    if not is_scalar(value):
+        raise DTypeError(f"full: the fill value must be a number, got {type(value).__name__} "
+                         f"{value!r}")
+    dt = scalar_type(value) if dtype is None else D.as_dtype(dtype)
+    scalar_fits("full", value, dt)
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
-    return _factory("full", tuple(shape), dtype, device, requires_grad,
+    return _factory("full", tuple(shape), dt, device, requires_grad,
                     lambda B, s, d: B.full(s, value, d))
 
 
@@ -615,12 +681,42 @@ def ones_like(t, dtype=None):
 
 
 def arange(start, end=None, step=1, dtype=None, device=None):
+    """``start, start + step, ...`` up to ``end`` (exclusive): int64 when every bound is an
+    int (counted exactly), float32 otherwise, as torch."""
     if end is None:
         start, end = 0, start
+    ints = type(start) is int and type(end) is int and type(step) is int      # the usual case
+    if not ints:
+        for name, v in (("start", start), ("end", end), ("step", step)):
+            if not is_scalar(v):
+                raise DTypeError(f"arange: {name} must be a number, got {type(v).__name__} "
+                                 f"{v!r}")
+            if not math.isfinite(v):
+                raise TritonnnError(f"arange: {name} must be finite, got {v} (range {start} "
+                                    f"to {end}, step {step})")
+        ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
     if step == 0:
-        raise TritonnnError("arange: step must be non-zero")
-    ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+        raise TritonnnError(f"arange: step must be non-zero (range {start} to {end})")
+    if (end - start) * step < 0:
+        raise TritonnnError(f"arange: the range from {start} to {end} runs against the sign of "
+                            f"step {step}")
+    if ints:
+        start, end, step = int(start), int(end), int(step)
+        lo, hi = INT_RANGE[D.int64]
+        if not (lo <= min(start, end, step) and max(start, end, step) <= hi):
+            for v in (start, end, step):    # torch reads each bound as an int64
+                scalar_fits("arange", v, D.int64)
+        n = max(0, -(-(end - start) // step))
+    else:
+        start, end, step = float(start), float(end), float(step)
+        n = max(0, math.ceil((end - start) / step))
     dt = D.as_dtype(dtype) if dtype is not None else (D.int64 if ints else D.float32)
+    if n * dt.itemsize >= 2 ** 63:
+        raise ShapeError(f"arange: {start} to {end} by {step} is {n} elements, more than any "
+                         f"tensor can hold")
+    if n and dt in INT_RANGE and not (ints and dt is D.int64):
+        scalar_fits("arange", start, dt)    # the first and the last value land in dt
+        scalar_fits("arange", start + (n - 1) * step, dt)
     dev = as_device(device)
     B = backend(dev)
     return Tensor._make(B.arange(start, end, step, dt), dt, dev, B)
