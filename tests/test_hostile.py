@@ -348,6 +348,18 @@ same("setitem_through_transpose", lambda m, d: (lambda t: (_set(t.T, 0, 5.0), t)
 # departure: the same write to an overlapping part would be ambiguous)
 refused("setitem_through_expand", lambda d: (lambda e: lambda: _set(e, 0, 5.0))(
     T(d, 1, 2).expand(3, 2)), tn.TritonnnError, ALL("setitem", "memory|expand|broadcast"))
+refused("clamp_uint8_bound_out_of_range",
+        call(lambda d: tn.tensor([0, 100, 255], dtype=tn.uint8, device=d).clamp(-1, 300)),
+        tn.DTypeError, ALL("clamp", "-1|300", "uint8"),
+        lambda: torch.tensor([0, 100, 255], dtype=torch.uint8).clamp(-1, 300))
+refused("where_uint8_scalar_out_of_range",
+        call(lambda d: tn.where(tn.tensor([True, False], device=d),
+                                tn.tensor([1, 2], dtype=tn.uint8, device=d), 300)),
+        tn.DTypeError, ALL("where", "300", "uint8"),
+        lambda: torch.where(torch.tensor([True, False]),
+                            torch.tensor([1, 2], dtype=torch.uint8), 300))
+refused("sum_keepdim_str", call(lambda d: T(d, 2, 3).sum(1, keepdim="a")),
+        tn.DTypeError, ALL("sum", "keepdim"), lambda: torch.ones(2, 3).sum(1, keepdim="a"))
 same("fill_int_float_truncates", lambda m, d: m.tensor([4, 2], device=d).fill_(1.7))
 same("fill_0d_tensor_value", lambda m, d: m.zeros(2, device=d).fill_(m.tensor(3.0, device=d)))
 

@@ -124,6 +124,13 @@ def possible_shape(op, shape, itemsize=1):
                          f"than any machine can address")
 
 
+def flag(op, name, value):
+    """``value`` as a bool when it is one (numpy's too), else a DTypeError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise DTypeError(f"{op}: {name} must be a bool, got {value!r}")
+
+
 def scalar_type(s):
     """The dtype a Python scalar takes in an op: bool -> bool, int -> int64, float -> float32."""
     if isinstance(s, bool):

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import dtypes as D
 from .backends import backend
-from .checks import (INT_RANGE, broadcast_shapes, floating, is_scalar, norm_dim, norm_dims,
+from .checks import (INT_RANGE, broadcast_shapes, flag, floating, is_scalar, norm_dim, norm_dims,
                      possible_shape, reduction as check_reduction, same_device, same_float_dtype,
                      scalar_fits, scalar_type)
 from .contract import COMPARISONS
@@ -475,6 +475,7 @@ def _keep_shape(shape, dims):
 
 def reduce(x, op, dim=None, keepdim=False):
     """sum / mean / max / min over ``dim`` (None: all dims); max and min return the values."""
+    keepdim = flag(op, "keepdim", keepdim)
     if op == "mean" and not x.dtype.is_floating:
         raise DTypeError(f"mean: expected a floating-point tensor, got {x.dtype}")
     dims = norm_dims(op, dim, x.ndim)          # validates ``dim`` for a 0-d tensor too
@@ -517,6 +518,7 @@ def _extreme_value_backward(node, g):
 
 def max_dim(x, dim, keepdim=False):
     """``(values, indices)`` of the maximum along ``dim``, as torch.max(x, dim)."""
+    keepdim = flag("max", "keepdim", keepdim)
     d = norm_dim("max", dim, x.ndim)
     if x.ndim and x.shape[d] == 0:
         raise ShapeError(f"max: cannot reduce an empty dimension of shape {x.shape}")
@@ -556,6 +558,7 @@ def min_dim(x, dim, keepdim=False):
 
 def argmax(x, dim=None, keepdim=False):
     """int64 index of the first maximum along ``dim`` (of the flattened tensor when None)."""
+    keepdim = flag("argmax", "keepdim", keepdim)
     d = None if dim is None else norm_dim("argmax", dim, x.ndim)
     if d is None or x.ndim == 0:
         if x.numel() == 0:
@@ -1176,6 +1179,9 @@ def clamp(x, lo=None, hi=None):
     dt = x.dtype
     if not dt.is_floating and any(isinstance(b, float) for b in (lo, hi)):
         dt = D.float32                  # an integer tensor clamped by a float: as torch
+    for bound in (lo, hi):
+        if bound is not None:
+            scalar_fits("clamp", bound, dt)          # -1 for uint8: refused, as torch
     B = x._backend
     v = cast(x, dt)
     yb = v._data

@@ -779,7 +779,11 @@ def where(cond, a, b):
     def operand(v, other):
         if isinstance(v, Tensor):
             return v
+        if not is_scalar(v):
+            raise DTypeError(f"where: expected a tensor or a number, got {type(v).__name__}")
         like = isinstance(other, Tensor) and (other.dtype.is_floating or not isinstance(v, float))
+        if like:
+            scalar_fits("where", v, other.dtype)
         return tensor(v, dtype=other.dtype if like else None, device=cond.device)
     return ops.where(cond, operand(a, b), operand(b, a))
 
