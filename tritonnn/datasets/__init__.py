@@ -5,6 +5,10 @@
 counts 0..16), licensed CC BY 4.0, in the form scikit-learn ships it
 (``sklearn/datasets/data/digits.csv.gz``): one row per image, 64 pixel values
 then the label. See DIGITS_LICENSE.md beside this file.
+
+``names.txt.gz``: the 5,163 distinct first names of the 1990 US Census lists (public
+domain), lowercased, one per line, for character-level language models. See
+NAMES_LICENSE.md beside this file.
 """
 from __future__ import annotations
 
@@ -28,3 +32,9 @@ def train_test_split(n, test_fraction, seed):
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
     return order[n_test:], order[:n_test]
+
+
+def load_names():
+    """The first names (lowercase ``str``, sorted), 2 to 11 letters a-z."""
+    with gzip.open(os.path.join(_HERE, "names.txt.gz"), "rt") as f:
+        return [line.strip() for line in f if line.strip()]
