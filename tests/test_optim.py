@@ -69,8 +69,11 @@ def test_adamw_matches_torch(cfg, dtype):
 def test_adamw_defaults():
     p = tn.zeros(2, requires_grad=True)
     opt = tn.optim.AdamW([p])
-    assert opt.lr == 1e-3 and opt.betas == (0.9, 0.999) and opt.eps == 1e-8
-    assert opt.weight_decay == 0.01
+    group = opt.param_groups[0]
+    assert group["lr"] == 1e-3 and group["betas"] == (0.9, 0.999) and group["eps"] == 1e-8
+    assert group["weight_decay"] == 0.01 and group["amsgrad"] is False
+    assert group["maximize"] is False and len(group["params"]) == 1 and group["params"][0] is p
+    assert opt.defaults == {k: v for k, v in group.items() if k != "params"}
 
 
 def test_params_without_grad_are_skipped():
@@ -205,9 +208,12 @@ def test_hyper_parameters_of_the_wrong_type_are_dtype_errors(make, pattern):
 def test_hyper_parameters_are_stored_as_floats():
     ps = [tn.zeros(2, requires_grad=True)]
     sgd = tn.optim.SGD(ps, lr=np.float32(0.5), momentum=1, dampening=-0.5)   # torch allows both
-    assert (sgd.lr, sgd.momentum, sgd.dampening) == (0.5, 1.0, -0.5)
-    assert all(type(v) is float for v in (sgd.lr, sgd.momentum, sgd.dampening, sgd.weight_decay))
+    g = sgd.param_groups[0]
+    assert (g["lr"], g["momentum"], g["dampening"]) == (0.5, 1.0, -0.5)
+    assert all(type(g[k]) is float for k in ("lr", "momentum", "dampening", "weight_decay"))
     adamw = tn.optim.AdamW(ps, lr=1, betas=[0, np.float64(0.5)], eps=0)
-    assert adamw.betas == (0.0, 0.5) and type(adamw.lr) is float and adamw.eps == 0.0
+    g = adamw.param_groups[0]
+    assert g["betas"] == (0.0, 0.5) and type(g["lr"]) is float and g["eps"] == 0.0
+    assert all(type(b) is float for b in g["betas"])
     with pytest.raises(tn.TritonnnError, match="SGD: invalid dampening nan"):
         tn.optim.SGD(ps, lr=0.1, dampening=float("nan"))
