@@ -361,8 +361,14 @@ class _AdamBase(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
-    @staticmethod
-    def _hyper(group, where):
+    @classmethod
+    def _hyper(cls, group, where):
+        if "decoupled_weight_decay" in group and \
+                _flag(group["decoupled_weight_decay"]) != cls._decoupled:
+            raise TritonnnError(f"{where}: decoupled_weight_decay="
+                                f"{group['decoupled_weight_decay']} is "
+                                f"{'AdamW' if not cls._decoupled else 'Adam'}'s weight decay; "
+                                f"use tn.optim.{'AdamW' if not cls._decoupled else 'Adam'}")
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)):
             raise DTypeError(f"{where}: betas must be a pair of numbers, got "
