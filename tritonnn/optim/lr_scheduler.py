@@ -69,16 +69,16 @@ class LRScheduler:
         self._update_lr(None)
 
     def _update_lr(self, epoch):
+        groups = self.optimizer.param_groups
+        if len(self.base_lrs) != len(groups):
+            raise ShapeError(f"{type(self).__name__}.step: the optimizer has {len(groups)} param "
+                             f"group(s), the schedule was made for {len(self.base_lrs)}")
         if epoch is None:
             self.last_epoch += 1
             values = self.get_lr()
         else:               # SequentialLR restarting this schedule at a milestone
             self.last_epoch = epoch
             values = self._closed_form_lr()
-        groups = self.optimizer.param_groups
-        if len(values) != len(groups):
-            raise ShapeError(f"{type(self).__name__}.step: the optimizer has {len(groups)} param "
-                             f"group(s), the schedule was made for {len(values)}")
         for group, lr in zip(groups, values):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in groups]
