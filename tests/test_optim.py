@@ -622,3 +622,191 @@ def test_repr_lists_the_groups():
     r = repr(opt)
     assert r.startswith("SGD (\nParameter Group 0\n") and "Parameter Group 1" in r
     assert "    lr: 0.5" in r and "    momentum: 0.0" in r
+
+
+# ==============================================================================================
+# gradient clipping: tn.nn.utils (issue 11)
+# ==============================================================================================
+
+CLIP_SHAPES = [(4, 3), (7,), (2, 2, 2), (1,)]
+
+
+def _with_grads(device, dtype=np.float32, scale=1.0, skip=2, seed=0):
+    """Parameters in both libraries with the same gradients; parameter ``skip`` has none."""
+    rng = np.random.default_rng(seed)
+    ps, ts = [], []
+    for i, s in enumerate(CLIP_SHAPES):
+        a, g = rng.standard_normal(s).astype(dtype), (rng.standard_normal(s) * scale).astype(dtype)
+        p, t = tn.tensor(a, device=device, requires_grad=True), torch.tensor(a, requires_grad=True)
+        if i != skip:
+            p.grad, t.grad = tn.tensor(g, device=device), torch.tensor(g)
+        ps.append(p)
+        ts.append(t)
+    return ps, ts
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf"), 3.5, 0.5])
+@pytest.mark.parametrize("max_norm, scale", [(1.0, 1.0), (100.0, 1.0), (0.5, 1e-3)],
+                         ids=["clipped", "untouched", "tiny_grads"])
+def test_clip_grad_norm_matches_torch(norm_type, max_norm, scale, device):
+    ps, ts = _with_grads(device, scale=scale)
+    total = tn.nn.utils.clip_grad_norm_(ps, max_norm, norm_type)
+    t_total = torch.nn.utils.clip_grad_norm_(ts, max_norm, norm_type)
+    assert isinstance(total, tn.Tensor) and total.shape == () and total.dtype is tn.float32
+    assert total.device == tn.device(device)
+    assert_close(total.numpy(), t_total.numpy(), 1e-7, 1e-5, "total norm")
+    for p, t in zip(ps, ts):
+        if t.grad is None:
+            assert p.grad is None
+        else:
+            assert_close(p.grad.numpy(), t.grad.numpy(), 1e-7, 1e-5, "clipped gradient")
+
+
+def test_clip_grad_norm_leaves_small_gradients_bit_for_bit():
+    ps, _ = _with_grads("cpu")
+    before = [None if p.grad is None else p.grad.numpy().copy() for p in ps]
+    tn.nn.utils.clip_grad_norm_(ps, 1e6)
+    for p, b in zip(ps, before):
+        if b is not None:
+            np.testing.assert_array_equal(p.grad.numpy(), b)
+
+
+@pytest.mark.parametrize("dtypes", [(np.float64,) * 4, (np.float32, np.float64, np.float32,
+                                                         np.float64)], ids=["f64", "mixed"])
+def test_clip_grad_norm_float64_and_mixed_dtypes(dtypes):
+    rng = np.random.default_rng(5)
+    ps, ts = [], []
+    for s, dt in zip(CLIP_SHAPES, dtypes):
+        a, g = rng.standard_normal(s).astype(dt), rng.standard_normal(s).astype(dt)
+        p, t = tn.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+        p.grad, t.grad = tn.tensor(g), torch.tensor(g)
+        ps.append(p)
+        ts.append(t)
+    total = tn.nn.utils.clip_grad_norm_(ps, 0.7)
+    t_total = torch.nn.utils.clip_grad_norm_(ts, 0.7)
+    assert total.dtype is tn.float64 and t_total.dtype == torch.float64
+    assert_close(total.numpy(), t_total.numpy(), 1e-7, 1e-6)
+    for p, t in zip(ps, ts):
+        assert p.grad.dtype is p.dtype
+        assert_close(p.grad.numpy(), t.grad.numpy(), 1e-7, 1e-6)
+
+
+def test_clip_grad_norm_bfloat16_accumulates_in_float32(device):
+    rng = np.random.default_rng(6)
+    g = rng.standard_normal(5000).astype(np.float32)
+    p = tn.tensor(g, device=device).to(tn.bfloat16).requires_grad_()
+    p.grad = tn.tensor(g, device=device).to(tn.bfloat16)
+    t = torch.tensor(g).to(torch.bfloat16).requires_grad_()
+    t.grad = torch.tensor(g).to(torch.bfloat16)
+    total = tn.nn.utils.clip_grad_norm_([p], 1.0)
+    t_total = torch.nn.utils.clip_grad_norm_([t], 1.0)
+    assert total.dtype is tn.bfloat16 and t_total.dtype == torch.bfloat16      # torch's dtype
+    assert_close(total.to(tn.float32).numpy(), t_total.float().numpy(), 0, 1e-2)
+    assert_close(p.grad.to(tn.float32).numpy(), t.grad.float().numpy(), 1e-3, 2e-2)
+
+
+def test_clip_grad_norm_never_syncs_with_the_host(device, monkeypatch):
+    """Nothing of the norm comes back to the host: every way a value could is made to fail."""
+    ps, ts = _with_grads(device)
+    backend = ps[0]._backend
+
+    def sync(*args, **kwargs):
+        raise AssertionError("a host sync inside clip_grad_norm_")
+    for name in ("item", "numpy", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(tn.Tensor, name, sync)
+    monkeypatch.setattr(backend, "to_numpy", sync)
+    total = tn.nn.utils.clip_grad_norm_(ps, 0.5, 2.0)
+    tn.nn.utils.clip_grad_norm_(ps, 0.5, float("inf"))
+    monkeypatch.undo()
+    t_total = torch.nn.utils.clip_grad_norm_(ts, 0.5, 2.0)
+    assert_close(total.numpy(), t_total.numpy(), 1e-7, 1e-5)
+
+
+def test_clip_grad_norm_edge_cases(device):
+    w = tn.ones(3, device=device, requires_grad=True)
+    total = tn.nn.utils.clip_grad_norm_([w], 1.0)            # no gradient at all
+    assert total.shape == () and total.item() == 0.0 and total.device == tn.device(device)
+    w.grad = tn.tensor([3.0, 4.0, 0.0], device=device)
+    total = tn.nn.utils.clip_grad_norm_(w, 1.0)              # one tensor is fine
+    assert abs(total.item() - 5.0) < 1e-6
+    assert_close(w.grad.numpy(), [0.6, 0.8, 0.0], 1e-6, 1e-6)
+    w.grad = tn.tensor([float("nan"), 1.0, 1.0], device=device)
+    with pytest.raises(tn.TritonnnError, match=r"clip_grad_norm_: the total norm of order 2\.0 "
+                                               r"of the gradients is nan"):
+        tn.nn.utils.clip_grad_norm_([w], 1.0, error_if_nonfinite=True)
+    e = tn.zeros(0, device=device, requires_grad=True)
+    e.grad = tn.zeros(0, device=device)
+    assert tn.nn.utils.clip_grad_norm_([e], 1.0, float("inf")).item() == 0.0
+
+
+def test_clip_refuses_mixed_devices():
+    from conftest import skip_without_cuda
+    skip_without_cuda()
+    a, b = tn.ones(2, requires_grad=True), tn.ones(2, device="cuda", requires_grad=True)
+    a.grad, b.grad = tn.ones(2), tn.ones(2, device="cuda")
+    with pytest.raises(tn.DeviceError, match=r"clip_grad_norm_: parameters and gradients are on 2 "
+                                             r"devices \(cpu, cuda"):
+        tn.nn.utils.clip_grad_norm_([a, b], 1.0)
+    with pytest.raises(tn.DeviceError, match=r"clip_grad_value_: .*2 devices"):
+        tn.nn.utils.clip_grad_value_([a, b], 1.0)
+    assert a.grad.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("call, cls, pattern", [
+    (lambda ps: tn.nn.utils.clip_grad_norm_(ps, "1"), tn.DTypeError,
+     r"clip_grad_norm_: max_norm must be a number, got '1'"),
+    (lambda ps: tn.nn.utils.clip_grad_norm_(ps, -1.0), tn.TritonnnError,
+     r"clip_grad_norm_: max_norm must be >= 0, got -1\.0"),
+    (lambda ps: tn.nn.utils.clip_grad_norm_(ps, 1.0, 0), tn.TritonnnError,
+     r"clip_grad_norm_: norm_type must be > 0 or math.inf, got 0\.0"),
+    (lambda ps: tn.nn.utils.clip_grad_norm_(ps, 1.0, float("nan")), tn.TritonnnError,
+     r"norm_type must be > 0"),
+    (lambda ps: tn.nn.utils.clip_grad_norm_(3, 1.0), tn.DTypeError,
+     r"clip_grad_norm_: parameters must be a tensor or an iterable of tensors .*int"),
+    (lambda ps: tn.nn.utils.clip_grad_norm_([ps[0], np.ones(2)], 1.0), tn.DTypeError,
+     r"clip_grad_norm_: parameter 1 is ndarray"),
+    (lambda ps: tn.nn.utils.clip_grad_value_(ps, -0.1), tn.TritonnnError,
+     r"clip_grad_value_: clip_value must be >= 0, got -0\.1"),
+    (lambda ps: tn.nn.utils.clip_grad_value_(ps, None), tn.DTypeError,
+     r"clip_grad_value_: clip_value must be a number, got None"),
+], ids=["max_norm_str", "max_norm_negative", "norm_type_zero", "norm_type_nan", "params_int",
+        "param_ndarray", "clip_value_negative", "clip_value_none"])
+def test_clip_bad_input_raises(call, cls, pattern):
+    ps, _ = _with_grads("cpu")
+    before = [None if p.grad is None else p.grad.numpy().copy() for p in ps]
+    with pytest.raises(cls, match=pattern):
+        call(ps)
+    for p, b in zip(ps, before):
+        if b is not None:
+            np.testing.assert_array_equal(p.grad.numpy(), b)
+
+
+@pytest.mark.parametrize("clip_value", [0.3, 0.0, 10.0])
+def test_clip_grad_value_matches_torch(clip_value, device):
+    ps, ts = _with_grads(device)
+    assert tn.nn.utils.clip_grad_value_(ps, clip_value) is None
+    torch.nn.utils.clip_grad_value_(ts, clip_value)
+    for p, t in zip(ps, ts):
+        if t.grad is not None:
+            np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())
+
+
+def test_clipping_in_a_training_step_matches_torch():
+    """AdamW with clip_grad_norm_ between backward and step, several steps, as torch."""
+    rng = np.random.default_rng(8)
+    init = [rng.standard_normal(s) * 3 for s in SHAPES]
+    ps = [tn.tensor(a, requires_grad=True) for a in init]
+    ts = [torch.tensor(a, requires_grad=True) for a in init]
+    opt, t_opt = tn.optim.AdamW(ps, lr=0.05), torch.optim.AdamW(ts, lr=0.05)
+    for step in range(5):
+        for group in (ps, ts):
+            for p in group:
+                p.grad = None
+            sum(((p * p) * (p * 0.5).tanh()).sum() for p in group).backward()
+        n = tn.nn.utils.clip_grad_norm_(ps, 1.0)
+        tn_n = torch.nn.utils.clip_grad_norm_(ts, 1.0)
+        assert_close(n.numpy(), tn_n.numpy(), 1e-12, 1e-10, f"norm at step {step}")
+        opt.step()
+        t_opt.step()
+    for p, t in zip(ps, ts):
+        assert_close(p.detach().numpy(), t.detach().numpy(), 1e-12, 1e-10)
