@@ -367,3 +367,152 @@ def test_fuzz_round_trip(tmp_path, obj):
         assert "both be stored under the name" in str(e) or "not valid Unicode" in str(e), e
         return
     same(obj, tn.load(p))
+
+
+# ------------------------------------------------------------------------------------------------
+# the random stream's state
+# ------------------------------------------------------------------------------------------------
+
+def test_rng_state_replays_the_draws_that_followed(device, tmp_path):
+    tn.manual_seed(3)
+    tn.rand(5, device=device)
+    state = tn.get_rng_state()
+    assert state == {"seed": 3, "offset": 8}
+    want = [tn.rand(7, device=device).numpy(), tn.randn(2, 3, device=device).numpy()]
+    p = tmp_path / "rng.safetensors"
+    tn.save({"rng": state}, p)
+    tn.manual_seed(99)
+    tn.rand(100)
+    tn.set_rng_state(tn.load(p)["rng"])
+    got = [tn.rand(7, device=device).numpy(), tn.randn(2, 3, device=device).numpy()]
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(w, g)
+    assert tn.get_rng_state() == {"seed": 3, "offset": 8 + 8 + 8}
+    tn.set_rng_state({"seed": 2**64 - 1, "offset": 0})
+    assert tn.initial_seed() == 2**64 - 1
+
+
+@pytest.mark.parametrize("state, error, why", [
+    ((3, 0), tn.DTypeError, r"expected the dict get_rng_state\(\) returns .*got tuple"),
+    ({"seed": 1}, tn.TritonnnError, r"expected exactly the keys 'seed' and 'offset'"),
+    ({"seed": 1, "offset": 0, "x": 2}, tn.TritonnnError, r"exactly the keys"),
+    ({"seed": 1.0, "offset": 0}, tn.DTypeError, r"seed must be an int, got float 1.0"),
+    ({"seed": 1, "offset": True}, tn.DTypeError, r"offset must be an int, got bool"),
+    ({"seed": -1, "offset": 0}, tn.TritonnnError, r"seed must be in \[0, 2\*\*64\), got -1"),
+    ({"seed": 0, "offset": 2**64}, tn.TritonnnError, r"offset must be in \[0, 2\*\*64\)"),
+])
+def test_set_rng_state_refuses_what_get_rng_state_never_gives(state, error, why):
+    tn.manual_seed(5)
+    with pytest.raises(error, match=r"^set_rng_state: .*" + why):
+        tn.set_rng_state(state)
+    assert tn.get_rng_state() == {"seed": 5, "offset": 0}
+
+
+# ------------------------------------------------------------------------------------------------
+# DataLoader state: resume mid-epoch
+# ------------------------------------------------------------------------------------------------
+
+class Squares(tn.data.Dataset):
+    """A plain dataset (no TensorDataset fast path): dict items."""
+
+    def __len__(self):
+        return 11
+
+    def __getitem__(self, i):
+        return {"x": float(i), "id": i}
+
+
+def ids(batch):
+    return batch["id"].tolist() if isinstance(batch, dict) else batch[1].tolist()
+
+
+LOADERS = {
+    "shuffled": lambda seed: tn.data.DataLoader(
+        tn.data.TensorDataset(tn.arange(10).to(tn.float32), tn.arange(10)), batch_size=3,
+        shuffle=True, seed=seed),
+    "shuffled_drop_last": lambda seed: tn.data.DataLoader(
+        tn.data.TensorDataset(tn.arange(10).to(tn.float32), tn.arange(10)), batch_size=3,
+        shuffle=True, drop_last=True, seed=seed),
+    "sequential": lambda seed: tn.data.DataLoader(
+        tn.data.TensorDataset(tn.arange(10).to(tn.float32), tn.arange(10)), batch_size=4,
+        seed=seed),
+    "dataset_and_collate": lambda seed: tn.data.DataLoader(
+        Squares(), batch_size=2, shuffle=True, seed=seed,
+        collate_fn=lambda items: {"id": tn.tensor([it["id"] for it in items])}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LOADERS))
+def test_a_resumed_loader_yields_what_an_uninterrupted_one_would(kind, tmp_path):
+    make = LOADERS[kind]
+    straight = make(7)
+    n = len(straight)
+    want = [ids(b) for _ in range(3) for b in straight]
+    assert len(want) == 3 * n
+    for stop in range(0, 2 * n + 1):           # every batch of two epochs, boundaries included
+        loader, seen = make(7), []
+        if stop:
+            for _ in range(2):
+                for b in loader:
+                    seen.append(ids(b))
+                    if len(seen) == stop:
+                        break
+                if len(seen) == stop:
+                    break
+        state = loader.state_dict()            # taken in the loop's body, after batch `stop`
+        if stop % 5 == 1:                      # some go through a file
+            tn.save({"loader": state}, tmp_path / "l.safetensors")
+            state = tn.load(tmp_path / "l.safetensors")["loader"]
+        resumed = make(12345)                  # another seed: the state brings its own
+        resumed.load_state_dict(state)
+        rest = [ids(b) for _ in range(3) for b in resumed]
+        assert seen + rest[:len(want) - stop] == want, (kind, stop)
+
+
+def test_loader_state_is_plain_values():
+    loader = LOADERS["shuffled"](7)
+    it = iter(loader)
+    next(it)
+    s = loader.state_dict()
+    order = s.pop("order")
+    assert s == {"seed": 7, "epoch": 0, "batch": 1, "samples": 10, "batch_size": 3,
+                 "shuffle": True, "drop_last": False}
+    assert order.dtype is tn.int64 and sorted(order.tolist()) == list(range(10))
+    list(it)
+    assert loader.state_dict() == {"seed": 7, "epoch": 1, "batch": 0, "order": None,
+                                   "samples": 10, "batch_size": 3, "shuffle": True,
+                                   "drop_last": False}
+
+
+def _state(**changes):
+    loader = LOADERS["shuffled"](7)
+    it = iter(loader)
+    next(it)
+    s = loader.state_dict()
+    s.update(changes)
+    return s
+
+
+@pytest.mark.parametrize("state, error, why", [
+    ([1, 2], tn.DTypeError, r"expected the dict state_dict\(\) returns, got list"),
+    ({"seed": 1}, tn.TritonnnError, r"expected the keys \['batch', "),
+    (_state(samples=11), tn.TritonnnError, r"the state is of a loader over 11 samples in "
+                                           r"batches of 3 .*this one is over 10"),
+    (_state(shuffle=False), tn.TritonnnError, r"shuffle=False"),
+    (_state(shuffle=1), tn.DTypeError, r"shuffle must be a bool, got 1"),
+    (_state(batch=4), tn.TritonnnError, r"epoch 0 and batch 4 are out of range"),
+    (_state(epoch=-1), tn.TritonnnError, r"epoch -1 and batch 1 are out of range"),
+    (_state(seed="7"), tn.DTypeError, r"seed must be an int, got '7'"),
+    (_state(order=None), tn.TritonnnError, r"order must be an integer tensor of shape \(10,\)"),
+    (_state(order=tn.zeros(10)), tn.TritonnnError, r"order must be an integer tensor"),
+    (_state(order=tn.arange(9)), tn.TritonnnError, r"of shape \(10,\)"),
+    (_state(order=tn.tensor([0] * 10)), tn.TritonnnError, r"not a permutation of the 10"),
+    (_state(order=tn.arange(10) - 1), tn.TritonnnError, r"not a permutation"),
+    (_state(batch=0), tn.TritonnnError, r"order must be None at an epoch's start"),
+])
+def test_loader_refuses_a_state_it_cannot_continue(state, error, why):
+    loader = LOADERS["shuffled"](7)
+    before = [ids(b) for b in LOADERS["shuffled"](7)]
+    with pytest.raises(error, match=r"^DataLoader.load_state_dict: .*" + why):
+        loader.load_state_dict(state)
+    assert [ids(b) for b in loader] == before           # left as it was
