@@ -516,3 +516,148 @@ def test_loader_refuses_a_state_it_cannot_continue(state, error, why):
     with pytest.raises(error, match=r"^DataLoader.load_state_dict: .*" + why):
         loader.load_state_dict(state)
     assert [ids(b) for b in loader] == before           # left as it was
+
+
+# ------------------------------------------------------------------------------------------------
+# the resume test: k steps, a checkpoint, a fresh process for the rest == N steps straight
+# ------------------------------------------------------------------------------------------------
+
+# The training both processes run. Dropout joins the model once tn.nn.Dropout exists (another
+# change adds it), and the optimizer's state joins the checkpoint once optimizers have
+# state_dict(); until then the optimizer is plain SGD, which keeps no state, so the resumed
+# run is still exact. Noise from tn.randn on every batch draws from the global stream either
+# way, so the stream's state is always part of what must resume.
+TRAINING = '''
+import numpy as np
+import tritonnn as tn
+import tritonnn.nn.functional as F
+
+HAS_DROPOUT = hasattr(tn.nn, "Dropout")
+HAS_OPTIM_STATE = hasattr(tn.optim.SGD, "state_dict")
+
+
+def build(device):
+    tn.manual_seed(2024)
+    layers = [tn.nn.Linear(6, 16), tn.nn.ReLU()]
+    if HAS_DROPOUT:
+        layers.append(tn.nn.Dropout(0.25))
+    layers.append(tn.nn.Linear(16, 3))
+    model = tn.nn.Sequential(*layers).to(device)
+    if HAS_OPTIM_STATE:
+        opt = tn.optim.AdamW(model.parameters(), lr=1e-2)
+    else:
+        opt = tn.optim.SGD(model.parameters(), lr=0.1)
+    rng = np.random.default_rng(0)
+    x = tn.tensor(rng.standard_normal((29, 6)).astype(np.float32), device=device)
+    y = tn.tensor(rng.integers(0, 3, 29), device=device)
+    loader = tn.data.DataLoader(tn.data.TensorDataset(x, y), batch_size=4, shuffle=True)
+    return model, opt, loader
+
+
+def train(model, opt, loader, steps):
+    model.train()
+    done = 0
+    while done < steps:
+        for xb, yb in loader:
+            xb = xb + 0.05 * tn.randn(*xb.shape, device=xb.device)
+            opt.backward_step(F.cross_entropy(model(xb), yb))
+            done += 1
+            if done == steps:
+                return
+
+
+def checkpoint(model, opt, loader, step):
+    return {"model": model.state_dict(),
+            "optim": opt.state_dict() if HAS_OPTIM_STATE else None,
+            "rng": tn.get_rng_state(), "loader": loader.state_dict(), "step": step}
+
+
+def resume(model, opt, loader, ckpt):
+    model.load_state_dict(ckpt["model"])
+    if HAS_OPTIM_STATE:
+        opt.load_state_dict(ckpt["optim"])
+    tn.set_rng_state(ckpt["rng"])
+    loader.load_state_dict(ckpt["loader"])
+    return ckpt["step"]
+'''
+
+RESUME = '''
+import sys
+import tritonnn as tn
+from training import build, resume, train
+
+ckpt_path, out_path, device, total = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+model, opt, loader = build(device)
+step = resume(model, opt, loader, tn.load(ckpt_path, device=device))
+train(model, opt, loader, total - step)
+tn.save(model.state_dict(), out_path)
+'''
+
+# 8 batches an epoch (29 samples, 4 a batch): each run crosses an epoch's end
+
+
+@pytest.fixture
+def training(tmp_path, monkeypatch):
+    (tmp_path / "training.py").write_text(TRAINING)
+    (tmp_path / "resume.py").write_text(RESUME)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("training", None)
+    import training as module
+    yield module
+    sys.modules.pop("training", None)
+
+
+def params_bits(sd):
+    return {k: v.detach().cpu().numpy().view(np.uint32).copy() for k, v in sd.items()}
+
+
+# what TRAINING will use, shown in the test ids (e.g. "k11-no_dropout-no_optim_state")
+_WITH = ("dropout" if hasattr(tn.nn, "Dropout") else "no_dropout") + "-" + (
+    "optim_state" if hasattr(tn.optim.SGD, "state_dict") else "no_optim_state")
+
+
+@pytest.mark.parametrize("device, k, total", [
+    pytest.param("cpu", 11, 19, id=f"cpu-k11-{_WITH}"),      # mid-epoch
+    pytest.param("cpu", 8, 19, id=f"cpu-k8-{_WITH}"),        # at an epoch's end
+    pytest.param("cuda", 10, 12, id=f"cuda-k10-{_WITH}"),    # (interpreted: short)
+])
+def test_resume_in_a_fresh_process_is_bit_identical(training, tmp_path, device, k, total):
+    """N steps straight == k steps, a checkpoint, and N - k steps in a new process, bit for bit.
+
+    The model has Dropout when ``tn.nn.Dropout`` exists, and the checkpoint the optimizer's
+    state when optimizers have ``state_dict()`` (see TRAINING; until then SGD without
+    momentum, which has none); the test ids say which ran.
+    """
+    if device == "cuda":
+        skip_without_cuda()
+    model, opt, loader = training.build(device)
+    training.train(model, opt, loader, total)
+    straight = params_bits(model.state_dict())
+
+    model, opt, loader = training.build(device)
+    training.train(model, opt, loader, k)
+    at_k = params_bits(model.state_dict())
+    ckpt = tmp_path / "ckpt.safetensors"
+    tn.save(training.checkpoint(model, opt, loader, k), ckpt)
+
+    out = tmp_path / "resumed.safetensors"
+    proc = subprocess.run([sys.executable, str(tmp_path / "resume.py"), str(ckpt), str(out),
+                           device, str(total)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = params_bits(tn.load(out))
+    assert sorted(resumed) == sorted(straight)
+    for name in straight:
+        np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+        assert not np.array_equal(at_k[name], straight[name]), name   # it did train on
+
+    if device != "cpu":
+        return
+    # the control: the same resume, but the stream left where building put it, goes elsewhere
+    model, opt, loader = training.build(device)
+    ckpt_values = tn.load(ckpt, device=device)
+    ckpt_values["rng"] = tn.get_rng_state()
+    step = training.resume(model, opt, loader, ckpt_values)
+    training.train(model, opt, loader, total - step)
+    assert any(not np.array_equal(v, straight[n])
+               for n, v in params_bits(model.state_dict()).items())
