@@ -103,6 +103,7 @@ EDGES = {mod: {t for t, _, _ in found if t != mod} for mod, found in IMPORTS.ite
 LAZY_ON_PURPOSE = {("tritonnn.backends", "tritonnn.kernels"),
                    ("tritonnn.backends", "tritonnn.fallback_cpu"),
                    ("tritonnn.cuda", "tritonnn.kernels.buffers"),
+                   ("tritonnn.tensor", "tritonnn.kernels.buffers"),     # DLPack: bfloat16
                    ("tritonnn.perf", "tritonnn.kernels.buffers"),
                    ("tritonnn.cli", "tritonnn.perf.sweep")}
 
