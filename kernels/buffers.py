@@ -153,3 +153,35 @@ def exclusively_owned(buf, extra_refs) -> bool:
     """
     # this function's parameter and getrefcount's own argument add two references
     return buf._base is None and sys.getrefcount(buf) <= extra_refs + 2
+
+
+# ----------------------------------------------------------------------------------------------
+# DLPack: zero-copy exchange (tn.from_dlpack, Tensor.__dlpack__); numpy reads and writes
+# DLPack itself, torch is needed for device memory and for bfloat16, which numpy lacks
+# ----------------------------------------------------------------------------------------------
+
+def from_dlpack(x):
+    """A torch tensor viewing the memory of DLPack producer ``x`` (no copy)."""
+    return torch.from_dlpack(x)
+
+
+def host_array(t):
+    """A numpy array viewing the memory of host torch tensor ``t`` (no copy; bfloat16 as
+    ml_dtypes.bfloat16, uint32 through int32), or None when tritonnn has no dtype for it."""
+    if t.dtype not in _FROM_TORCH or t.device.type != "cpu":
+        return None
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    if t.dtype == torch.uint32:
+        return t.view(torch.int32).numpy().view(np.uint32)
+    return t.numpy()
+
+
+def host_tensor(a, dtype):
+    """A host torch tensor viewing numpy array ``a`` of tritonnn ``dtype`` (no copy; it keeps
+    ``a`` alive): how a "cpu" bfloat16 tensor exports over DLPack."""
+    if dtype is D.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    if dtype is D.uint32:
+        return torch.from_numpy(a.view(np.int32)).view(torch.uint32)
+    return torch.from_numpy(a)

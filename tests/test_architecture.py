@@ -39,7 +39,7 @@ LAYERS = [
     ("tritonnn.dtypes", "tritonnn.device", "tritonnn.precision", "tritonnn.contract",
      "tritonnn.philox"),
     ("tritonnn.fallback_cpu", "tritonnn.kernels", "tritonnn.checks"),
-    ("tritonnn.backends", "tritonnn.random", "tritonnn.cuda", "tritonnn.tape"),
+    ("tritonnn.backends", "tritonnn.random", "tritonnn.cuda", "tritonnn.tape", "tritonnn.amp"),
     ("tritonnn.ops",),
     ("tritonnn.tensor",),
     ("tritonnn.nn", "tritonnn.optim", "tritonnn.data", "tritonnn.io", "tritonnn.datasets"),
@@ -103,6 +103,7 @@ EDGES = {mod: {t for t, _, _ in found if t != mod} for mod, found in IMPORTS.ite
 LAZY_ON_PURPOSE = {("tritonnn.backends", "tritonnn.kernels"),
                    ("tritonnn.backends", "tritonnn.fallback_cpu"),
                    ("tritonnn.cuda", "tritonnn.kernels.buffers"),
+                   ("tritonnn.tensor", "tritonnn.kernels.buffers"),     # DLPack: bfloat16
                    ("tritonnn.perf", "tritonnn.kernels.buffers"),
                    ("tritonnn.cli", "tritonnn.perf.sweep")}
 

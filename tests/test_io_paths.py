@@ -342,21 +342,24 @@ def old_file(tmp_path):
     return p, p.read_bytes()
 
 
+# (int keys, lists, None and other plain values are checkpoints now: tests/test_checkpoint.py)
 @pytest.mark.parametrize("tensors, why", [
-    ({1: tn.ones(1)}, r"tensor names must be str, got a key of type int: 1"),
-    ({"a": tn.ones(1), 2: tn.ones(1)}, r"key of type int: 2"),          # sorting would fail
     ({(1, 2): tn.ones(1)}, r"key of type tuple"),
     ({None: tn.ones(1)}, r"key of type NoneType"),
     ({b"w": tn.ones(1)}, r"key of type bytes: b'w'"),
     ({np.str_("a"): tn.ones(1), np.int64(3): tn.ones(1)}, r"key of type numpy.int64"),
+    ({"m": {1.5: tn.ones(1)}}, r"key of type float: 1.5 \(in the dict at 'm'\)"),
     ({"__metadata__": tn.ones(1)}, r"'__metadata__' is reserved"),
     ({"bad\ud800": tn.ones(1)}, r"not valid Unicode"),
     ({"w": torch.ones(2)}, r"value for 'w' is a torch.Tensor, not a tritonnn tensor "
                            r"\(convert it with tn.tensor\)"),
     ({"w": np.ones(2)}, r"value for 'w' is a numpy.ndarray, not a tritonnn tensor"),
-    ({"w": [1.0, 2.0]}, r"value for 'w' is a list, not a tritonnn tensor"),
-    ({"w": None}, r"value for 'w' is a NoneType"),
-    ([("w", tn.ones(1))], r"expected a dict of name -> tensor, got list"),
+    ({"m": [1, {"w": np.float32(2)}]}, r"value for 'm.1.w' is a numpy.float32, not a tritonnn "
+                                       r"tensor \(convert it with float\(\), int\(\)"),
+    ({"w": b"raw"}, r"value for 'w' is a bytes; a checkpoint holds tensors, numbers"),
+    ({"w": {1, 2}}, r"value for 'w' is a set"),
+    (tn.ones(1), r"expected a dict, list or tuple .*got a single tensor"),
+    ("w", r"expected a dict, list or tuple .*got a str"),
 ])
 def test_hostile_dict_is_refused_before_writing(old_file, tensors, why):
     p, before = old_file

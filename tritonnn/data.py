@@ -73,7 +73,9 @@ class DataLoader:
         self.collate_fn = collate_fn
         # the base seed is fixed now, so each epoch's order follows from tn.manual_seed or seed
         self.seed = integer(op, seed, "seed") if seed is not None else _random.draw_seed()
-        self.epoch = 0
+        self.epoch = 0              # epochs begun
+        self._progress = None       # [order, batches yielded] of the epoch begun last
+        self._resume = None         # (order, batches done): where a loaded state stopped
 
     def __len__(self):
         n = len(self.dataset)
@@ -88,19 +90,107 @@ class DataLoader:
         return gen.permutation(n)
 
     def __iter__(self):
-        order = self._order()
-        self.epoch += 1
+        if self._resume is not None:     # the epoch a loaded state stopped in, from there on
+            (order, start), self._resume = self._resume, None
+        else:
+            order, start = self._order(), 0
+            self.epoch += 1
+        progress = self._progress = [order, start]
         n_batches = len(self)
         ds = self.dataset
         collate = self.collate_fn or default_collate
-        for b in range(n_batches):
+        for b in range(start, n_batches):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             if type(ds) is TensorDataset and self.collate_fn is None:
                 # one gather per tensor instead of stacking rows one by one
                 it = tensor(idx, device=ds.tensors[0].device)
-                yield tuple(t[it] for t in ds.tensors)
+                batch = tuple(t[it] for t in ds.tensors)
             else:
-                yield collate([ds[int(i)] for i in idx])
+                batch = collate([ds[int(i)] for i in idx])
+            progress[1] = b + 1
+            yield batch
+
+    # -- state: resume mid-epoch -----------------------------------------------------------------
+
+    def state_dict(self):
+        """Where the loader stands, as plain values ``tn.save`` stores.
+
+        ``{"seed", "epoch", "batch", "order", "samples", "batch_size", "shuffle",
+        "drop_last"}``: ``epoch`` is the epoch the next batch comes from (0-based), ``batch``
+        how many of its batches were already yielded (0 at an epoch's start), ``order`` that
+        epoch's sample order (an int64 tensor) when it is under way and shuffled, else None;
+        the last four describe the loader, and ``load_state_dict`` checks them. Taken inside
+        a ``for`` loop over the loader, it counts the batch being worked on as yielded.
+        """
+        if self._resume is not None:
+            (order, done), epoch = self._resume, self.epoch - 1
+        elif self._progress is not None and self._progress[1] < len(self):
+            (order, done), epoch = self._progress, self.epoch - 1
+        else:
+            order, done, epoch = None, 0, self.epoch
+        return {"seed": self.seed, "epoch": epoch, "batch": done,
+                "order": tensor(order) if done and self.shuffle else None,
+                "samples": len(self.dataset), "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last}
+
+    def load_state_dict(self, state):
+        """Continue from ``state`` (what ``state_dict`` returned, perhaps through ``tn.save``
+        and ``tn.load``): the next ``for`` loop over the loader yields the batches that would
+        have followed, and later epochs the orders an uninterrupted run gets. Checked first:
+        a bad state leaves the loader as it was."""
+        op = "DataLoader.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise DTypeError(f"{op}: expected the dict state_dict() returns, got "
+                             f"{type(state).__name__}")
+        want = {"seed", "epoch", "batch", "order", "samples", "batch_size", "shuffle",
+                "drop_last"}
+        if set(state) != want:
+            raise TritonnnError(f"{op}: expected the keys {sorted(want)}, got "
+                                f"{sorted(map(repr, state))}")
+        seed, epoch, done, samples, batch_size = (
+            integer(op, state[k], k) for k in ("seed", "epoch", "batch", "samples", "batch_size"))
+        for k in ("shuffle", "drop_last"):
+            if not isinstance(state[k], bool):
+                raise DTypeError(f"{op}: {k} must be a bool, got {shown(state[k])}")
+        ours = (len(self.dataset), self.batch_size, self.shuffle, self.drop_last)
+        theirs = (samples, batch_size, state["shuffle"], state["drop_last"])
+        if ours != theirs:
+            raise TritonnnError(
+                f"{op}: the state is of a loader over {samples} samples in batches of "
+                f"{batch_size} (shuffle={state['shuffle']}, drop_last={state['drop_last']}); "
+                f"this one is over {ours[0]} in batches of {ours[1]} (shuffle={ours[2]}, "
+                f"drop_last={ours[3]})")
+        if epoch < 0 or not 0 <= done < max(len(self), 1):
+            raise TritonnnError(f"{op}: epoch {epoch} and batch {done} are out of range (batch "
+                                f"is in [0, {len(self)}))")
+        order = state["order"]
+        if done and self.shuffle:
+            order = self._checked_order(op, order)
+        elif order is not None:
+            raise TritonnnError(f"{op}: order must be None at an epoch's start or for an "
+                                f"unshuffled loader, got {shown(order)}")
+        else:
+            order = np.arange(samples)
+        self.seed = seed
+        self.epoch = epoch + 1 if done else epoch
+        self._resume = (order, done) if done else None
+        self._progress = None
+
+    def _checked_order(self, op, order):
+        """A saved epoch order as a numpy array: a permutation of the dataset's indices."""
+        if isinstance(order, Tensor):
+            order = order.detach().cpu().numpy()
+        n = len(self.dataset)
+        if not (isinstance(order, np.ndarray) and order.dtype.kind in "iu" and
+                order.shape == (n,)):
+            raise TritonnnError(f"{op}: order must be an integer tensor of shape ({n},), got "
+                                f"{shown(order)}")
+        seen = np.zeros(n, dtype=bool)
+        inside = (order >= 0) & (order < n)
+        seen[order[inside]] = True
+        if not (inside.all() and seen.all()):
+            raise TritonnnError(f"{op}: order is not a permutation of the {n} sample indices")
+        return order.astype(np.int64)
 
 
 def default_collate(items):

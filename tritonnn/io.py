@@ -18,13 +18,20 @@ device is refused before it is opened), every header field, offset and size is
 checked before any data is read, it never allocates more than the file's own
 size, and a file in another format (``torch.save``'s zip or pickle, numpy,
 text, ...) is named as such.
+
+A checkpoint may nest (dicts with str or int keys, lists, tuples, numbers, bools, None,
+strings around the tensors): its tensors are stored under dotted names
+(``model.0.weight``) and the structure around them as JSON in the metadata; see *nested
+checkpoints* below. A flat dict of name -> tensor is written exactly as before.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -184,36 +191,6 @@ def _utf8(s):
     return True
 
 
-def _contents_problem(tensors, metadata):
-    """Why ``tensors`` and ``metadata`` cannot be saved (every name a UTF-8 str, every value a
-    tritonnn tensor, metadata str -> str), or None when they can."""
-    if not isinstance(tensors, dict):
-        return f"expected a dict of name -> tensor, got {_typename(tensors)}"
-    for name, t in tensors.items():
-        if not isinstance(name, str):
-            return f"tensor names must be str, got a key of type {_typename(name)}: {_short(name)}"
-        if name == "__metadata__":
-            return "the name '__metadata__' is reserved for the metadata; pass metadata=... instead"
-        if not _utf8(name):
-            return f"tensor name {name!r} is not valid Unicode (safetensors names are UTF-8)"
-        if not isinstance(t, Tensor):
-            hint = (" (convert it with tn.tensor)"
-                    if type(t).__module__.split(".")[0] in ("numpy", "torch") else "")
-            return f"value for {name!r} is a {_typename(t)}, not a tritonnn tensor{hint}"
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        return f"metadata must be a dict of str -> str, got {_typename(metadata)}"
-    for k, v in metadata.items():
-        if not isinstance(k, str):
-            return f"metadata must map str to str; got a key of type {_typename(k)}: {_short(k)}"
-        if not isinstance(v, str):
-            return f"metadata must map str to str; the value for {k!r} is a {_typename(v)}"
-        if not (_utf8(k) and _utf8(v)):
-            return f"metadata {k!r}: {v!r} is not valid Unicode"
-    return None
-
-
 def _tensor_bytes(t):
     a = np.ascontiguousarray(t.detach()._backend.to_numpy(t._data))
     if a.dtype.byteorder == ">":
@@ -221,20 +198,26 @@ def _tensor_bytes(t):
     return D.SAFETENSORS_NAME[t.dtype], list(t.shape), a
 
 
-def save(tensors, path, metadata=None):
-    """Write a name -> tensor dict to ``path`` atomically: a crash never leaves a half file.
+def save(obj, path, metadata=None):
+    """Write ``obj`` to ``path`` atomically: a crash never leaves a half file.
 
+    ``obj`` is a dict of name -> tensor (a ``state_dict``), or a checkpoint that nests
+    dicts (str or int keys), lists and tuples of tensors, numbers, bools, None and strings;
+    see *nested checkpoints* below. ``metadata`` (str -> str) goes into the header.
     A symlink at ``path`` is written through: the file it finally points at is replaced (a
     dangling link gets its target created, as ``torch.save`` does) and the link stays.
     """
     path = _fspath("save", path)
-    why = _contents_problem(tensors, metadata)
-    if why:
-        raise TritonnnError(f"save: {why} (nothing written to {path!r})")
+    try:
+        tensors, structure = _contents(obj, metadata)
+    except _Refused as e:
+        raise TritonnnError(f"save: {e} (nothing written to {path!r})") from None
     target, old = _save_target(path)
     header, arrays, offset = {}, [], 0
-    if metadata:
-        header["__metadata__"] = dict(metadata)
+    if metadata or structure:
+        header["__metadata__"] = dict(metadata or {})
+        if structure:
+            header["__metadata__"][STRUCTURE_KEY] = structure
     for name in sorted(tensors):
         dt, shape, a = _tensor_bytes(tensors[name])
         header[name] = {"dtype": dt, "shape": shape, "data_offsets": [offset, offset + a.nbytes]}
@@ -412,12 +395,14 @@ def read_header(path, f, size, op="load"):
 
 
 def load(path, device="cpu"):
-    """A dict name -> tensor from a safetensors file, on ``device``."""
+    """A dict name -> tensor from a safetensors file, on ``device``; for a nested checkpoint,
+    the structure ``save`` was given (int keys, tuples, numbers, ... as they were)."""
     path = _fspath("load", path)
     dev = as_device(device)
     f, size = _open_regular("load", path)
     with f:
-        header, _meta, base = read_header(path, f, size)
+        header, meta, base = read_header(path, f, size)
+        root = _structure(path, meta, header)         # checked before any tensor is read
         B = backend(dev)
         out = {}
         for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
@@ -430,13 +415,271 @@ def load(path, device="cpu"):
             arr = a.view(dt.np).reshape(info["shape"])
             buf = arr if dev.type == "cpu" else B.from_numpy(arr, dt)
             out[name] = Tensor._make(buf, dt, dev, B)
+    if root is not None:
+        return _build(root, out)
     return dict((k, out[k]) for k in header)
 
 
 def load_metadata(path):
-    """The ``__metadata__`` dict of a safetensors file (empty when it has none)."""
+    """The ``__metadata__`` dict of a safetensors file, as given to ``save`` (empty when it
+    has none; a nested checkpoint's structure is left out)."""
     path = _fspath("load_metadata", path)
     f, size = _open_regular("load_metadata", path)
     with f:
         _, meta, _ = read_header(path, f, size, "load_metadata")
-    return meta or {}
+    meta = dict(meta or {})
+    meta.pop(STRUCTURE_KEY, None)
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------
+# nested checkpoints: the structure around the tensors, as JSON in the metadata
+# ------------------------------------------------------------------------------------------------
+#
+# A flat dict of str -> tensor is written as it always was. Anything else (dicts with str or
+# int keys, lists, tuples, numbers, bools, None and strings, nested) is split in two: each
+# tensor goes into the file under the dotted path of keys that leads to it
+# ("model.0.weight", "optim.state.0.exp_avg"), and the structure, as JSON text, into the
+# header's ``__metadata__`` under STRUCTURE_KEY (safetensors' metadata maps str to str):
+#
+#   {"version": 1, "root": NODE}
+#   NODE = null | true | false | an int | a finite float | a str
+#        | [NODE, ...]                         a list
+#        | {"tuple": [NODE, ...]}
+#        | {"dict": [[KEY, NODE], ...]}        KEY a str or an int, in the dict's order
+#        | {"tensor": NAME}                    the tensor stored under NAME
+#        | {"float": "0x7ff8000000000000"}     a NaN or an infinity: its 64 bits, in hex
+#
+# The structure names each tensor, so a name is never parsed back into keys; two paths that
+# would give one name (a key "a.b" beside a key "a" holding "b") are refused on save. A finite
+# float is written by ``repr`` (the shortest text that reads back to the same bits, -0.0
+# included); ints keep any size Python's own int <-> str conversion allows.
+
+STRUCTURE_KEY = "tritonnn.structure"
+STRUCTURE_VERSION = 1
+MAX_DEPTH = 64            # containers inside containers, on save and on load
+
+
+class _Refused(Exception):
+    """Why ``save`` cannot write what it was given (it adds the path)."""
+
+
+_KINDS = "tensors, numbers, bools, None, strings, lists, tuples and dicts"
+
+
+def _located(path):
+    return "the top level" if not path else repr(".".join(map(str, path)))
+
+
+def _value_problem(x, path):
+    """Why ``x`` (at ``path``) cannot go into a checkpoint."""
+    t = _typename(x)
+    if not path:
+        what = "a single tensor (save {'name': t})" if isinstance(x, Tensor) else f"a {t}"
+        return f"expected a dict, list or tuple (a state_dict or a checkpoint), got {what}"
+    if type(x).__module__.split(".")[0] in ("numpy", "torch"):
+        scalar = isinstance(x, np.generic)
+        hint = "convert it with float(), int() or bool()" if scalar else \
+            "convert it with tn.tensor"
+        return f"value for {_located(path)} is a {t}, not a tritonnn tensor ({hint})"
+    return f"value for {_located(path)} is a {t}; a checkpoint holds {_KINDS}"
+
+
+def _key(k, path):
+    """A dict key as written: str and int (and their subclasses) kept, anything else refused."""
+    if isinstance(k, str):
+        if not _utf8(k):
+            raise _Refused(f"key {k!r} in {_located(path)} is not valid Unicode (names are UTF-8)")
+        return str(k)
+    if isinstance(k, int) and not isinstance(k, bool):
+        return int(k)
+    raise _Refused(f"keys must be str or int, got a key of type {_typename(k)}: {_short(k)} "
+                   f"(in the dict at {_located(path)})")
+
+
+def _encode(x, path, tensors, open_containers):
+    """The JSON node of ``x`` (at ``path``, a list of keys); tensors go into ``tensors``."""
+    if isinstance(x, Tensor):
+        name = ".".join(map(str, path))
+        if name == "__metadata__":
+            raise _Refused("the name '__metadata__' is reserved for the metadata; pass "
+                           "metadata=... instead")
+        if not _utf8(name):
+            raise _Refused(f"tensor name {name!r} is not valid Unicode (safetensors names are "
+                           f"UTF-8)")
+        if name in tensors:
+            raise _Refused(f"two tensors would both be stored under the name {name!r} (a key "
+                           f"with a '.' beside nested keys that spell the same path, or a str "
+                           f"and an int key that read alike); rename one of them")
+        tensors[name] = x
+        return {"tensor": name}
+    if x is None or isinstance(x, bool):
+        return None if x is None else bool(x)
+    if isinstance(x, int):
+        x = int(x)
+        try:
+            str(x)
+        except ValueError:        # over Python's limit on int <-> str conversion
+            raise _Refused(f"the int at {_located(path)} has too many digits to write "
+                           f"({x.bit_length()} bits)") from None
+        return x
+    if isinstance(x, float):
+        x = float(x)
+        if math.isfinite(x):
+            return x
+        return {"float": "0x%016x" % struct.unpack("<Q", struct.pack("<d", x))[0]}
+    if isinstance(x, str):
+        if not _utf8(x):
+            raise _Refused(f"the string at {_located(path)} is not valid Unicode")
+        return str(x)
+    if not isinstance(x, (Mapping, list, tuple)):
+        raise _Refused(_value_problem(x, path))
+    if id(x) in open_containers:
+        raise _Refused(f"the {_typename(x)} at {_located(path)} contains itself")
+    if len(path) >= MAX_DEPTH:
+        raise _Refused(f"containers nest deeper than {MAX_DEPTH} levels at {_located(path)}")
+    open_containers.add(id(x))
+    if isinstance(x, Mapping):
+        pairs = []
+        for k, v in x.items():
+            k = _key(k, path)
+            pairs.append([k, _encode(v, path + [k], tensors, open_containers)])
+        node = {"dict": pairs}
+    else:
+        items = [_encode(v, path + [i], tensors, open_containers) for i, v in enumerate(x)]
+        node = items if isinstance(x, list) else {"tuple": items}
+    open_containers.discard(id(x))
+    return node
+
+
+def _is_flat(obj):
+    """A dict of str -> tensor: written exactly as before nested checkpoints existed."""
+    return isinstance(obj, Mapping) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def _contents(obj, metadata):
+    """``(name -> tensor, structure JSON text or None)`` for ``obj``; raises ``_Refused``
+    when ``obj`` or ``metadata`` (str -> str) cannot be saved."""
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise _Refused(f"metadata must be a dict of str -> str, got {_typename(metadata)}")
+        for k, v in metadata.items():
+            if not isinstance(k, str):
+                raise _Refused(f"metadata must map str to str; got a key of type "
+                               f"{_typename(k)}: {_short(k)}")
+            if not isinstance(v, str):
+                raise _Refused(f"metadata must map str to str; the value for {k!r} is a "
+                               f"{_typename(v)}")
+            if not (_utf8(k) and _utf8(v)):
+                raise _Refused(f"metadata {k!r}: {v!r} is not valid Unicode")
+            if k == STRUCTURE_KEY:
+                raise _Refused(f"the metadata key {STRUCTURE_KEY!r} is reserved for the "
+                               f"checkpoint's structure")
+    if not isinstance(obj, (Mapping, list, tuple)):
+        raise _Refused(_value_problem(obj, []))
+    tensors = {}
+    root = _encode(obj, [], tensors, set())
+    if _is_flat(obj):
+        return tensors, None
+    text = json.dumps({"version": STRUCTURE_VERSION, "root": root}, separators=(",", ":"),
+                      allow_nan=False)
+    return tensors, text
+
+
+def _structure(path, meta, header):
+    """The checked root node of a nested checkpoint's structure, None for a flat file.
+
+    Checked before any tensor is read: valid JSON of the documented form, no deeper than
+    MAX_DEPTH, every key a str or an int (none twice in one dict), and every tensor of the
+    file named exactly once.
+    """
+    if not meta or STRUCTURE_KEY not in meta:
+        return None
+    where = f"its checkpoint structure (__metadata__[{STRUCTURE_KEY!r}])"
+    try:
+        doc = json.loads(meta[STRUCTURE_KEY])
+    except RecursionError:
+        raise _bad("load", path, f"{where} is nested too deeply") from None
+    except ValueError:
+        raise _bad("load", path, f"{where} is not valid JSON") from None
+    if not isinstance(doc, dict) or set(doc) != {"version", "root"}:
+        raise _bad("load", path, f"{where} must be a JSON object with exactly 'version' and "
+                                 f"'root'")
+    if doc["version"] != STRUCTURE_VERSION or type(doc["version"]) is not int:
+        raise _bad("load", path, f"{where} has version {_short(doc['version'])}; this tritonnn "
+                                 f"reads version {STRUCTURE_VERSION} (a newer tritonnn wrote it?)")
+    named = set()
+
+    def fail(why):
+        raise _bad("load", path, where + why)
+
+    def shown(at):
+        return "the root" + "".join(f"[{k!r}]" for k in at)
+
+    def check(node, at):
+        """``at``: the keys and indices leading to ``node`` (for errors, and its depth)."""
+        if node is None or isinstance(node, (bool, int, float, str)):
+            if isinstance(node, float) and not math.isfinite(node):
+                fail(f": a NaN or infinity at {shown(at)} must be written as "
+                     f"{{'float': '0x...'}}")
+            return
+        tag, body = next(iter(node.items())) if isinstance(node, dict) and len(node) == 1 \
+            else (None, None)
+        if tag == "tensor":
+            if not isinstance(body, str) or body not in header:
+                fail(f" refers to a tensor {_short(body)} that the file does not hold")
+            if body in named:
+                fail(f" refers to the tensor {body!r} twice")
+            named.add(body)
+            return
+        if tag == "float":
+            if not (isinstance(body, str) and len(body) == 18 and body[:2] == "0x" and
+                    all(c in "0123456789abcdef" for c in body[2:])):
+                fail(f": the float at {shown(at)} must be '0x' and 16 lowercase hex digits, "
+                     f"got {_short(body)}")
+            return
+        if len(at) >= MAX_DEPTH:
+            fail(f" nests containers deeper than {MAX_DEPTH} levels")
+        if isinstance(node, list) or (tag == "tuple" and isinstance(body, list)):
+            for i, v in enumerate(node if tag is None else body):
+                check(v, at + (i,))
+        elif tag == "dict" and isinstance(body, list):
+            keys = set()
+            for pair in body:
+                if not (isinstance(pair, list) and len(pair) == 2):
+                    fail(f": each item of the dict at {shown(at)} must be a [key, value] pair")
+                k = pair[0]
+                if not (isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool))):
+                    fail(f": the dict at {shown(at)} has a key {_short(k)}; keys are str or int")
+                if k in keys:
+                    fail(f": the dict at {shown(at)} has the key {_short(k)} twice")
+                keys.add(k)
+                check(pair[1], at + (k,))
+        else:
+            fail(f": the object at {shown(at)} must have exactly one of the keys 'tuple', "
+                 f"'dict', 'tensor', 'float' (a list for 'tuple' and 'dict')")
+
+    check(doc["root"], ())
+    unnamed = [n for n in header if n not in named]
+    if unnamed:
+        raise _bad("load", path, f"{where} does not place the tensor(s) "
+                                 f"{', '.join(map(repr, unnamed[:5]))}"
+                                 f"{' ...' if len(unnamed) > 5 else ''}")
+    return doc["root"]
+
+
+def _build(node, tensors):
+    """The Python object of a checked structure node, with the loaded ``tensors`` in place."""
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, list):
+        return [_build(v, tensors) for v in node]
+    (tag, body), = node.items()
+    if tag == "tensor":
+        return tensors[body]
+    if tag == "float":
+        return struct.unpack("<d", struct.pack("<Q", int(body, 16)))[0]
+    if tag == "tuple":
+        return tuple(_build(v, tensors) for v in body)
+    return {k: _build(v, tensors) for k, v in body}

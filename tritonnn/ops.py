@@ -30,6 +30,7 @@ from .checks import (INT_RANGE, broadcast_shapes, flag, floating, is_scalar, nor
                      scalar_fits, scalar_type)
 from .contract import COMPARISONS
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
+from .amp import low_dtype, open_regions as autocast_regions
 from .tape import Node, TensorBase, backward_rule, grad_mode, no_grad
 
 # ==============================================================================================
@@ -104,6 +105,43 @@ def _to_operands(node, gx, gy):
         gx = None if gx is None else B.sum_to_shape(gx, xs)
         gy = None if gy is None else B.sum_to_shape(gy, ys)
     return gx, gy
+
+
+# ==============================================================================================
+# autocast: the precision an op runs in under tn.autocast (amp.py holds the per-thread state)
+# ==============================================================================================
+#
+# matmul and linear cast their float32/float16/bfloat16 operands to the region's low dtype
+# (autocast_low); softmax, log_softmax, the losses (cross_entropy, BCE with logits, mse) and
+# sum/mean upcast float16/bfloat16 inputs to float32 (autocast_fp32); every other op runs in
+# its input dtype. The casts are recorded ops, so a float32 parameter gets a float32 gradient
+# through the cast's backward. Each op asks ``autocast_regions[0]`` first (regions open in
+# any thread): one list read when there is none.
+#
+# HOOK (layer_norm and the norms, not in this file yet): upcast their input with
+# ``autocast_fp32`` right after the device check, as cross_entropy does.
+
+_AUTOCAST_ELIGIBLE = (D.float32, D.float16, D.bfloat16)      # float64 is never cast (as torch)
+
+
+def autocast_low(device, *tensors):
+    """``tensors`` (None allowed) as the autocast region of ``device``'s type runs a matmul:
+    eligible floats cast to its low dtype; unchanged when no region covers ``device``."""
+    low = low_dtype(device)
+    if low is None:
+        return tensors
+    return tuple(t if t is None or t.dtype is low or t.dtype not in _AUTOCAST_ELIGIBLE
+                 else cast(t, low) for t in tensors)
+
+
+def autocast_fp32(device, *tensors):
+    """``tensors`` (None allowed) with float16/bfloat16 ones cast to float32 when an autocast
+    region covers ``device``'s type; unchanged otherwise."""
+    if low_dtype(device) is None:
+        return tensors
+    return tuple(cast(t, D.float32) if t is not None and (t.dtype is D.float16 or
+                                                           t.dtype is D.bfloat16) else t
+                 for t in tensors)
 
 
 # ==============================================================================================
@@ -478,6 +516,8 @@ def reduce(x, op, dim=None, keepdim=False):
     keepdim = flag(op, "keepdim", keepdim)
     if op == "mean" and not x.dtype.is_floating:
         raise DTypeError(f"mean: expected a floating-point tensor, got {x.dtype}")
+    if autocast_regions[0] and (op == "sum" or op == "mean"):      # autocast: accumulate
+        (x,) = autocast_fp32(x.device, x)                               # in float32
     dims = norm_dims(op, dim, x.ndim)          # validates ``dim`` for a 0-d tensor too
     if x.ndim == 0:
         dims = ()
@@ -585,6 +625,8 @@ def _swap_last(B, buf, ndim):
 def matmul(a, b):
     """Matrix product with numpy's rules for 1-D and batched operands."""
     same_device("matmul", a, b)
+    if autocast_regions[0]:
+        a, b = autocast_low(a.device, a, b)
     same_float_dtype("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul: both operands need at least 1 dimension, got {a.shape} @ {b.shape}")
@@ -620,6 +662,9 @@ def linear(x, weight, bias=None, activation=None):
         raise TritonnnError(f"linear: activation must be None or 'relu', got {activation!r}")
     operands = (x, weight) if bias is None else (x, weight, bias)
     same_device("linear", *operands)
+    if autocast_regions[0]:
+        x, weight, bias = autocast_low(x.device, x, weight, bias)
+        operands = (x, weight) if bias is None else (x, weight, bias)
     for t in operands[1:]:
         if t.dtype is not x.dtype:
             raise DTypeError(f"linear: input is {x.dtype} but weight/bias is {t.dtype}")
@@ -1257,6 +1302,8 @@ def softmax(x, dim=-1, log=False):
     """softmax (``log``: log_softmax) along ``dim``, with float32 statistics for 16-bit floats."""
     op = "log_softmax" if log else "softmax"
     floating(op, x)
+    if autocast_regions[0]:
+        (x,) = autocast_fp32(x.device, x)
     d = norm_dim(op, dim, x.ndim)
     B = x._backend
     fwd = B.log_softmax_fwd if log else B.softmax_fwd
@@ -1282,6 +1329,8 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     """Fused softmax-cross-entropy of (N, C) logits against (N,) integer class indices."""
     op = "cross_entropy"
     same_device(op, logits, target)
+    if autocast_regions[0]:
+        (logits,) = autocast_fp32(logits.device, logits)
     check_reduction(op, reduction)
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise TritonnnError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -1327,6 +1376,8 @@ def binary_cross_entropy_with_logits(x, y, reduction="mean"):
     """Sigmoid + binary cross-entropy of ``x`` against targets ``y`` of the same shape."""
     op = "binary_cross_entropy_with_logits"
     same_device(op, x, y)
+    if autocast_regions[0]:
+        x, y = autocast_fp32(x.device, x, y)
     check_reduction(op, reduction)
     floating(op, x)
     if y.dtype is not x.dtype:

@@ -6,10 +6,13 @@ reproducible, and the cpu and cuda devices draw the very same numbers.
 """
 from __future__ import annotations
 
+import numbers
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
+from .errors import DTypeError, TritonnnError
 from .philox import philox
 
 
@@ -41,3 +44,35 @@ def draw_seed() -> int:
     seed, offset = take(4)
     c0, c1, _, _ = philox(seed, np.array([offset], dtype=np.uint64))
     return (int(c1[0]) << 32) | int(c0[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# the stream's state: save it in a checkpoint, set it back to resume
+# ----------------------------------------------------------------------------------------------
+
+def get_rng_state() -> dict:
+    """The global stream's state as ``{"seed": int, "offset": int}`` (the Philox key and the
+    next counter): plain values that ``tn.save`` stores and ``set_rng_state`` takes back.
+    (torch returns a uint8 tensor; this is the same information, readable.)"""
+    return {"seed": _State.seed, "offset": _State.offset}
+
+
+def set_rng_state(state) -> None:
+    """Continue the global stream from ``state`` (what ``get_rng_state`` returned): every
+    later draw (init, ``rand``, shuffling, dropout) is the one that followed it."""
+    op = "set_rng_state"
+    if not isinstance(state, Mapping):
+        raise DTypeError(f"{op}: expected the dict get_rng_state() returns ({{'seed': ..., "
+                         f"'offset': ...}}), got {type(state).__name__}")
+    if set(state) != {"seed", "offset"}:
+        raise TritonnnError(f"{op}: expected exactly the keys 'seed' and 'offset', got "
+                            f"{sorted(map(repr, state))}")
+    values = {}
+    for key in ("seed", "offset"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise DTypeError(f"{op}: {key} must be an int, got {type(v).__name__} {v!r}")
+        if not 0 <= int(v) < 1 << 64:
+            raise TritonnnError(f"{op}: {key} must be in [0, 2**64), got {int(v)}")
+        values[key] = int(v)
+    _State.seed, _State.offset = values["seed"], values["offset"]

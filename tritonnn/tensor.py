@@ -175,6 +175,35 @@ class Tensor(TensorBase):
                                 "use tensor.detach().numpy()")
         return self._backend.to_numpy(self._data)
 
+    # -- DLPack: zero-copy exchange with numpy, torch and other consumers -----------------------
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule of this tensor's memory (no copy): ``numpy.from_dlpack(t)`` and
+        ``torch.from_dlpack(t)`` see, and write, the very elements. A "cuda" tensor exports
+        device memory (host memory under the interpreter); a "cpu" bfloat16 tensor goes
+        through torch, as numpy's DLPack has no bfloat16. Refused, as ``numpy()`` is, for a
+        tensor that requires grad."""
+        if self.requires_grad:
+            raise TritonnnError("__dlpack__: can't export a tensor that requires grad; use "
+                                "tensor.detach()")
+        kwargs = {"stream": stream}
+        for name, value in (("max_version", max_version), ("dl_device", dl_device),
+                            ("copy", copy)):
+            if value is not None:
+                kwargs[name] = value
+        buf = self._data
+        if self.dtype is D.bfloat16 and self.device.type == "cpu":
+            buf = _dlpack_buffers("__dlpack__", "export a bfloat16 tensor").host_tensor(
+                buf, self.dtype)
+        return buf.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        """``(DLPack device type, index)``: (1, 0) for host memory ("cpu", and "cuda" under
+        the interpreter), (2, index) for a GPU's."""
+        if self.device.type == "cpu":
+            return (_DL_CPU, 0)
+        kind, index = self._data.__dlpack_device__()
+        return (int(kind), int(index))
+
     def tolist(self):
         a = self._backend.to_numpy(self._data)
         if self.dtype is D.bfloat16 or self.dtype is D.float16:
@@ -582,11 +611,20 @@ def _is_torch_tensor(x) -> bool:
 
 def _torch_values(t):
     """A torch tensor's values as a numpy array of its dtype (bfloat16, which numpy lacks,
-    through float32: it holds every bfloat16 exactly)."""
-    t = t.detach().cpu()
-    if str(t.dtype) == "torch.bfloat16":
-        return t.float().numpy().astype(D.bfloat16.np)
-    return t.numpy()
+    through float32: it holds every bfloat16 exactly); any tritonnn dtype, and a tensor
+    that requires grad (its values, as ``torch.tensor(t)`` copies them)."""
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in D.NAMES:
+        raise DTypeError(f"tensor: torch dtype {t.dtype} has no tritonnn dtype; supported: "
+                         f"{', '.join(sorted(D.NAMES))}")
+    try:
+        t = t.detach().cpu()
+        if name == "bfloat16":
+            return t.float().numpy().astype(D.bfloat16.np)
+        return t.numpy()
+    except Exception as e:       # noqa: BLE001  (a sparse, meta or other layout: torch's words)
+        raise TritonnnError(f"tensor: can't read the values of this torch tensor "
+                            f"({t.layout}, device {t.device}): {e}") from None
 
 
 def _flat(data):
@@ -625,6 +663,85 @@ def from_numpy(a: np.ndarray) -> Tensor:
     if not isinstance(a, np.ndarray):
         raise DTypeError(f"from_numpy: expected a numpy array, got {type(a).__name__}")
     return tensor(a)
+
+
+_DL_CPU, _DL_CUDA = 1, 2           # DLPack's device types for host and CUDA memory
+_DL_DEVICES = {3: "CUDA pinned host", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 9: "VPI",
+               10: "ROCm", 11: "ROCm pinned host", 13: "CUDA managed", 14: "oneAPI"}
+
+
+def _dlpack_buffers(op, what):
+    """``kernels.buffers`` (torch), imported here on first need: numpy's DLPack knows no
+    bfloat16, and device memory is torch's."""
+    try:
+        from .kernels import buffers
+    except ImportError as e:
+        raise TritonnnError(f"{op}: to {what} tritonnn needs torch, which is not installed "
+                            f"({e})") from None
+    return buffers
+
+
+def from_dlpack(x) -> Tensor:
+    """A tensor viewing the memory of ``x``, anything that speaks DLPack (a numpy array, a
+    torch tensor, ...): no copy, so writes through either side are seen by the other.
+
+    Host memory becomes a "cpu" tensor, a GPU's a "cuda" tensor on that GPU. bfloat16
+    (through torch, as numpy lacks it) and bool come as they are; a read-only producer (a
+    numpy array with ``writeable=False``) is copied, since tritonnn tensors are writable. A
+    tritonnn tensor gives ``x.detach()``: the same memory, no graph.
+    """
+    op = "from_dlpack"
+    if isinstance(x, Tensor):
+        return x.detach()
+    if not (hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")):
+        raise DTypeError(f"{op}: expected an object that speaks DLPack (__dlpack__ and "
+                         f"__dlpack_device__: a numpy array, a torch tensor, ...), got "
+                         f"{_producer(x)}")
+    try:
+        kind, index = (int(v) for v in x.__dlpack_device__())
+    except Exception as e:       # noqa: BLE001  (a foreign producer may raise anything)
+        raise TritonnnError(f"{op}: {_producer(x)}.__dlpack_device__() failed: "
+                            f"{e}") from None
+    if kind == _DL_CPU:
+        try:
+            a = np.from_dlpack(x)
+        except Exception as e:   # noqa: BLE001  (numpy has no bfloat16, for one)
+            buffers = _dlpack_buffers(op, f"read this {_producer(x)} (numpy could not: {e})")
+            a = buffers.host_array(_dlpack_import(op, x, buffers))
+            if a is None:
+                raise DTypeError(f"{op}: the {_producer(x)} holds a dtype tritonnn does not "
+                                 f"have (numpy: {e})") from None
+        if not a.flags.writeable:
+            a = a.copy()
+        dev = as_device("cpu")
+    elif kind == _DL_CUDA:
+        dev = as_device(f"cuda:{index}")
+        buffers = _dlpack_buffers(op, "read device memory")
+        a = _dlpack_import(op, x, buffers)
+    else:
+        raise DeviceError(f"{op}: the {_producer(x)} lives in DLPack device type {kind} "
+                          f"({_DL_DEVICES.get(kind, 'unknown')} memory); tritonnn takes host "
+                          f"(1) and CUDA (2) memory")
+    B = backend(dev)
+    try:
+        dt = B.dtype_of(a)
+    except (DTypeError, KeyError):
+        raise DTypeError(f"{op}: the {_producer(x)} of dtype {a.dtype} has no tritonnn dtype; "
+                         f"supported: {', '.join(sorted(D.NAMES))}") from None
+    return Tensor._make(a, dt, dev, B)
+
+
+def _dlpack_import(op, x, buffers):
+    try:
+        return buffers.from_dlpack(x)
+    except Exception as e:       # noqa: BLE001  (the producer's or torch's refusal, as is)
+        raise TritonnnError(f"{op}: the {_producer(x)} could not be read over DLPack: "
+                            f"{e}") from None
+
+
+def _producer(x):
+    t = type(x)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def _factory(op, shape, dtype, device, requires_grad, make):

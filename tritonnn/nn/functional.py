@@ -72,6 +72,7 @@ def mse_loss(input, target, reduction="mean"):  # noqa: A002
     expect_tensor(op, target, "for the target")
     check_reduction(op, reduction)
     same_device(op, input, target)
+    input, target = ops.autocast_fp32(input.device, input, target)     # autocast: in float32
     if not (input.dtype.is_floating or target.dtype.is_floating):
         raise DTypeError(f"{op}: expected floating-point tensors, got input {input.dtype} and "
                          f"target {target.dtype} (convert with .to(tn.float32))")
