@@ -5,6 +5,8 @@ as the Triton kernels do. Twins live in ``kernels/elementwise.py``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..contract import COMPARISONS
@@ -19,6 +21,103 @@ def _sigmoid(x):
     return np.reciprocal(r, out=r)
 
 
+# ----------------------------------------------------------------------------------------------
+# activations: rsqrt, SiLU, GELU (exact and tanh), and their fused backward (unary_bwd)
+# ----------------------------------------------------------------------------------------------
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TANH_SCALE = math.sqrt(2.0 / math.pi)       # PyTorch's approximate="tanh" constants
+_TANH_CUBIC = 0.044715
+_ERFC_EXACT = np.frompyfunc(math.erfc, 1, 1)
+
+# erfc(u) for u >= 0 as exp(-u^2) * P(t), t = 1 / (1 + 0.3275911 u), P of degree 5 with no
+# constant term (Abramowitz & Stegun 7.1.26): absolute error below 1.5e-7 everywhere, about
+# an ulp of float32 near 1, and the relative error of the tail stays near 1e-6 because the
+# exp(-u^2) factor carries it. Used for float32 math (float16 / bfloat16 included).
+_ERFC_P = 0.3275911
+_ERFC_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+
+
+def _normal_cdf(x):
+    """Phi(x) = erfc(-x / sqrt(2)) / 2, the standard normal CDF, with no cancellation.
+
+    float64: ``math.erfc`` element by element (exact to an ulp, slow; float64 is for
+    references and gradchecks). float32: the A&S form above, from erfc(|z|) on the side
+    of the sign (Phi = e / 2 for x < 0, 1 - e / 2 for x >= 0).
+    """
+    if x.dtype == np.float64:
+        return np.asarray(0.5 * _ERFC_EXACT(-x * _SQRT_HALF), dtype=np.float64)
+    u = np.abs(x) * np.float32(_SQRT_HALF)
+    t = 1.0 / (1.0 + np.float32(_ERFC_P) * u)
+    poly = np.full_like(t, _ERFC_A[0])
+    for a in _ERFC_A[1:]:
+        poly *= t
+        poly += np.float32(a)
+    half_e = 0.5 * poly * t * np.exp(-u * u)         # erfc(|z|) / 2
+    return np.where(x < 0, half_e, 1.0 - half_e)
+
+
+def _normal_pdf(x):
+    return np.exp(-0.5 * x * x) * x.dtype.type(_INV_SQRT_2PI)
+
+
+def _gelu(x):
+    return x * _normal_cdf(x)
+
+
+def _tanh_inner(x):
+    return x.dtype.type(_TANH_SCALE) * (x + x.dtype.type(_TANH_CUBIC) * x * x * x)
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(_tanh_inner(x)))
+
+
+def _silu(x):
+    return x * _sigmoid(x)
+
+
+def _rsqrt(x):
+    return 1.0 / np.sqrt(x)
+
+
+def _d_gelu(x, g):
+    return g * (_normal_cdf(x) + x * _normal_pdf(x))
+
+
+def _d_gelu_tanh(x, g):
+    t = np.tanh(_tanh_inner(x))
+    one = x.dtype.type(1.0)
+    slope = x.dtype.type(_TANH_SCALE) * (one + x.dtype.type(3.0 * _TANH_CUBIC) * x * x)
+    return g * (0.5 * (one + t) + 0.5 * x * (one - t * t) * slope)
+
+
+def _d_silu(x, g):
+    s = _sigmoid(x)
+    return g * (s * (1.0 + x * (1.0 - s)))
+
+
+_UNARY_GRAD = {
+    # from the output y
+    "tanh": lambda y, g: g * (1.0 - y * y),
+    "sigmoid": lambda y, g: g * (y * (1.0 - y)),
+    "sqrt": lambda y, g: g * (0.5 / y),
+    "rsqrt": lambda y, g: g * (-0.5 * (y * y * y)),
+    # from the input x
+    "silu": _d_silu,
+    "gelu": _d_gelu,
+    "gelu_tanh": _d_gelu_tanh,
+}
+
+
+def unary_bwd(grad, saved, op):
+    """``grad * op'(x)`` from the saved output (tanh, sigmoid, sqrt, rsqrt) or input (silu,
+    gelu, gelu_tanh); float16/bfloat16 computed in float32 and rounded once."""
+    r = _arr(_UNARY_GRAD[op](np.asarray(up(saved)), np.asarray(up(grad))))
+    return r.astype(grad.dtype, copy=False)
+
+
 _UNARY = {
     "neg": np.negative,
     "exp": np.exp,
@@ -27,6 +126,10 @@ _UNARY = {
     "abs": np.abs,
     "tanh": np.tanh,
     "sigmoid": _sigmoid,
+    "rsqrt": _rsqrt,
+    "silu": _silu,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
 }
 
 def _floordiv(a, b):
@@ -79,10 +182,16 @@ _BINARY = {
 
 
 def unary(x, op):
-    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid; same dtype as ``x``."""
+    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid, rsqrt, silu, gelu,
+    gelu_tanh; same dtype as ``x``."""
     if x.dtype in LOW:
         return _arr(_UNARY[op](x.astype(np.float32))).astype(x.dtype)
+    if op in _ACTIVATIONS:
+        return _arr(_UNARY[op](np.asarray(x)))
     return _arr(_UNARY[op](x))
+
+
+_ACTIVATIONS = frozenset({"rsqrt", "silu", "gelu", "gelu_tanh"})
 
 
 def binary(a, b, op):
