@@ -2,7 +2,8 @@
 
 Twins of ``kernels/norm.py``; every function here sums squares. Statistics are
 float32 for float32 and float16/bfloat16 inputs (rounded once when stored) and
-float64 for float64. Variances are two-pass: the mean first, then the sum of
+float64 for float64. Variances are two-pass: the mean first (summed as offsets
+from each row's first element, exact near a large offset), then the sum of
 squared deviations from it, which stays exact when the mean is large against
 the spread (``E[x^2] - E[x]^2`` loses every digit at a mean of 1e4 and a
 standard deviation of 1e-2 in float32).
@@ -49,8 +50,12 @@ def layer_norm_fwd(x, weight, bias, ndim, eps):
     acc = _acc(x)
     xf = _as_rows(x, ndim)
     m, n = xf.shape
-    mean = xf.sum(axis=1) / acc(n)
-    xc = xf - mean[:, None]
+    # the mean summed as offsets from each row's first element (exact near a large offset)
+    shift = xf[:, :1] if n else np.zeros((m, 1), acc)
+    d = xf - shift
+    offset = d.sum(axis=1) / acc(n)
+    mean = shift[:, 0] + offset
+    xc = d - offset[:, None]
     var = np.einsum("ij,ij->i", xc, xc) / acc(n)
     rstd = acc(1.0) / np.sqrt(var + acc(eps))
     y = xc * rstd[:, None]
@@ -95,21 +100,35 @@ def var_mean(x, dims, correction):
     axis = _axis(x, dims)
     xf = x.astype(acc, copy=False)
     k = _count(x.shape, dims)
-    mean = np.asarray(xf.sum(axis=axis, keepdims=True) / acc(k))
-    d = xf - mean
+    # the mean summed as offsets from the first element of each reduced group
+    first = tuple(slice(0, 1) if i in axis else slice(None) for i in range(x.ndim))
+    shift = xf[first] if k else np.zeros(np.sum(xf, axis=axis, keepdims=True).shape, acc)
+    d = xf - shift
+    offset = np.asarray(d.sum(axis=axis, keepdims=True) / acc(k))
+    mean = shift + offset
+    d = d - offset
     ss = np.asarray((d * d).sum(axis=axis, keepdims=True))
     var = ss / acc(max(k - correction, 0))
     return var.astype(x.dtype, copy=False), mean.astype(x.dtype, copy=False)
 
 
-def var_bwd(grad, x, mean, dims, correction):
-    """``grad * 2 * (x - mean) / max(K - correction, 0)``, broadcast to ``x``'s shape."""
+def var_bwd(grad, x, mean, std, dims, correction):
+    """``g * 2 * (x - mean) / max(K - correction, 0)``, g = grad, or grad / (2 std) (0 where
+    std is 0) for the standard deviation; broadcast to ``x``'s shape."""
     acc = _acc(x)
     div = max(_count(x.shape, dims) - correction, 0)
     scale = acc(2.0) / acc(div) if div else acc(np.inf)
     g = up(grad).astype(acc, copy=False)
+    if std is not None:
+        s = up(std).astype(acc, copy=False)
+        g = np.where(s == 0, acc(0), g / (s * acc(2.0)))
     r = scale * g * (x.astype(acc, copy=False) - up(mean).astype(acc, copy=False))
     return np.asarray(r).astype(grad.dtype, copy=False)
+
+
+def _sign(x):
+    """sign(x) with sign(NaN) = 0, as PyTorch's ``sgn``."""
+    return np.where(x > 0, 1, np.where(x < 0, -1, 0)).astype(x.dtype, copy=False)
 
 
 def vector_norm(x, dims, p, keepdim):
@@ -142,17 +161,17 @@ def vector_norm_bwd(grad, x, norm, dims, p):
     if p == 0:
         r = np.zeros(x.shape, acc)
     elif p == 1:
-        r = g * np.sign(xf)
+        r = g * _sign(xf)
     elif p == 2:
         r = np.where(nrm == 0, zero, g / nrm) * xf
     elif p in (math.inf, -math.inf):
         a = np.abs(xf)
         hit = (a == nrm) | np.isnan(a)
         count = hit.sum(axis=_axis(x, dims), keepdims=True, dtype=acc)
-        r = np.where(hit, np.sign(xf) * (g / count), zero)
+        r = np.where(hit, _sign(xf) * (g / count), zero)
     else:
         a = np.abs(xf)
-        scaled = np.sign(xf) * a ** acc(p - 1)
+        scaled = _sign(xf) * a ** acc(p - 1)
         if p < 1:
             r = np.where(xf == 0, zero, scaled) * (g * nrm ** acc(1 - p))
         else:

@@ -5,10 +5,13 @@ are float32 for float32, float16 and bfloat16 (rounded once when stored) and
 float64 for float64; row offsets are int64.
 
 Variances are two-pass, not Welford. The mean comes first, then the sum of
-squared deviations from it: exact at large offsets (a mean of 1e4 with a
-standard deviation of 1e-2 keeps its digits, where ``E[x^2] - E[x]^2`` keeps
-none in float32), and cheaper per element than Welford's running update (one
-subtraction and one multiply-add, no division). A row that fits one block
+squared deviations from it: exact at large offsets, where ``E[x^2] -
+E[x]^2`` keeps no digit in float32, and cheaper per element than Welford's
+running update (one subtraction and one multiply-add, no division). The mean
+itself is summed as offsets from the row's first element (``shift``): near a
+large offset those differences are exact (Sterbenz), so float32 sums keep the
+deviations' digits that a plain sum of values near 1e4 rounds away (values a
+few ulps apart still normalise exactly). A row that fits one block
 (``ONE_BLOCK``: every LayerNorm width up to 4096 on a GPU) is read from memory
 once and both passes run on registers; a longer row is read once per pass.
 
@@ -76,9 +79,14 @@ def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, N, stride_
         mask = row_mask[:, None] & col_mask[None, :]
         x = tl.load(x_ptr + x_base[:, None] + cols0[None, :] * stride_xn, mask=mask,
                     other=0).to(ACC)
-        # 1. mean; 2. the centred sum of squares (masked lanes kept at 0)
-        mean = div_rn(tl.sum(x, axis=1), n_f)
-        xc = tl.where(mask, x - mean[:, None], 0.0)
+        # 1. the mean, summed as offsets from the row's first element (exact differences at a
+        #    large offset, so the sum keeps the deviations' digits); 2. the centred sum of
+        #    squares (masked lanes kept at 0)
+        shift = tl.load(x_ptr + x_base, mask=row_mask, other=0).to(ACC)
+        d = tl.where(mask, x - shift[:, None], 0.0)
+        offset = div_rn(tl.sum(d, axis=1), n_f)
+        mean = shift + offset
+        xc = tl.where(mask, d - offset[:, None], 0.0)
         var = div_rn(tl.sum(xc * xc, axis=1), n_f)
         rstd = div_rn(tl.zeros_like(var) + 1.0, sqrt_rn(var + eps))
         # 3. normalise, scale, shift
@@ -91,20 +99,23 @@ def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, N, stride_
                  mask=mask)
     else:
         # a long row, walked in blocks once per pass (per-lane sums, reduced at the end)
+        shift = tl.load(x_ptr + x_base, mask=row_mask, other=0).to(ACC)
         total = tl.zeros((BLOCK_M, BLOCK_N), ACC)
         for k0 in range(0, N, BLOCK_N):
             cols = k0 + cols0
             mask = row_mask[:, None] & (cols < N)[None, :]
-            total += tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xn, mask=mask,
-                             other=0).to(ACC)
-        mean = div_rn(tl.sum(total, axis=1), n_f)
+            x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xn, mask=mask,
+                        other=0).to(ACC)
+            total += tl.where(mask, x - shift[:, None], 0.0)
+        offset = div_rn(tl.sum(total, axis=1), n_f)
+        mean = shift + offset
         sq = tl.zeros((BLOCK_M, BLOCK_N), ACC)
         for k0 in range(0, N, BLOCK_N):
             cols = k0 + cols0
             mask = row_mask[:, None] & (cols < N)[None, :]
             x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xn, mask=mask,
                         other=0).to(ACC)
-            xc = tl.where(mask, x - mean[:, None], 0.0)
+            xc = tl.where(mask, (x - shift[:, None]) - offset[:, None], 0.0)
             sq += xc * xc
         var = div_rn(tl.sum(sq, axis=1), n_f)
         rstd = div_rn(tl.zeros_like(var) + 1.0, sqrt_rn(var + eps))
@@ -114,7 +125,7 @@ def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, N, stride_
             mask = row_mask[:, None] & col_mask[None, :]
             x = tl.load(x_ptr + x_base[:, None] + cols[None, :] * stride_xn, mask=mask,
                         other=0).to(ACC)
-            y = (x - mean[:, None]) * rstd[:, None]
+            y = ((x - shift[:, None]) - offset[:, None]) * rstd[:, None]
             if HAS_W:
                 y = y * tl.load(w_ptr + cols * stride_w, mask=col_mask, other=0).to(ACC)[None, :]
             if HAS_B:
@@ -399,14 +410,20 @@ def _moments_kernel(x_ptr, var_ptr, mean_ptr, M, K, stride_xm, stride_xk, chunk,
     k_hi = tl.minimum(k_lo + chunk, K)
     cols0 = tl.arange(0, BLOCK_K).to(tl.int64)
     count = tl.zeros((BLOCK_M,), ACC) + (k_hi - k_lo)
-    # 1. the chunk's mean
+    # 1. the chunk's mean, summed as offsets from its first element (exact differences at a
+    #    large offset: the sum keeps the deviations' digits)
+    first = tl.zeros_like(rows) + k_lo
+    shift = tl.load(x_ptr + rows * stride_xm + first * stride_xk, mask=row_mask & (first < k_hi),
+                    other=0).to(ACC)
     acc = tl.zeros((BLOCK_M, BLOCK_K), ACC)
     for k0 in range(k_lo, k_hi, BLOCK_K):
         cols = k0 + cols0
         mask = row_mask[:, None] & (cols < k_hi)[None, :]
-        acc += tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask,
-                       other=0).to(ACC)
-    mean = div_rn(tl.sum(acc, axis=1), count)
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask,
+                    other=0).to(ACC)
+        acc += tl.where(mask, x - shift[:, None], 0.0)
+    offset = div_rn(tl.sum(acc, axis=1), count)
+    mean = shift + offset
     # 2. the sum of squared deviations from it
     acc = tl.zeros((BLOCK_M, BLOCK_K), ACC)
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -414,7 +431,7 @@ def _moments_kernel(x_ptr, var_ptr, mean_ptr, M, K, stride_xm, stride_xk, chunk,
         mask = row_mask[:, None] & (cols < k_hi)[None, :]
         x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xk, mask=mask,
                     other=0).to(ACC)
-        d = tl.where(mask, x - mean[:, None], 0.0)
+        d = tl.where(mask, (x - shift[:, None]) - offset[:, None], 0.0)
         acc += d * d
     m2 = tl.sum(acc, axis=1)
     if FINAL:
@@ -460,13 +477,18 @@ def _moments_merge_kernel(m2_ptr, pmean_ptr, var_ptr, mean_ptr, M, K, chunk, n_c
 
 
 @triton.jit
-def _var_bwd_kernel(g_ptr, x_ptr, mean_ptr, out_ptr, scale_bits, n, size1, size2, size3,
+def _var_bwd_kernel(g_ptr, x_ptr, mean_ptr, std_ptr, out_ptr, scale_bits, n, size1, size2, size3,
                     stride_g0, stride_g1, stride_g2, stride_g3,
                     stride_x0, stride_x1, stride_x2, stride_x3,
                     stride_mean_0, stride_mean_1, stride_mean_2, stride_mean_3,
+                    stride_std_0, stride_std_1, stride_std_2, stride_std_3,
                     stride_out_0, stride_out_1, stride_out_2, stride_out_3,
-                    NDIM: tl.constexpr, BLOCK: tl.constexpr):
-    """out = scale * g * (x - mean), scale = 2 / (K - correction) (g, mean broadcast)."""
+                    HAS_STD: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+    """out = scale * g * (x - mean), scale = 2 / (K - correction) (g, mean, std broadcast).
+
+    HAS_STD (the gradient of std = sqrt(var)): g is first grad / (2 std), 0 where std is
+    0 (PyTorch's choice at a constant row, where the derivative is infinite).
+    """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
     g = up(tl.load(g_ptr + strided_offset(lin, size1, size2, size3, stride_g0, stride_g1,
@@ -476,6 +498,11 @@ def _var_bwd_kernel(g_ptr, x_ptr, mean_ptr, out_ptr, scale_bits, n, size1, size2
     mu = up(tl.load(mean_ptr + strided_offset(lin, size1, size2, size3, stride_mean_0,
                                               stride_mean_1, stride_mean_2, stride_mean_3, NDIM),
                     mask=mask, other=0))
+    if HAS_STD:
+        sd = up(tl.load(std_ptr + strided_offset(lin, size1, size2, size3, stride_std_0,
+                                                 stride_std_1, stride_std_2, stride_std_3, NDIM),
+                        mask=mask, other=1))
+        g = tl.where(sd == 0, 0.0, div_rn(g, sd * 2.0))
     scale = f64_from_bits(scale_bits).to(x.dtype)
     r = scale * g * (x - mu)
     out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
@@ -523,15 +550,18 @@ def var_mean(x, dims, correction):
     return var, mean
 
 
-def var_bwd(grad, x, mean, dims, correction):
-    """``grad * 2 * (x - mean) / max(K - correction, 0)`` in one launch."""
+def var_bwd(grad, x, mean, std, dims, correction):
+    """``g * 2 * (x - mean) / max(K - correction, 0)`` (g = grad, or grad / (2 std) masked
+    at std == 0 for the standard deviation) in one launch."""
     shape = buffers.shape(x)
     dims = _all_dims(shape, dims)
     div = max(numel(tuple(shape[d] for d in dims)) - correction, 0)
     scale = 2.0 / div if div else math.inf
     out = buffers.empty(shape, buffers.dtype_of(grad))
-    launch_strided(_var_bwd_kernel, [buffers.expand(grad, shape), x, buffers.expand(mean, shape),
-                                     out], (float_bits(scale),))
+    mean_e = buffers.expand(mean, shape)
+    std_e = mean_e if std is None else buffers.expand(std, shape)
+    launch_strided(_var_bwd_kernel, [buffers.expand(grad, shape), x, mean_e, std_e, out],
+                   (float_bits(scale),), HAS_STD=std is not None)
     return out
 
 
@@ -640,7 +670,7 @@ def _norm_bwd_kernel(g_ptr, x_ptr, norm_ptr, count_ptr, out_ptr, p_bits, n, size
     nrm = up(tl.load(norm_ptr + strided_offset(lin, size1, size2, size3, stride_norm_0,
                                                stride_norm_1, stride_norm_2, stride_norm_3, NDIM),
                      mask=mask, other=1))
-    sign = tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, x * 0.0))    # NaN stays NaN
+    sign = tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))    # sign(NaN) = 0, as torch
     if ORD == "zero":
         r = g * 0.0
     elif ORD == "one":
@@ -952,7 +982,9 @@ def _kernels():
                          {"m2_ptr": "fp32", "pmean_ptr": "fp32", "var_ptr": "bf16",
                           "mean_ptr": "bf16"},
                          {"ACC": tl.float32, "BLOCK_M": 4, "BLOCK_C": 1024}))
-    out.append(aot_entry("var_bwd_fp32", _var_bwd_kernel, "fp32", {"NDIM": 3, "BLOCK": 1024}))
+    for has_std, dt in ((False, "fp32"), (True, "bf16")):
+        out.append(aot_entry(f"var_bwd_{dt}_std{int(has_std)}", _var_bwd_kernel, dt,
+                             {"HAS_STD": has_std, "NDIM": 3, "BLOCK": 1024}))
     for ord_, stage, dt in (("two", "full", "fp32"), ("two", "partial", "bf16"),
                             ("two", "final", "fp32"), ("one", "full", "fp16"),
                             ("p", "full", "fp32"), ("p", "final", "fp64"),

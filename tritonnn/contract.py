@@ -406,10 +406,12 @@ def var_mean(x, dims, correction):
     """
 
 
-def var_bwd(grad, x, mean, dims, correction):
-    """``grad * 2 * (x - mean) / max(K - correction, 0)``: the gradient of ``var_mean``'s
-    variance; ``grad`` and ``mean`` keep the reduced ``dims`` as size 1 and broadcast to
-    ``x``'s shape; the result has ``x``'s shape and ``grad``'s dtype."""
+def var_bwd(grad, x, mean, std, dims, correction):
+    """``g * 2 * (x - mean) / max(K - correction, 0)``: the gradient of ``var_mean``'s variance
+    (``std`` None, ``g = grad``) or of its square root (``std`` the forward's standard
+    deviation: ``g = grad / (2 std)``, 0 where ``std`` is 0, as PyTorch's). ``grad``,
+    ``mean`` and ``std`` keep the reduced ``dims`` as size 1 and broadcast to ``x``'s shape;
+    the result has ``x``'s shape and ``grad``'s dtype."""
 
 
 def vector_norm(x, dims, p, keepdim):
@@ -426,7 +428,8 @@ def vector_norm_bwd(grad, x, norm, dims, p):
     1), PyTorch's: ``p = 2``: ``grad * x / norm``; ``p = 1``: ``grad * sign(x)``; other
     ``p``: ``grad * sign(x) |x|^(p-1) / norm^(p-1)``, all 0 where ``norm`` is 0 (and for
     ``p < 1`` where ``x`` is 0); ``inf``/``-inf``: ``grad * sign(x)`` shared evenly among
-    the elements whose ``|x|`` equals the norm; 0: zeros. ``x``'s shape, ``grad``'s dtype.
+    the elements whose ``|x|`` equals the norm (or is NaN); 0: zeros. ``sign(NaN)`` is 0,
+    as PyTorch's. ``x``'s shape, ``grad``'s dtype.
     """
 
 
