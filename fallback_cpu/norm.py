@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._arrays import up
+from ._arrays import scratch, up
 
 
 def _acc(x):
@@ -51,19 +51,18 @@ def layer_norm_fwd(x, weight, bias, ndim, eps):
     xf = _as_rows(x, ndim)
     m, n = xf.shape
     # the mean summed as offsets from each row's first element (exact near a large offset)
-    shift = xf[:, :1] if n else np.zeros((m, 1), acc)
-    d = xf - shift
-    offset = d.sum(axis=1) / acc(n)
-    mean = shift[:, 0] + offset
-    xc = d - offset[:, None]
-    var = np.einsum("ij,ij->i", xc, xc) / acc(n)
+    shift = xf[:, 0].copy() if n else np.zeros(m, acc)
+    y = np.subtract(xf, shift[:, None], dtype=acc)          # becomes the output, in place
+    offset = y.sum(axis=1) / acc(n)
+    y -= offset[:, None]
+    var = np.einsum("ij,ij->i", y, y) / acc(n)
     rstd = acc(1.0) / np.sqrt(var + acc(eps))
-    y = xc * rstd[:, None]
+    y *= rstd[:, None]
     if weight is not None:
         y *= weight.astype(acc, copy=False).reshape(n)
     if bias is not None:
         y += bias.astype(acc, copy=False).reshape(n)
-    return (y.reshape(x.shape).astype(x.dtype, copy=False), mean.astype(acc, copy=False),
+    return (y.reshape(x.shape).astype(x.dtype, copy=False), shift + offset,
             rstd.astype(acc, copy=False))
 
 
@@ -73,19 +72,25 @@ def layer_norm_bwd(grad, x, weight, mean, rstd, ndim, need_dx, need_dw, need_db)
     xf = _as_rows(x, ndim)
     g = _as_rows(up(grad).astype(acc, copy=False), ndim)
     m, n = xf.shape
-    xhat = (xf - mean[:, None]) * rstd[:, None]
-    dx = dw = db = None
-    if need_dx:
-        wg = g * weight.astype(acc, copy=False).reshape(n) if weight is not None else g
-        c1 = np.einsum("ij,ij->i", wg, xhat) / acc(n)
-        c2 = wg.sum(axis=1) / acc(n)
-        dx = (wg - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
-        dx = dx.reshape(x.shape).astype(grad.dtype, copy=False)
     wshape = x.shape[x.ndim - ndim:]
+    xhat = scratch(xf, 0, acc)
+    np.subtract(xf, mean[:, None], out=xhat)
+    xhat *= rstd[:, None]
+    dx = dw = db = None
     if need_dw and weight is not None:
-        dw = np.einsum("ij,ij->j", g, xhat).reshape(wshape).astype(weight.dtype, copy=False)
+        gx = scratch(xf, 1, acc)
+        dw = np.multiply(g, xhat, out=gx).sum(axis=0).reshape(wshape).astype(weight.dtype)
     if need_db:
-        db = g.sum(axis=0).reshape(wshape).astype(grad.dtype, copy=False)
+        db = g.sum(axis=0).reshape(wshape).astype(grad.dtype)
+    if need_dx:
+        dx = g * weight.astype(acc, copy=False).reshape(n) if weight is not None else g.copy()
+        c1 = np.einsum("ij,ij->i", dx, xhat) / acc(n)
+        c2 = dx.sum(axis=1) / acc(n)
+        xhat *= c1[:, None]
+        dx -= xhat
+        dx -= c2[:, None]
+        dx *= rstd[:, None]
+        dx = dx.reshape(x.shape).astype(grad.dtype, copy=False)
     return dx, dw, db
 
 
