@@ -5,10 +5,12 @@ as the Triton kernels do. Twins live in ``kernels/elementwise.py``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..contract import COMPARISONS
-from ._arrays import LOW, masked_grad, up
+from ._arrays import LOW, masked_grad, scratch, up
 
 
 def _sigmoid(x):
@@ -19,6 +21,158 @@ def _sigmoid(x):
     return np.reciprocal(r, out=r)
 
 
+# ----------------------------------------------------------------------------------------------
+# activations: rsqrt, SiLU, GELU (exact and tanh), and their fused backward (unary_bwd)
+# ----------------------------------------------------------------------------------------------
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TANH_SCALE = math.sqrt(2.0 / math.pi)       # PyTorch's approximate="tanh" constants
+_TANH_CUBIC = 0.044715
+_ERFC_EXACT = np.frompyfunc(math.erfc, 1, 1)
+
+# erfc(u) for u >= 0 as exp(-u^2) * P(t), t = 1 / (1 + 0.3275911 u), P of degree 5 with no
+# constant term (Abramowitz & Stegun 7.1.26): absolute error below 1.5e-7 everywhere, about
+# an ulp of float32 near 1, and the relative error of the tail stays near 1e-6 because the
+# exp(-u^2) factor carries it. Used for float32 math (float16 / bfloat16 included).
+_ERFC_P = 0.3275911
+_ERFC_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+
+
+def _cdf_and_density(x):
+    """``(Phi(x), exp(-x^2 / 2))``, Phi(x) = erfc(-x / sqrt(2)) / 2 the standard normal CDF,
+    with no cancellation for either sign. The CDF is a new array; the second is a scratch
+    array (valid until the next call of this thread).
+
+    float64: ``math.erfc`` element by element (exact to an ulp, slow; float64 is for
+    references and gradchecks). float32: the A&S form above, in place, from e = erfc(|z|),
+    z = x / sqrt(2), on the side of the sign: Phi = e / 2 for x < 0, 1 - e / 2 for x >= 0
+    (-0.0 gives 1/2 either way).
+    """
+    if x.dtype == np.float64:
+        cdf = np.asarray(0.5 * _ERFC_EXACT(-x * _SQRT_HALF), dtype=np.float64)
+        return cdf, np.asarray(np.exp(-0.5 * x * x))
+    u = scratch(x, 10)
+    np.abs(x, out=u)
+    u *= np.float32(_SQRT_HALF)
+    t = scratch(x, 11)
+    np.multiply(u, np.float32(_ERFC_P), out=t)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
+    cdf = np.full_like(x, _ERFC_A[0])
+    for a in _ERFC_A[1:]:
+        cdf *= t
+        cdf += np.float32(a)
+    cdf *= t
+    u *= u
+    np.negative(u, out=u)
+    np.exp(u, out=u)                                  # exp(-z^2) = exp(-x^2 / 2)
+    cdf *= u
+    cdf *= np.float32(0.5)                            # h = erfc(|z|) / 2
+    # h for x < 0, 1 - h for x >= 0, as 0.5 + copysign(0.5 - h, x): arithmetic, where a
+    # sign-masked np.where or where= runs ~20x slower on mixed signs
+    np.subtract(np.float32(0.5), cdf, out=cdf)
+    np.copysign(cdf, x, out=cdf)
+    cdf += np.float32(0.5)
+    return cdf, u
+
+
+def _gelu(x):
+    cdf, _ = _cdf_and_density(x)
+    cdf *= x
+    return cdf
+
+
+def _tanh_of_inner(x):
+    """tanh(sqrt(2 / pi) * (x + 0.044715 x^3)) as a new array, in place."""
+    t = np.multiply(x, x, out=np.empty_like(x))       # out=: a 0-d input stays an array
+    t *= x.dtype.type(_TANH_CUBIC)
+    t += x.dtype.type(1.0)
+    t *= x
+    t *= x.dtype.type(_TANH_SCALE)
+    return np.tanh(t, out=t)
+
+
+def _gelu_tanh(x):
+    t = _tanh_of_inner(x)
+    t += x.dtype.type(1.0)
+    t *= x
+    t *= x.dtype.type(0.5)
+    return t
+
+
+def _silu(x):
+    s = _sigmoid(x)
+    s *= x
+    return s
+
+
+def _rsqrt(x):
+    r = np.sqrt(x, out=np.empty_like(x))
+    return np.divide(x.dtype.type(1.0), r, out=r)
+
+
+def _d_gelu(x, g):
+    # Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    cdf, e = _cdf_and_density(x)
+    e *= x
+    e *= x.dtype.type(_INV_SQRT_2PI)
+    cdf += e
+    cdf *= g
+    return cdf
+
+
+def _d_gelu_tanh(x, g):
+    # (1 + t) / 2 + x (1 - t^2) u' / 2, u' = sqrt(2 / pi) (1 + 3 * 0.044715 x^2)
+    one = x.dtype.type(1.0)
+    t = _tanh_of_inner(x)
+    slope = scratch(x, 12)
+    np.multiply(x, x, out=slope)
+    slope *= x.dtype.type(3.0 * _TANH_CUBIC)
+    slope += one
+    slope *= x.dtype.type(_TANH_SCALE)
+    slope *= x
+    d = np.multiply(t, t, out=np.empty_like(t))
+    np.subtract(one, d, out=d)
+    d *= slope
+    t += one
+    d += t
+    d *= x.dtype.type(0.5)
+    d *= g
+    return d
+
+
+def _d_silu(x, g):
+    # s (1 + x (1 - s)), s = sigmoid(x)
+    s = _sigmoid(x)
+    d = np.subtract(x.dtype.type(1.0), s, out=np.empty_like(s))
+    d *= x
+    d += x.dtype.type(1.0)
+    d *= s
+    d *= g
+    return d
+
+
+_UNARY_GRAD = {
+    # from the output y
+    "tanh": lambda y, g: g * (1.0 - y * y),
+    "sigmoid": lambda y, g: g * (y * (1.0 - y)),
+    "sqrt": lambda y, g: g * (0.5 / y),
+    "rsqrt": lambda y, g: g * (-0.5 * (y * y * y)),
+    # from the input x
+    "silu": _d_silu,
+    "gelu": _d_gelu,
+    "gelu_tanh": _d_gelu_tanh,
+}
+
+
+def unary_bwd(grad, saved, op):
+    """``grad * op'(x)`` from the saved output (tanh, sigmoid, sqrt, rsqrt) or input (silu,
+    gelu, gelu_tanh); float16/bfloat16 computed in float32 and rounded once."""
+    r = _arr(_UNARY_GRAD[op](np.asarray(up(saved)), np.asarray(up(grad))))
+    return r.astype(grad.dtype, copy=False)
+
+
 _UNARY = {
     "neg": np.negative,
     "exp": np.exp,
@@ -27,6 +181,10 @@ _UNARY = {
     "abs": np.abs,
     "tanh": np.tanh,
     "sigmoid": _sigmoid,
+    "rsqrt": _rsqrt,
+    "silu": _silu,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
 }
 
 def _floordiv(a, b):
@@ -79,10 +237,16 @@ _BINARY = {
 
 
 def unary(x, op):
-    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid; same dtype as ``x``."""
+    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid, rsqrt, silu, gelu,
+    gelu_tanh; same dtype as ``x``."""
     if x.dtype in LOW:
         return _arr(_UNARY[op](x.astype(np.float32))).astype(x.dtype)
+    if op in _ACTIVATIONS:
+        return _arr(_UNARY[op](np.asarray(x)))
     return _arr(_UNARY[op](x))
+
+
+_ACTIVATIONS = frozenset({"rsqrt", "silu", "gelu", "gelu_tanh"})
 
 
 def binary(a, b, op):

@@ -21,13 +21,14 @@ Layers, each importing only those below it:
   gather/scatter, joins), ``random``, ``elementwise``, ``matmul`` (GEMMs and
   the fused linear layer), ``optim`` (fused SGD and AdamW steps) on the floor
   alone; ``reduction`` on ``memory``; ``softmax`` (softmax family, fused
-  cross-entropy, BCE) on ``memory`` and ``reduction``.
+  cross-entropy, BCE) and ``norm`` (LayerNorm, variance, vector norms, MSE)
+  on ``memory`` and ``reduction``.
 
 ``KERNELS`` concatenates every family's ahead-of-time compile list.
 """
 from . import _interpret  # noqa: F401  (first: sets TRITON_INTERPRET before triton is imported)
 # buffers, then the op families (found by name by contract.family_modules)
-from . import buffers, elementwise, matmul, memory, optim, random, reduction, softmax  # noqa: F401
+from . import buffers, elementwise, matmul, memory, norm, optim, random, reduction, softmax  # noqa: F401,E501
 from ..contract import OPS, family_modules, table  # noqa: F401  (OPS re-exported)
 
 NAME = "triton"

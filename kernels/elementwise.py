@@ -8,7 +8,9 @@ output elements; each program turns its linear indices into an element offset
 per operand (``_jitlib.strided_offset``). float16/bfloat16 are computed in
 float32 and rounded once when stored, as the numpy mirror does.
 
-Kernels here: ``_unary_kernel`` (neg exp log sqrt abs tanh sigmoid, and relu),
+Kernels here: ``_unary_kernel`` (neg exp log sqrt abs tanh sigmoid, relu, and the
+activations rsqrt silu gelu gelu_tanh), ``_unary_bwd_kernel`` (their derivatives and those of
+tanh, sigmoid and sqrt, times the upstream gradient, in one pass),
 ``_binary_kernel`` (arithmetic, maximum/minimum, comparisons, relu's backward;
 ``b`` a buffer or a scalar kernel argument) and ``_where_kernel``. The in-place
 ``dst += src`` is ``memory.accumulate_``, next to the other in-place writes.
@@ -36,9 +38,13 @@ def _tanh(x):
     e = tl.exp(-2.0 * ax)
     far = (1.0 - e) / (1.0 + e)
     x2 = x * x
-    # x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835: error < 1e-8 relative for |x| < 0.25
+    # x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835: error < 1e-8 relative for |x| < 0.25,
+    # < 1e-15 below 0.05 (float64's cut-over: the far form loses only ~ulp / 2|x| there)
     near = ax * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
-    t = tl.where(ax < 0.25, near, far)
+    if tl.constexpr(x.dtype == tl.float64):
+        t = tl.where(ax < 0.05, near, far)
+    else:
+        t = tl.where(ax < 0.25, near, far)
     return tl.where(x < 0, -t, t)
 
 
@@ -161,6 +167,64 @@ def _float_floordiv(a, b):
     return tl.where(b == 0, q, fl)
 
 
+# ----------------------------------------------------------------------------------------------
+# activations: rsqrt, SiLU, GELU (exact and tanh) and the derivatives unary_bwd fuses
+# ----------------------------------------------------------------------------------------------
+
+# constants, written out (module-level constexprs do not mix with tensors in the interpreter):
+# 0.7071067811865476 = 1 / sqrt(2); 0.3989422804014327 = 1 / sqrt(2 pi), the normal density at 0;
+# 0.7978845608028654 = sqrt(2 / pi) and 0.044715: PyTorch's approximate="tanh" form
+
+
+
+@triton.jit
+def _normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt(2))) / 2 (libdevice's erf; the interpreter's is math.erf).
+
+    The form PyTorch's GELU uses; for very negative x the 1 + erf cancels, but the GELU
+    x * Phi(x) it feeds is then below an ulp of anything it is added to.
+    """
+    return 0.5 * (1.0 + tl.erf(x * 0.7071067811865476))
+
+
+@triton.jit
+def _tanh_inner(x):
+    """sqrt(2 / pi) * (x + 0.044715 x^3): the argument of the tanh in GELU's tanh form."""
+    return 0.7978845608028654 * (x + 0.044715 * x * x * x)
+
+
+@triton.jit
+def _unary_grad_math(g, s, OP: tl.constexpr):
+    """g * OP'(x), from the saved output s = OP(x) (tanh, sigmoid, sqrt, rsqrt) or the saved
+    input s = x (silu, gelu, gelu_tanh).
+
+    Derivations: tanh' = 1 - tanh^2; sigmoid' = s (1 - s); sqrt' = 1 / (2 sqrt x);
+    rsqrt' = -x^(-3/2) / 2 = -y^3 / 2. silu = x s(x): silu' = s + x s (1 - s) = s (1 + x (1 - s)).
+    gelu = x Phi(x): gelu' = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    gelu_tanh = x (1 + t) / 2 with t = tanh(u), u = c (x + k x^3): its derivative is
+    (1 + t) / 2 + x (1 - t^2) u' / 2 with u' = c (1 + 3 k x^2).
+    """
+    if OP == "tanh":
+        d = 1.0 - s * s
+    elif OP == "sigmoid":
+        d = s * (1.0 - s)
+    elif OP == "sqrt":
+        d = div_rn(0.5 + tl.zeros_like(s), s)
+    elif OP == "rsqrt":
+        d = -0.5 * (s * s * s)
+    elif OP == "silu":
+        sg = sigmoid(s)
+        d = sg * (1.0 + s * (1.0 - sg))
+    elif OP == "gelu":
+        d = _normal_cdf(s) + s * (tl.exp(-0.5 * s * s) * 0.3989422804014327)
+    else:
+        tl.static_assert(OP == "gelu_tanh", "unknown unary_bwd op")
+        t = _tanh(_tanh_inner(s))
+        slope = 0.7978845608028654 * (1.0 + 0.134145 * s * s)      # 0.134145 = 3 * 0.044715
+        d = 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * slope
+    return g * d
+
+
 @triton.jit
 def _unary_math(x, OP: tl.constexpr):
     if OP == "neg":
@@ -177,6 +241,14 @@ def _unary_math(x, OP: tl.constexpr):
         y = _tanh(x)
     elif OP == "sigmoid":
         y = sigmoid(x)
+    elif OP == "rsqrt":
+        y = div_rn(1.0 + tl.zeros_like(x), sqrt_rn(x))     # IEEE-rounded, as numpy's 1 / sqrt
+    elif OP == "silu":
+        y = x * sigmoid(x)
+    elif OP == "gelu":
+        y = x * _normal_cdf(x)
+    elif OP == "gelu_tanh":
+        y = 0.5 * x * (1.0 + _tanh(_tanh_inner(x)))
     else:
         tl.static_assert(OP == "relu", "unknown unary op")
         y = tl.where(x < 0, 0, x)        # NaN fails x < 0 and passes through, as in PyTorch
@@ -260,6 +332,28 @@ def _unary_kernel(x_ptr, out_ptr, n, size1, size2, size3,
 
 
 @triton.jit
+def _unary_bwd_kernel(g_ptr, s_ptr, out_ptr, n, size1, size2, size3,
+                      stride_g0, stride_g1, stride_g2, stride_g3,
+                      stride_s0, stride_s1, stride_s2, stride_s3,
+                      stride_out_0, stride_out_1, stride_out_2, stride_out_3,
+                      OP: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+    """out = g * OP'(x) elementwise from the saved s (``_unary_grad_math``); one shape, any
+    strides (g is often an expanded 0-d gradient)."""
+    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = lin < n
+    g_off = strided_offset(lin, size1, size2, size3, stride_g0, stride_g1, stride_g2, stride_g3,
+                           NDIM)
+    g = up(tl.load(g_ptr + g_off, mask=mask, other=0))
+    s_off = strided_offset(lin, size1, size2, size3, stride_s0, stride_s1, stride_s2, stride_s3,
+                           NDIM)
+    s = up(tl.load(s_ptr + s_off, mask=mask, other=1))     # masked lanes: no 0 / 0 for sqrt
+    r = _unary_grad_math(g, s, OP)
+    out_off = strided_offset(lin, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
+                             stride_out_3, NDIM)
+    tl.store(out_ptr + out_off, cast_to(r, out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _binary_kernel(a_ptr, b_ptr, out_ptr, b_value, n, size1, size2, size3,
                    stride_a0, stride_a1, stride_a2, stride_a3,
                    stride_b0, stride_b1, stride_b2, stride_b3,
@@ -331,10 +425,24 @@ def _is_scalar(b) -> bool:
 
 
 def unary(x, op):
-    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid; same dtype as ``x``."""
+    """``op(x)`` for op in neg, exp, log, sqrt, abs, tanh, sigmoid, rsqrt, silu, gelu,
+    gelu_tanh; same dtype as ``x``."""
     out = buffers.empty(buffers.shape(x), buffers.dtype_of(x))
     launch_strided(_unary_kernel, [x, out], OP=op)
     return out
+
+
+def unary_bwd(grad, saved, op):
+    """``grad * op'(x)`` in one launch, from the saved output or input (the contract says which)."""
+    out = buffers.empty(buffers.shape(saved), buffers.dtype_of(grad))
+    launch_strided(_unary_bwd_kernel, [buffers.expand(grad, buffers.shape(saved)), saved, out],
+                   num_warps=UNARY_BWD_WARPS, OP=op)
+    return out
+
+
+# SiLU's float32 derivative with three strided operands spills 8 bytes on sm_90 at 4 warps
+# (8 elements a thread); 8 warps halve that (tests/test_aot_compile.py)
+UNARY_BWD_WARPS = 8
 
 
 def binary(a, b, op):
@@ -413,6 +521,15 @@ def _kernels():
         out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel, dt,
                              {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
                               "BLOCK": 1024}))
+    # the activations: forward and fused backward, float32 / low precision / float64
+    for op, dt in (("rsqrt", "fp32"), ("silu", "bf16"), ("gelu", "fp32"), ("gelu", "fp64"),
+                   ("gelu_tanh", "fp16")):
+        out.append(aot_entry(f"unary_{op}_{dt}", _unary_kernel, dt,
+                             {"OP": op, "NDIM": 3, "BLOCK": 1024}))
+    for op, dt in (("tanh", "fp32"), ("sigmoid", "bf16"), ("sqrt", "fp32"), ("rsqrt", "fp64"),
+                   ("silu", "fp32"), ("gelu", "bf16"), ("gelu", "fp64"), ("gelu_tanh", "fp32")):
+        out.append(aot_entry(f"unary_bwd_{op}_{dt}", _unary_bwd_kernel, dt,
+                             {"OP": op, "NDIM": 2, "BLOCK": 1024}, num_warps=UNARY_BWD_WARPS))
     out.append(aot_entry("where_fp16", _where_kernel,
                          {"cond_ptr": "i1", "a_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16"},
                          {"NDIM": 2, "BLOCK": 1024}))

@@ -306,7 +306,11 @@ def _graph_of_every_op():
     products = (x @ w.T).sum() + F.linear(x, w).sum() + F.linear(x, w, activation="relu").sum()
     losses = x.softmax(dim=1).sum() + x.log_softmax(dim=0).sum() + F.cross_entropy(x, y) \
         + F.binary_cross_entropy_with_logits(x, w)
-    return [elementwise.sum(), reductions, views.sum(), products, losses]
+    # normalization and activations (issue 11)
+    normed = F.layer_norm(x, 3, w[0], w[1]) + F.gelu(x) + F.gelu(x, approximate="tanh") \
+        + F.silu(x) + p.rsqrt()
+    moments = x.var() + x.std(dim=1).sum() + x.norm() + F.mse_loss(x, w)
+    return [elementwise.sum(), reductions, views.sum(), products, losses, normed.sum(), moments]
 
 
 def test_every_rule_is_recorded_by_some_op():

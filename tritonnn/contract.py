@@ -1,7 +1,7 @@
 """The backend contract: every function a device backend provides, with its semantics.
 
 A backend is a package of op families (``memory``, ``random``, ``elementwise``,
-``reduction``, ``matmul``, ``softmax``, ``optim``) that together define every
+``reduction``, ``matmul``, ``softmax``, ``norm``, ``optim``) that together define every
 function below, each in the family that owns it and with exactly the parameter
 list of its stub here. ``tritonnn.fallback_cpu`` (numpy) and
 ``tritonnn.kernels`` (Triton) are the two backends; neither imports the other,
@@ -180,8 +180,21 @@ def randn(shape, dtype, seed, offset):
 
 
 def unary(x, op):
-    """``op(x)`` elementwise, ``op`` one of neg, exp, log, sqrt, abs, tanh, sigmoid;
-    a row-major buffer of ``x``'s shape and dtype."""
+    """``op(x)`` elementwise, ``op`` one of neg, exp, log, sqrt, abs, tanh, sigmoid, and the
+    activations rsqrt (``1 / sqrt(x)``), silu (``x * sigmoid(x)``), gelu (``x * Phi(x)``,
+    ``Phi(x) = (1 + erf(x / sqrt(2))) / 2``) and gelu_tanh (``x / 2 * (1 + tanh(sqrt(2 / pi)
+    * (x + 0.044715 x^3)))``, PyTorch's ``approximate="tanh"``); a row-major buffer of
+    ``x``'s shape and dtype."""
+
+
+def unary_bwd(grad, saved, op):
+    """``grad * op'(x)`` elementwise in one pass, for the ``unary`` ops whose derivative needs
+    more than one product: ``saved`` is the forward's output ``y`` for tanh (``1 - y^2``),
+    sigmoid (``y (1 - y)``), sqrt (``1 / (2 y)``) and rsqrt (``-y^3 / 2``), and its input
+    ``x`` for silu (``s (1 + x (1 - s))``, ``s = sigmoid(x)``), gelu (``Phi(x) + x phi(x)``,
+    ``phi`` the standard normal density) and gelu_tanh (the derivative of its formula).
+    ``grad`` and ``saved`` share one shape; the result is a row-major buffer in ``grad``'s
+    dtype (low precision computed in float32, rounded once)."""
 
 
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
@@ -356,6 +369,85 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
 
 
 # ----------------------------------------------------------------------------------------------
+# norm: layer normalization, variance, vector norms, the squared-error loss (sums of squares)
+# ----------------------------------------------------------------------------------------------
+
+
+def layer_norm_fwd(x, weight, bias, ndim, eps):
+    """Layer normalization of ``x`` over its last ``ndim`` dims (``N`` elements per row, ``M``
+    rows: the leading dims): ``y = (x - mean) * rstd * weight + bias``, ``rstd = 1 /
+    sqrt(var + eps)``, ``var`` the biased variance of the row (two passes: the mean, then
+    the centred sum of squares, exact at large offsets).
+
+    ``weight``/``bias`` are None or buffers of ``x``'s last ``ndim`` dims, in ``x``'s dtype;
+    ``eps`` a Python float. Returns ``(y, mean, rstd)``: ``y`` row-major in ``x``'s dtype,
+    ``mean`` and ``rstd`` (M,) in float32 (float64 for float64 input), saved for the backward.
+    """
+
+
+def layer_norm_bwd(grad, x, weight, mean, rstd, ndim, need_dx, need_dw, need_db):
+    """The gradients ``(dx, dw, db)`` of ``layer_norm_fwd``, None where not needed (``dw``/``db``
+    also None without a weight / bias).
+
+    With ``xhat = (x - mean) * rstd`` and ``wg = grad * weight`` per row: ``dx = rstd * (wg -
+    mean_row(wg) - xhat * mean_row(wg * xhat))``; ``dw = sum_rows(grad * xhat)``, ``db =
+    sum_rows(grad)``, summed in a fixed order (deterministic), in the weight's dtype.
+    """
+
+
+def var_mean(x, dims, correction):
+    """``(var, mean)`` of ``x`` over the dims in the tuple ``dims`` (non-negative; empty: every
+    dim), both keeping the reduced dims as size 1, in ``x``'s dtype.
+
+    ``var = sum((x - mean)^2) / max(K - correction, 0)`` with ``K`` the reduced count (NaN
+    or inf where that divisor is 0, as PyTorch); two passes, the centred squares summed in
+    float32 (float64 for float64); few long rows are split in chunks whose (mean, centred
+    sum) merge in a fixed order.
+    """
+
+
+def var_bwd(grad, x, mean, std, dims, correction):
+    """``g * 2 * (x - mean) / max(K - correction, 0)``: the gradient of ``var_mean``'s variance
+    (``std`` None, ``g = grad``) or of its square root (``std`` the forward's standard
+    deviation: ``g = grad / (2 std)``, 0 where ``std`` is 0, as PyTorch's). ``grad``,
+    ``mean`` and ``std`` keep the reduced ``dims`` as size 1 and broadcast to ``x``'s shape;
+    the result has ``x``'s shape and ``grad``'s dtype."""
+
+
+def vector_norm(x, dims, p, keepdim):
+    """The ``p``-norm of ``x`` over the dims in the tuple ``dims`` (non-negative; empty: every
+    dim), as ``torch.linalg.vector_norm``: ``sum(|x|^p)^(1/p)`` for a float ``p > 0``
+    (2: ``sqrt(sum(x^2))``, 1: ``sum(|x|)``), ``max|x|`` for ``inf``, ``min|x|`` for
+    ``-inf``, the count of non-zeros for 0. In ``x``'s dtype, accumulated in float32
+    (float64 for float64); NaN propagates.
+    """
+
+
+def vector_norm_bwd(grad, x, norm, dims, p):
+    """The gradient of ``vector_norm`` (``grad`` and ``norm`` keep the reduced ``dims`` as size
+    1), PyTorch's: ``p = 2``: ``grad * x / norm``; ``p = 1``: ``grad * sign(x)``; other
+    ``p``: ``grad * sign(x) |x|^(p-1) / norm^(p-1)``, all 0 where ``norm`` is 0 (and for
+    ``p < 1`` where ``x`` is 0); ``inf``/``-inf``: ``grad * sign(x)`` shared evenly among
+    the elements whose ``|x|`` equals the norm (or is NaN); 0: zeros. ``sign(NaN)`` is 0,
+    as PyTorch's. ``x``'s shape, ``grad``'s dtype.
+    """
+
+
+def mse_loss_fwd(x, y, reduction):
+    """Squared error ``(x - y)^2`` of ``x`` and ``y`` (one float dtype, shapes broadcast
+    together): per element in the broadcast shape (``"none"``), or its 0-d ``"sum"`` or
+    ``"mean"`` (NaN for no elements) accumulated in float32 (float64 for float64) in a fixed
+    order; in ``x``'s dtype."""
+
+
+def mse_loss_bwd(grad, x, y, reduction, need_dx, need_dy):
+    """``(dx, dy)`` of ``mse_loss_fwd`` in the broadcast shape, None where not needed: ``dx =
+    2 (x - y) g`` and ``dy = -dx``, ``g`` the upstream ``grad`` (broadcast shape for
+    ``"none"``, 0-d otherwise, divided by the element count for ``"mean"``); in ``x``'s
+    dtype. The caller sums them back to the operands' shapes."""
+
+
+# ----------------------------------------------------------------------------------------------
 # optim: fused parameter updates, in place
 # ----------------------------------------------------------------------------------------------
 
@@ -390,12 +482,14 @@ FAMILIES = {
                view, permute, expand, getitem, setitem, copy_, accumulate_, index_add,
                exclusively_owned, overlapping, cat, stack),
     "random": (rand, randn),
-    "elementwise": (unary, binary, where, relu_fwd, relu_bwd),
+    "elementwise": (unary, binary, where, relu_fwd, relu_bwd, unary_bwd),
     "reduction": (reduce, sum_to_shape, argmax, max_bwd),
     "matmul": (matmul, linear_fwd, linear_bwd),
     "softmax": (softmax_fwd, softmax_bwd, log_softmax_fwd, log_softmax_bwd,
                 softmax_cross_entropy_fwd, softmax_cross_entropy_bwd, first_bad_target,
                 bce_with_logits_fwd, bce_with_logits_bwd),
+    "norm": (layer_norm_fwd, layer_norm_bwd, var_mean, var_bwd, vector_norm, vector_norm_bwd,
+             mse_loss_fwd, mse_loss_bwd),
     "optim": (sgd_step, adamw_step),
 }
 """Each op family (one module per backend) and the functions it owns."""

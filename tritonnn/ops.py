@@ -436,8 +436,8 @@ def _log_backward(node, g):
 
 @backward_rule("sqrt")
 def _sqrt_backward(node, g):
-    B, (y,) = node.backend, node.saved
-    return (B.binary(B.binary(g, y, "div"), 0.5, "mul"),)
+    (y,) = node.saved
+    return (node.backend.unary_bwd(g, y, "sqrt"),)
 
 
 @backward_rule("abs")
@@ -450,20 +450,11 @@ def _abs_backward(node, g):
     return (B.binary(g, sign, "mul"),)
 
 
-def _one_minus(B, y):
-    return B.binary(B.unary(y, "neg"), 1, "add")
-
-
-@backward_rule("tanh")
-def _tanh_backward(node, g):
-    B, (y,) = node.backend, node.saved
-    return (B.binary(g, _one_minus(B, B.binary(y, y, "mul")), "mul"),)
-
-
-@backward_rule("sigmoid")
-def _sigmoid_backward(node, g):
-    B, (y,) = node.backend, node.saved
-    return (B.binary(g, B.binary(y, _one_minus(B, y), "mul"), "mul"),)
+@backward_rule("tanh", "sigmoid")
+def _tanh_sigmoid_backward(node, g):
+    # g * (1 - y^2) and g * y * (1 - y), from the output y, in one launch
+    (y,) = node.saved
+    return (node.backend.unary_bwd(g, y, node.name),)
 
 
 def relu(x):
@@ -609,6 +600,98 @@ def argmax(x, dim=None, keepdim=False):
     if x.dtype is D.bool_:
         x = cast(x, D.uint8)
     return x._new(x._backend.argmax(x._data, d, keepdim), D.int64)
+
+
+# -- variance, standard deviation, vector norms ------------------------------------------------
+
+
+def _reduced(op, x, dim, keepdim):
+    """``(dims, kept shape, result shape)`` of a floating-point reduction over ``dim``."""
+    keepdim = flag(op, "keepdim", keepdim)
+    floating(op, x)
+    dims = norm_dims(op, dim, x.ndim)          # validates ``dim`` for a 0-d tensor too
+    if x.ndim == 0:
+        dims = ()
+    kshape = _keep_shape(x.shape, dims)
+    return dims, kshape, kshape if keepdim else tuple(
+        s for i, s in enumerate(x.shape) if i not in dims)
+
+
+def _var_args(op, dim, unbiased, correction):
+    """``(dim, correction)`` from PyTorch's ways of asking: ``var(dim, unbiased)``,
+    ``var(unbiased)`` (a bool first) and ``var(dim, correction=c)``; the default is 1."""
+    if isinstance(dim, bool):                    # t.var(False): the overload without a dim
+        dim, unbiased = None, dim if unbiased is None else unbiased
+    if unbiased is not None:
+        unbiased = flag(op, "unbiased", unbiased)
+        if correction is not None:
+            raise TritonnnError(f"{op}: give either unbiased or correction, not both")
+        return dim, 1 if unbiased else 0
+    if correction is None:
+        return dim, 1
+    if isinstance(correction, bool) or not isinstance(correction, numbers.Real):
+        raise DTypeError(f"{op}: correction must be a number, got {correction!r} "
+                         f"({type(correction).__name__})")
+    return dim, correction
+
+
+def _moments(op, x, dim, correction, keepdim, unbiased):
+    """The variance (op "var") or standard deviation ("std") and what their rules read."""
+    dim, correction = _var_args(op, dim, unbiased, correction)
+    dims, kshape, oshape = _reduced(op, x, dim, keepdim)
+    B = x._backend
+    vb, mb = B.var_mean(x._data, dims, correction)
+    sb = B.unary(vb, "sqrt") if op == "std" else None
+    rb = vb if sb is None else sb
+    out = x._new(rb if oshape == kshape else B.reshape(rb, oshape), x.dtype)
+    watch = (x,) if sb is None else (x, out)              # std's rule reads the output
+    return _record(out, op, (x,), (x._data, mb, sb), watch, (dims, correction, kshape))
+
+
+def var(x, dim=None, correction=None, keepdim=False, unbiased=None):
+    """Variance over ``dim`` (None: every dim) with ``correction`` (default 1: unbiased, as
+    PyTorch; 0: biased, also ``unbiased=False``); NaN (0 / 0) where the reduced count is at
+    most ``correction``."""
+    return _moments("var", x, dim, correction, keepdim, unbiased)
+
+
+def std(x, dim=None, correction=None, keepdim=False, unbiased=None):
+    """``sqrt(var(...))``; its gradient is 0 where it is 0 (a constant row), as PyTorch's."""
+    return _moments("std", x, dim, correction, keepdim, unbiased)
+
+
+@backward_rule("var", "std")
+def _moments_backward(node, g):
+    # d var / dx = 2 (x - mean) / (K - correction); std: that times grad / (2 std), one launch
+    B, (xb, mb, sb), (dims, correction, kshape) = node.backend, node.saved, node.attrs
+    return (B.var_bwd(B.reshape(g, kshape), xb, mb, sb, dims, correction),)
+
+
+def norm(x, p=2, dim=None, keepdim=False):
+    """``torch.linalg.vector_norm`` (``Tensor.norm``'s vector cases): ``p`` a number >= 0,
+    ``inf``, ``-inf`` or "fro" (2) over ``dim`` (None: every element)."""
+    op = "norm"
+    if p == "fro":
+        p = 2.0
+    elif isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise DTypeError(f"norm: p must be a number, inf, -inf or 'fro', got {p!r}")
+    p = float(p)
+    if p != p or (p < 0 and p != -np.inf):
+        raise TritonnnError(f"norm: p must be >= 0, inf or -inf, got {p} (tensor {x.shape})")
+    dims, kshape, oshape = _reduced(op, x, dim, keepdim)
+    if np.isinf(p) and any(x.shape[d] == 0 for d in dims):
+        raise ShapeError(f"norm: the {p} norm of an empty dimension is undefined (tensor of "
+                         f"shape {x.shape}, dim {dim})")
+    B = x._backend
+    nb = B.vector_norm(x._data, dims, p, keepdim)
+    out = x._new(nb, x.dtype)
+    return _record(out, "norm", (x,), (x._data, nb), (x, out), (dims, p, kshape))
+
+
+@backward_rule("norm")
+def _norm_backward(node, g):
+    B, (xb, nb), (dims, p, kshape) = node.backend, node.saved, node.attrs
+    return (B.vector_norm_bwd(B.reshape(g, kshape), xb, B.reshape(nb, kshape), dims, p),)
 
 
 # ==============================================================================================
@@ -1055,6 +1138,131 @@ def cat(tensors, dim=0, op="cat"):
 def _cat_backward(node, g):
     B = node.backend
     return tuple(B.getitem(g, piece) for piece in node.attrs)
+
+
+# ==============================================================================================
+# normalization and activations
+# ==============================================================================================
+
+
+def _activation(x, op, name):
+    """``op`` (silu, gelu, gelu_tanh) of ``x``, saving the input for the fused backward."""
+    floating(name, x)
+    xb = x._data
+    out = x._new(x._backend.unary(xb, op), x.dtype)
+    return _record(out, op, (x,), (xb,), (x,))
+
+
+def gelu(x, approximate="none"):
+    """``x * Phi(x)`` (``approximate="none"``, with erf) or PyTorch's tanh form ("tanh")."""
+    if approximate not in ("none", "tanh"):
+        raise TritonnnError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _activation(x, "gelu" if approximate == "none" else "gelu_tanh", "gelu")
+
+
+def silu(x):
+    """``x * sigmoid(x)``."""
+    return _activation(x, "silu", "silu")
+
+
+@backward_rule("gelu", "gelu_tanh", "silu")
+def _activation_backward(node, g):
+    (xb,) = node.saved
+    return (node.backend.unary_bwd(g, xb, node.name),)
+
+
+def rsqrt(x):
+    """``1 / sqrt(x)`` (inf at 0, NaN below); saves the output for the backward."""
+    return unary(x, "rsqrt")
+
+
+@backward_rule("rsqrt")
+def _rsqrt_backward(node, g):
+    # d x^(-1/2) / dx = -y^3 / 2, from the output y
+    (y,) = node.saved
+    return (node.backend.unary_bwd(g, y, "rsqrt"),)
+
+
+def _normalized_shape(op, normalized_shape):
+    """``normalized_shape`` (an int or a sequence of ints) as a non-empty tuple of ints."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else \
+        normalized_shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ShapeError(f"{op}: normalized_shape must be an int or a sequence of ints, got "
+                         f"{normalized_shape!r}") from None
+    if not shape or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0
+                        for s in shape):
+        raise ShapeError(f"{op}: normalized_shape must be one or more non-negative ints, got "
+                         f"{normalized_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the trailing dims ``normalized_shape``: one fused kernel each way."""
+    op = "layer_norm"
+    shape = _normalized_shape(op, normalized_shape)
+    k = len(shape)
+    operands = [t for t in (x, weight, bias) if t is not None]
+    same_device(op, *operands)
+    floating(op, x)
+    if x.ndim < k or x.shape[x.ndim - k:] != shape:
+        raise ShapeError(f"{op}: normalized_shape {shape} does not match the trailing dims of "
+                         f"the input {x.shape} (expected input of shape (*, "
+                         f"{', '.join(map(str, shape))}))")
+    for what, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.dtype is not x.dtype:
+            raise DTypeError(f"{op}: input is {x.dtype} but {what} is {t.dtype}; convert one "
+                             f"with .to(dtype)")
+        if t.shape != shape:
+            raise ShapeError(f"{op}: {what} of shape {t.shape} does not match normalized_shape "
+                             f"{shape}")
+    eps = float(eps)
+    if not eps >= 0:
+        raise TritonnnError(f"{op}: eps must be >= 0, got {eps}")
+    B = x._backend
+    xb = x._data
+    wb = None if weight is None else weight._data
+    yb, mean, rstd = B.layer_norm_fwd(xb, wb, None if bias is None else bias._data, k, eps)
+    out = x._new(yb, x.dtype)
+    return _record(out, op, (x, weight, bias), (xb, wb, mean, rstd), (x, weight), k)
+
+
+@backward_rule("layer_norm")
+def _layer_norm_backward(node, g):
+    xb, wb, mean, rstd = node.saved
+    return node.backend.layer_norm_bwd(g, xb, wb, mean, rstd, node.attrs, node.needs(0),
+                                       node.needs(1), node.needs(2))
+
+
+def mse_loss(x, y, reduction="mean"):
+    """``(x - y)^2`` broadcast, its sum or its mean: one fused kernel each way. An integer or
+    bool operand takes the other's float dtype (``nn.functional`` checks the rest)."""
+    op = "mse_loss"
+    check_reduction(op, reduction)
+    same_device(op, x, y)
+    if x.dtype is not y.dtype:
+        if x.dtype.is_floating and y.dtype.is_floating:
+            raise DTypeError(f"{op}: input is {x.dtype} but target is {y.dtype}; convert one "
+                             f"with .to(dtype)")
+        x, y = (x, cast(y, x.dtype)) if x.dtype.is_floating else (cast(x, y.dtype), y)
+    floating(op, x)
+    if x.shape != y.shape:
+        broadcast_shapes(op, x.shape, y.shape)
+    xb, yb = x._data, y._data
+    out = x._new(x._backend.mse_loss_fwd(xb, yb, reduction), x.dtype)
+    return _record(out, op, (x, y), (xb, yb), (x, y), (reduction, x.shape, y.shape))
+
+
+@backward_rule("mse_loss")
+def _mse_loss_backward(node, g):
+    B, (xb, yb), (reduction, xs, ys) = node.backend, node.saved, node.attrs
+    dx, dy = B.mse_loss_bwd(g, xb, yb, reduction, node.needs(0), node.needs(1))
+    return (None if dx is None else B.sum_to_shape(dx, xs),
+            None if dy is None else B.sum_to_shape(dy, ys))
 
 
 # ==============================================================================================

@@ -507,6 +507,9 @@ class Tensor(TensorBase):
     def neg(self):
         return ops.unary(self, "neg")
 
+    def rsqrt(self):
+        return ops.rsqrt(self)
+
     def softmax(self, dim=-1):
         return ops.softmax(self, dim)
 
@@ -540,6 +543,20 @@ class Tensor(TensorBase):
 
     def argmax(self, dim=None, keepdim=False):
         return ops.argmax(self, dim, keepdim)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """Variance over ``dim`` (None: all), unbiased by default; ``correction=`` as PyTorch
+        (``unbiased=False`` is ``correction=0``); ``t.var(False)`` is the biased variance."""
+        return ops.var(self, dim, correction, keepdim, unbiased=unbiased)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """``sqrt(var(...))``, with ``var``'s arguments."""
+        return ops.std(self, dim, correction, keepdim, unbiased=unbiased)
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """The vector ``p``-norm over ``dim`` (None: every element): 2 ("fro", the default),
+        1, any number >= 0, ``inf`` (max |x|), ``-inf`` (min |x|), 0 (non-zeros)."""
+        return ops.norm(self, p, dim, keepdim)
 
     def any(self):
         return self.to(D.bool_).sum().item() > 0

@@ -1,12 +1,11 @@
-"""Layers: ``Module``, ``Parameter``, ``Linear``, ``ReLU``, ``Sigmoid``, ``Sequential``, and ``functional``."""
-from . import functional
-from .modules import Identity, Linear, Module, Parameter, ReLU, Sequential, Sigmoid
+"""Layers: ``Module``, ``Parameter``, containers, linear, normalization, activations, ``init``,
+``utils`` and ``functional``."""
+from . import functional, init, utils
+from .activation import GELU, SiLU, Tanh
+from .modules import (Flatten, Identity, Linear, Module, ModuleList, Parameter, ReLU, Sequential,
+                      Sigmoid)
+from .normalization import LayerNorm
 
 __all__ = ["Module", "Parameter", "Linear", "ReLU", "Sigmoid", "Sequential", "Identity",
-           "functional"]
-
-# -- issue 11 (optim branch): containers, init, gradient clipping ------------------------------
-from . import init, utils  # noqa: E402
-from .modules import Flatten, ModuleList  # noqa: E402
-
-__all__ += ["ModuleList", "Flatten", "init", "utils"]
+           "ModuleList", "Flatten", "LayerNorm", "GELU", "SiLU", "Tanh",
+           "functional", "init", "utils"]

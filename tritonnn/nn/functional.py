@@ -30,6 +30,27 @@ def tanh(x):
     return ops.unary(expect_tensor("tanh", x), "tanh")
 
 
+def gelu(x, approximate="none"):
+    """``x * Phi(x)`` (erf form), or PyTorch's tanh form with ``approximate="tanh"``."""
+    return ops.gelu(expect_tensor("gelu", x), approximate)
+
+
+def silu(x):
+    """``x * sigmoid(x)`` (Swish)."""
+    return ops.silu(expect_tensor("silu", x))
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the trailing dims ``normalized_shape`` (an int or a tuple of ints), then
+    ``* weight + bias`` when given; statistics in float32 (float64 for float64)."""
+    op = "layer_norm"
+    expect_tensor(op, x, "input")
+    for what, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            expect_tensor(op, t, what)
+    return ops.layer_norm(x, normalized_shape, weight, bias, number(op, eps, "eps"))
+
+
 def softmax(x, dim=-1):
     return ops.softmax(expect_tensor("softmax", x), dim)
 
@@ -84,8 +105,4 @@ def mse_loss(input, target, reduction="mean"):  # noqa: A002
         warnings.warn(f"{op}: the target's shape {target.shape} differs from the input's "
                       f"{input.shape}; both are broadcast to {shape}. Reshape one of them if "
                       f"that is not intended.", UserWarning, stacklevel=2)
-    d = input - target
-    sq = d * d
-    if reduction == "none":
-        return sq
-    return sq.mean() if reduction == "mean" else sq.sum()
+    return ops.mse_loss(input, target, reduction)
