@@ -18,6 +18,7 @@ warnings.filterwarnings("ignore", category=RuntimeWarning,
                         module=r"tritonnn\.fallback_cpu")
 # the op families, found by name by contract.family_modules
 from . import elementwise, matmul, memory, optim, random, reduction, softmax  # noqa: E402, F401
+from . import embedding  # noqa: E402, F401  (issue 11: the embedding family)
 from ..contract import OPS, family_modules, table  # noqa: E402, F401  (OPS re-exported)
 
 NAME = "numpy"

@@ -28,6 +28,7 @@ Layers, each importing only those below it:
 from . import _interpret  # noqa: F401  (first: sets TRITON_INTERPRET before triton is imported)
 # buffers, then the op families (found by name by contract.family_modules)
 from . import buffers, elementwise, matmul, memory, optim, random, reduction, softmax  # noqa: F401
+from . import embedding  # noqa: F401  (issue 11: the embedding family)
 from ..contract import OPS, family_modules, table  # noqa: F401  (OPS re-exported)
 
 NAME = "triton"

@@ -305,7 +305,9 @@ def _graph_of_every_op():
     products = (x @ w.T).sum() + F.linear(x, w).sum() + F.linear(x, w, activation="relu").sum()
     losses = x.softmax(dim=1).sum() + x.log_softmax(dim=0).sum() + F.cross_entropy(x, y) \
         + F.binary_cross_entropy_with_logits(x, w)
-    return [elementwise.sum(), reductions, views.sum(), products, losses]
+    # issue 11: embedding, dropout
+    drawn = F.embedding(tn.tensor([[1, 0], [1, 1]]), w).sum() + F.dropout(x, 0.5).sum()
+    return [elementwise.sum(), reductions, views.sum(), products, losses, drawn]
 
 
 def test_every_rule_is_recorded_by_some_op():
