@@ -1,9 +1,9 @@
 """Embedding tables (numpy): rows gathered at index arrays, their gradient, one-hot codes.
 
 Twins of ``kernels/embedding.py``. The gradient sums each row's contributions in
-position order, in float32 (float64 for float64), as the kernel does: a stable sort of
-the indices groups the positions of each row, ``np.add.reduceat`` adds each group's rows
-one after another, and the sums land in a zero table.
+position order, in float32 (float64 for float64), from zero, as the kernel does:
+``np.add.at`` adds the positions one after another (``np.add.reduceat`` would not: it
+adds pairwise).
 """
 from __future__ import annotations
 
@@ -27,11 +27,7 @@ def embedding_bwd(grad, idx, num, padding_idx):
     if padding_idx is not None:
         keep = flat != padding_idx
         flat, g = flat[keep], g[keep]
-    if flat.size:
-        order = np.argsort(flat, kind="stable")
-        rows = flat[order]
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        out[rows[starts]] = np.add.reduceat(g[order].astype(acc, copy=False), starts, axis=0)
+    np.add.at(out, flat, g.astype(acc, copy=False))       # one position after another
     return out.astype(grad.dtype, copy=False)
 
 

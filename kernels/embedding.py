@@ -34,10 +34,10 @@ from ._launch import aot_entry, cdiv, launch, numel
 
 @triton.jit
 def _embedding_fwd_kernel(idx_ptr, w_ptr, out_ptr, n_tok, dim, num, stride_idx,
-                          stride_w0, stride_w1, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """out[t, d] = w[idx[t], d] for a (BLOCK_T tokens, BLOCK_D columns) tile; out row-major."""
-    t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
-    d = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+                          stride_w0, stride_w1, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out[t, d] = w[idx[t], d] for a (BLOCK_M tokens, BLOCK_N columns) tile; out row-major."""
+    t = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    d = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     t_mask = t < n_tok
     d_mask = d < dim
     row = tl.load(idx_ptr + t * stride_idx, mask=t_mask, other=0).to(tl.int64)
@@ -50,15 +50,15 @@ def _embedding_fwd_kernel(idx_ptr, w_ptr, out_ptr, n_tok, dim, num, stride_idx,
 
 @triton.jit
 def _embedding_bwd_kernel(g_ptr, order_ptr, starts_ptr, out_ptr, num, dim, padding_idx,
-                          stride_g0, stride_g1, ACC: tl.constexpr, BLOCK_V: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
+                          stride_g0, stride_g1, ACC: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr):
     """out[v, d] = sum of g[order[j], d] for j in [starts[v], starts[v + 1]), in j order.
 
-    Every row of the (BLOCK_V, BLOCK_D) tile is written, the sum or 0 (the padding row:
+    Every row of the (BLOCK_M, BLOCK_N) tile is written, the sum or 0 (the padding row:
     0), so ``out`` needs no zero fill; the loop runs as long as the tile's busiest row.
     """
-    v = tl.program_id(0).to(tl.int64) * BLOCK_V + tl.arange(0, BLOCK_V)
-    d = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    v = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    d = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     v_mask = v < num
     d_mask = d < dim
     # 1. each row's run of positions in ``order``
@@ -66,7 +66,7 @@ def _embedding_bwd_kernel(g_ptr, order_ptr, starts_ptr, out_ptr, num, dim, paddi
     count = tl.load(starts_ptr + v + 1, mask=v_mask, other=0).to(tl.int64) - start
     count = tl.where(v == padding_idx, 0, count)
     # 2. add the positions' gradient rows one after another, in float32 (float64)
-    acc = tl.zeros((BLOCK_V, BLOCK_D), ACC)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     for j in range(0, tl.max(count, axis=0)):
         live = j < count
         pos = tl.load(order_ptr + start + j, mask=live, other=0).to(tl.int64)
@@ -77,11 +77,11 @@ def _embedding_bwd_kernel(g_ptr, order_ptr, starts_ptr, out_ptr, num, dim, paddi
 
 
 @triton.jit
-def _one_hot_kernel(idx_ptr, out_ptr, n, num_classes, stride_idx, BLOCK_T: tl.constexpr,
-                    BLOCK_C: tl.constexpr):
+def _one_hot_kernel(idx_ptr, out_ptr, n, num_classes, stride_idx, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
     """out[t, c] = (idx[t] == c) as int64, out row-major (n, num_classes)."""
-    t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
-    c = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    c = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     t_mask = t < n
     v = tl.load(idx_ptr + t * stride_idx, mask=t_mask, other=-1).to(tl.int64)
     hit = (v[:, None] == c[None, :]).to(tl.int64)
@@ -106,7 +106,7 @@ def embedding_fwd(idx, weight):
     bt, bd, warps = _launch.rows(n, dim)
     sw0, sw1 = buffers.strides(weight)
     launch(_embedding_fwd_kernel, (cdiv(n, bt), cdiv(dim, bd)), flat, weight, out, n, dim, num,
-           buffers.strides(flat)[0], sw0, sw1, BLOCK_T=bt, BLOCK_D=bd, num_warps=warps)
+           buffers.strides(flat)[0], sw0, sw1, BLOCK_M=bt, BLOCK_N=bd, num_warps=warps)
     return out
 
 
@@ -132,8 +132,8 @@ def embedding_bwd(grad, idx, num, padding_idx):
     sg0, sg1 = buffers.strides(g)
     acc = tl.float64 if dt is D.float64 else tl.float32
     launch(_embedding_bwd_kernel, (cdiv(num, bv), cdiv(dim, bd)), g, order_b, starts_b, out, num,
-           dim, -1 if padding_idx is None else int(padding_idx), sg0, sg1, ACC=acc, BLOCK_V=bv,
-           BLOCK_D=bd, num_warps=warps)
+           dim, -1 if padding_idx is None else int(padding_idx), sg0, sg1, ACC=acc, BLOCK_M=bv,
+           BLOCK_N=bd, num_warps=warps)
     return out
 
 
@@ -147,7 +147,7 @@ def one_hot(idx, num_classes):
     flat = _flat(idx)
     bt, bc, warps = _launch.rows(n, num_classes)
     launch(_one_hot_kernel, (cdiv(n, bt), cdiv(num_classes, bc)), flat, out, n, num_classes,
-           buffers.strides(flat)[0], BLOCK_T=bt, BLOCK_C=bc, num_warps=warps)
+           buffers.strides(flat)[0], BLOCK_M=bt, BLOCK_N=bc, num_warps=warps)
     return out
 
 
@@ -157,14 +157,14 @@ def _kernels():
     for idt, wdt in (("i64", "fp32"), ("i32", "bf16"), ("i64", "fp64")):
         out.append(aot_entry(f"embedding_fwd_{idt}_{wdt}", _embedding_fwd_kernel,
                              {"idx_ptr": idt, "w_ptr": wdt, "out_ptr": wdt},
-                             {"BLOCK_T": 8, "BLOCK_D": 512}))
+                             {"BLOCK_M": 8, "BLOCK_N": 512}))
     for odt, wdt, acc in (("i32", "fp32", tl.float32), ("i32", "bf16", tl.float32),
                           ("i64", "fp64", tl.float64)):
         out.append(aot_entry(f"embedding_bwd_{wdt}", _embedding_bwd_kernel,
                              {"g_ptr": wdt, "order_ptr": odt, "starts_ptr": "i64",
                               "out_ptr": wdt},
-                             {"ACC": acc, "BLOCK_V": 8, "BLOCK_D": 512}))
-    out.append(aot_entry("one_hot", _one_hot_kernel, "i64", {"BLOCK_T": 4, "BLOCK_C": 1024}))
+                             {"ACC": acc, "BLOCK_M": 8, "BLOCK_N": 512}))
+    out.append(aot_entry("one_hot", _one_hot_kernel, "i64", {"BLOCK_M": 4, "BLOCK_N": 1024}))
     return out
 
 

@@ -373,7 +373,7 @@ def multinomial(probs, num_samples, replacement, seed, offset):
         return out
     sp0, sp1 = buffers.strides(probs)
     block = _launch.rows(1, max(c, num_samples))[1]
-    warps = 1 if INTERPRET else _launch.warps(block)
+    warps = 1 if INTERPRET else _launch.warps(2 * block)       # int64 and float64 lanes
     scratch = buffers.empty((rows, c), D.int64 if replacement else D.float64)
     if replacement:
         launch(_multinomial_table_kernel, (rows,), probs, scratch, out, int(seed), int(offset), c,
@@ -405,10 +405,10 @@ def _kernels():
     for dt in ("fp32", "bf16"):
         out.append(aot_entry(f"multinomial_table_{dt}", _multinomial_table_kernel,
                              {"p_ptr": dt, "table_ptr": "i64", "out_ptr": "i64"},
-                             {"BLOCK": 1024}))
+                             {"BLOCK": 1024}, num_warps=_launch.warps(2 * 1024)))
         out.append(aot_entry(f"multinomial_race_{dt}", _multinomial_race_kernel,
                              {"p_ptr": dt, "key_ptr": "fp64", "out_ptr": "i64"},
-                             {"BLOCK": 1024}))
+                             {"BLOCK": 1024}, num_warps=_launch.warps(2 * 1024)))
     return out
 
 
