@@ -199,3 +199,14 @@ def test_multinomial(rows, c, n, replacement, layout, dtype):
         assert (probs.host.astype(np.float64)[np.arange(rows)[:, None], want] > 0).all()
         if not replacement:
             assert all(len(set(r)) == n for r in want), "a category drawn twice"
+
+
+def test_multinomial_without_replacement_past_the_positive_weights():
+    """Fewer positive weights than samples: the zero weights (+inf keys) follow by index."""
+    w = np.zeros((2, 37), np.float32)
+    w[0, [5, 20]] = [1.0, 3.0]
+    w[1, :] = np.linspace(0.0, 1.0, 37)
+    probs = make(w, D.float32)
+    want, got = _both("multinomial", [probs.host, 6, False, SEED, 0], [probs.dev, 6, False, SEED, 0])
+    compare("multinomial", got, want, 0, 0)
+    assert sorted(want[0, :2]) == [5, 20] and list(want[0, 2:]) == [0, 1, 2, 3]

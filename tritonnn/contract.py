@@ -215,8 +215,8 @@ def multinomial(probs, num_samples, replacement, seed, offset):
     """``num_samples`` category indices for each row of the (R, C) weights ``probs`` (any
     float dtype): an int64 (R, num_samples) buffer.
 
-    The caller has checked the weights: finite, >= 0, a positive sum in every row and,
-    without replacement, at least ``num_samples`` positive ones per row.
+    The caller has checked the weights: finite, >= 0, a positive sum in every row, and
+    ``num_samples <= C`` without replacement.
 
     With replacement, exactly in integers: row ``r``'s weights become ``floor(w / max(row)
     * 2**S)`` (float64 division; ``S = 62 -`` the bit length of C), their running sums a
@@ -227,8 +227,9 @@ def multinomial(probs, num_samples, replacement, seed, offset):
     Without replacement, PyTorch's exponential race (successive sampling in proportion to
     the weights): category ``j`` gets the key ``-log(1 - U) / w`` in float64, ``U`` the
     float32 uniform number of counter ``offset + r * C + j`` (as ``rand``), +inf where
-    ``w == 0``; the samples are the ``num_samples`` smallest keys, smallest first, ties by
-    index. Both backends compute the same keys up to the last bit of a float64 log.
+    ``w == 0``; the samples are the ``num_samples`` smallest keys, smallest first, ties
+    (the zero weights, once the positive ones run out) by index. Both backends compute the
+    same keys up to the last bit of a float64 log.
     """
 
 

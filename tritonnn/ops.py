@@ -1384,8 +1384,10 @@ def multinomial(probs, num_samples, replacement=False):
     with or without replacement, as ``torch.multinomial``.
 
     The weights are read back to the host once to check them (finite, >= 0, a positive
-    sum; enough positive ones without replacement): PyTorch's errors, raised before any
-    draw. The draws run on the device, from the global Philox stream.
+    sum): PyTorch's errors, raised before any draw. The draws run on the device, from the
+    global Philox stream. Without replacement and with fewer positive weights than samples,
+    the zero-weight categories come last, in index order (PyTorch draws them too, in no
+    stated order).
     """
     op = "multinomial"
     if not probs.dtype.is_floating:
@@ -1413,11 +1415,6 @@ def multinomial(probs, num_samples, replacement=False):
         r = int(np.argmin(positive))
         raise TritonnnError(f"{op}: row {r} of the weights sums to 0: nothing to draw from "
                             f"(probs {probs.shape})")
-    if not replacement and rows and positive.min() < num_samples:
-        r = int(np.argmin(positive))
-        raise TritonnnError(f"{op}: row {r} has {int(positive[r])} categories of positive "
-                            f"weight, fewer than the {num_samples} samples to draw without "
-                            f"replacement (probs {probs.shape})")
     seed, offset = _random.take(rows * (num_samples if replacement else c))
     pb = probs._data if probs.ndim == 2 else B.reshape(probs._data, (1, c))
     out = B.multinomial(pb, num_samples, replacement, seed, offset)
