@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..philox import philox
+from ..philox import philox, uniform_threshold
 from ._arrays import up
 
 _M32 = np.uint64(0xFFFFFFFF)
@@ -114,13 +114,25 @@ def _mulhi64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def dropout(x, p, seed, offset):
-    """``x * m``: ``m = 1 / (1 - p)`` where the element's uniform number is ``>= p``, else 0."""
-    n = x.size
+    """``x * m``: ``m = 1 / (1 - p)`` where the element's uniform number is ``>= p``, else 0.
+
+    ``uniform(w) >= p`` is the integer test ``threshold <= w <= 2**32 - 1 - threshold`` on the
+    word (``philox.uniform_threshold``; a word past 2**31 folds to ``~w``), and the tensor
+    goes a cache-sized chunk at a time: words, mask and product never leave the cache.
+    """
     acc = np.float64 if x.dtype == np.float64 else np.float32
-    words = _philox4(seed, offset, (n + 3) // 4).reshape(-1)[:n]
-    keep = (_uniform(words) >= np.float32(p)).reshape(x.shape)
     scale = acc(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
-    return (up(x).astype(acc, copy=False) * (keep * scale)).astype(x.dtype, copy=False)
+    lo = uniform_threshold(p)
+    lo, hi = np.uint32(min(lo, 0xFFFFFFFF)), np.uint32(0xFFFFFFFF - lo)
+    flat = up(x).astype(acc, copy=False).reshape(-1)        # row-major (a copy if strided)
+    out = np.empty(flat.size, acc)
+    step = 4 * _CHUNK
+    for start in range(0, flat.size, step):
+        m = min(step, flat.size - start)
+        words = _philox4(seed, offset + start // 4, (m + 3) // 4).reshape(-1)[:m]
+        factor = ((words >= lo) & (words <= hi)) * scale       # x * 0 keeps NaN as NaN
+        np.multiply(flat[start:start + m], factor, out=out[start:start + m])
+    return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 
 def randint(shape, low, high, seed, offset):

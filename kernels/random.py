@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from .. import dtypes as D
+from ..philox import uniform_threshold
 from . import _launch, buffers
 from ._interpret import INTERPRET
 from ._jitlib import cast_to, f64_from_bits, strided_offset, up
@@ -70,14 +71,6 @@ def randn(shape, dtype, seed, offset):
 
 
 @triton.jit
-def _uniform(bits):
-    """uint32 Philox words -> float32 in [0, 1), exactly as ``tl.rand`` converts its word."""
-    x = bits.to(tl.int32, bitcast=True)
-    x = tl.where(x < 0, ~x, x)
-    return x.to(tl.float32) * 4.6566127342e-10
-
-
-@triton.jit
 def _word64(seed, counter):
     """``c1 * 2**32 + c0`` of the Philox words of ``counter`` (int64), as uint64."""
     c0, c1, _, _ = tl.randint4x(seed, counter)
@@ -104,11 +97,16 @@ def _mulhi64(a, b):
 
 
 @triton.jit
-def _dropout_kernel(x_ptr, out_ptr, seed, offset, first, p, scale_bits, n, size1, size2, size3,
+def _dropout_kernel(x_ptr, out_ptr, seed, offset, first, threshold, scale_bits, n, size1, size2,
+                    size3,
                     stride_x0, stride_x1, stride_x2, stride_x3,
                     stride_out_0, stride_out_1, stride_out_2, stride_out_3,
                     ALIGNED: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
     """out = x * m, m = scale where element g's uniform number is >= p, else 0.
+
+    ``uniform(w) >= p`` is the integer test ``k >= threshold`` on the word folded to 31 bits
+    as ``tl.rand`` folds it (``philox.uniform_threshold``: the conversion is monotonic), so
+    no number is converted to float.
 
     Element g (row-major in the whole tensor: ``first`` + this launch's index) takes word
     g % 4 of Philox counter offset + g // 4. ALIGNED (``first`` a multiple of 4): one
@@ -130,7 +128,8 @@ def _dropout_kernel(x_ptr, out_ptr, seed, offset, first, p, scale_bits, n, size1
         w0, w1, w2, w3 = tl.randint4x(seed, offset + g // 4)
         k = g % 4
         words = tl.where(k == 0, w0, tl.where(k == 1, w1, tl.where(k == 2, w2, w3)))
-    keep = _uniform(words) >= p
+    folded = words.to(tl.int32, bitcast=True)
+    keep = tl.where(folded < 0, ~folded, folded) >= threshold
     # 2. scale the kept elements in float32 (float64 for float64), round once
     x_off = strided_offset(lin, size1, size2, size3, stride_x0, stride_x1, stride_x2, stride_x3,
                            NDIM)
@@ -149,12 +148,13 @@ def dropout(x, p, seed, offset):
     if numel(shape) == 0:
         return out
     scale = float_bits(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
+    threshold = uniform_threshold(p)
     first = 0                           # row-major index of each launch's first element
     for (dst, src), ndim, sizes, (s_out, s_x) in strided_pieces([out, x]):
         n = numel(sizes)
         block, warps = _launch.elementwise(n)
         launch(_dropout_kernel, (cdiv(n, block),), src, dst, int(seed), int(offset), first,
-               float(p), scale, n, sizes[1], sizes[2], sizes[3], *s_x, *s_out,
+               threshold, scale, n, sizes[1], sizes[2], sizes[3], *s_x, *s_out,
                ALIGNED=first % 4 == 0, NDIM=ndim, BLOCK=block, num_warps=warps)
         first += n
     return out
@@ -392,10 +392,9 @@ def _kernels():
            for normal in (False, True) for dt in ("fp32", "bf16")]
     for dt, ndim in (("fp32", 1), ("bf16", 2), ("fp16", 4), ("fp64", 1)):
         out.append(aot_entry(f"dropout_{dt}_nd{ndim}", _dropout_kernel, dt,
-                             {"ALIGNED": True, "NDIM": ndim, "BLOCK": 1024},
-                             scalars={"p": "fp32"}))
+                             {"ALIGNED": True, "NDIM": ndim, "BLOCK": 1024}))
     out.append(aot_entry("dropout_fp32_unaligned", _dropout_kernel, "fp32",
-                         {"ALIGNED": False, "NDIM": 4, "BLOCK": 1024}, scalars={"p": "fp32"}))
+                         {"ALIGNED": False, "NDIM": 4, "BLOCK": 1024}))
     out.append(aot_entry("randint", _randint_kernel, "i64", {"BLOCK": 1024}))
     out.append(aot_entry("randperm_keys", _randperm_keys_kernel, "i64",
                          {"LAST": False, "BLOCK": 1024}))

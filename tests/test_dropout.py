@@ -31,6 +31,17 @@ def _expected_mask(seed, offset, shape, p):
     return (u >= np.float32(p)).reshape(shape)
 
 
+@pytest.mark.parametrize("p", [0.0, 1e-9, 0.1, 0.25, 0.5, 0.7, 0.9, 0.99999994, 1.0])
+def test_threshold_is_the_float_compare(p):
+    """``uniform(w) >= p`` (float32) equals the integer test the kernels run, at its edge."""
+    from tritonnn.philox import uniform_threshold
+    t = uniform_threshold(p)
+    edge = np.arange(max(0, t - 3), min(2 ** 31, t + 3), dtype=np.int64)
+    u = edge.astype(np.float32) * np.float32(4.6566127342e-10)
+    np.testing.assert_array_equal(u >= np.float32(p), edge >= t)
+    assert (t == 2 ** 31) == (p == 1.0)
+
+
 def _draw(seed, x, p, **kw):
     """``F.dropout(x, p)`` from a freshly seeded stream; returns (out, the draw's offset)."""
     tn.manual_seed(seed)
