@@ -17,7 +17,8 @@ warnings.filterwarnings("ignore", category=RuntimeWarning,
                         message=r"(overflow|invalid value|divide by zero|underflow) encountered",
                         module=r"tritonnn\.fallback_cpu")
 # the op families, found by name by contract.family_modules
-from . import elementwise, matmul, memory, norm, optim, random, reduction, softmax  # noqa: E402, F401,E501
+from . import (elementwise, embedding, matmul, memory, norm, optim, random,  # noqa: E402, F401
+               reduction, softmax)
 from ..contract import OPS, family_modules, table  # noqa: E402, F401  (OPS re-exported)
 
 NAME = "numpy"

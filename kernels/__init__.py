@@ -28,7 +28,8 @@ Layers, each importing only those below it:
 """
 from . import _interpret  # noqa: F401  (first: sets TRITON_INTERPRET before triton is imported)
 # buffers, then the op families (found by name by contract.family_modules)
-from . import buffers, elementwise, matmul, memory, norm, optim, random, reduction, softmax  # noqa: F401,E501
+from . import (buffers, elementwise, embedding, matmul, memory, norm, optim,  # noqa: F401
+               random, reduction, softmax)
 from ..contract import OPS, family_modules, table  # noqa: F401  (OPS re-exported)
 
 NAME = "triton"

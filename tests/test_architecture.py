@@ -310,7 +310,10 @@ def _graph_of_every_op():
     normed = F.layer_norm(x, 3, w[0], w[1]) + F.gelu(x) + F.gelu(x, approximate="tanh") \
         + F.silu(x) + p.rsqrt()
     moments = x.var() + x.std(dim=1).sum() + x.norm() + F.mse_loss(x, w)
-    return [elementwise.sum(), reductions, views.sum(), products, losses, normed.sum(), moments]
+    # embedding, dropout (issue 11)
+    drawn = F.embedding(tn.tensor([[1, 0], [1, 1]]), w).sum() + F.dropout(x, 0.5).sum()
+    return [elementwise.sum(), reductions, views.sum(), products, losses, normed.sum(), moments,
+            drawn]
 
 
 def test_every_rule_is_recorded_by_some_op():

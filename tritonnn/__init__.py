@@ -18,6 +18,7 @@ from .tape import is_grad_enabled, no_grad
 from .tensor import (Gradients, Tensor, arange, cat, empty, from_dlpack, from_numpy, full, grad,
                      maximum, minimum, ones, ones_like, rand, randn, stack, tensor, where, zeros,
                      zeros_like)
+from .tensor import multinomial, randint, randperm  # issue 11: integer draws, sampling
 from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .io import load, save
 from . import nn, optim, data  # noqa: E402  (layers need the tensor API above)
@@ -36,4 +37,5 @@ __all__ = [
     "sigmoid", "relu", "set_float32_matmul_precision", "get_float32_matmul_precision",
     "TritonnnError", "ShapeError", "DTypeError", "DeviceError", "IndexOutOfRange", "dtypes",
     "amp", "autocast", "is_autocast_enabled", "get_autocast_dtype",
+    "randint", "randperm", "multinomial",
 ]

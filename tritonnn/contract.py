@@ -174,6 +174,65 @@ def randn(shape, dtype, seed, offset):
     of counter ``offset + i``, as ``tl.randn``, computed in float32."""
 
 
+def dropout(x, p, seed, offset):
+    """``x * m`` elementwise, a new row-major buffer in ``x``'s dtype, computed in float32
+    (float64 for float64) and rounded once.
+
+    ``m_i`` is ``1 / (1 - p)`` (computed in float64, rounded to the computing dtype) where
+    element ``i``'s uniform number is ``>= p``, else 0 (everywhere 0 for ``p == 1``). ``i`` is the row-major index in ``x``'s shape, whatever
+    its strides; its uniform number comes from Philox word ``i % 4`` of counter ``offset +
+    i // 4`` (key ``seed``; the draw takes ``ceil(n / 4)`` counters), converted to float32
+    in [0, 1) as ``rand`` converts its word, and compared with ``p`` in float32. The
+    backward is this very function on the gradient with the same ``(seed, offset)``: the
+    mask is regenerated, never stored. A dropped NaN or inf gives NaN (``x * 0``), as
+    PyTorch's multiply by its mask.
+    """
+
+
+def randint(shape, low, high, seed, offset):
+    """int64 numbers of ``shape`` uniform in ``[low, high)`` (Python ints in int64's range,
+    ``low < high``).
+
+    Element ``i`` is ``low + r mod (high - low)`` in 64-bit unsigned arithmetic, with ``r =
+    c1 * 2**32 + c0`` from the first two Philox words of counter ``offset + i``: integer
+    math, so both backends draw the same numbers. (The modulo's bias is below ``(high -
+    low) / 2**64``.)
+    """
+
+
+def randperm(n, seed, offset):
+    """A random permutation of ``0 .. n - 1`` (int64, shape ``(n,)``): the indices sorted by
+    random keys.
+
+    With ``b`` the bit length of ``n`` and ``r`` element ``i``'s 64-bit word (as in
+    ``randint``, counter ``offset + i``), the key of ``i`` is ``(r >> (b + 1)) << b | i``:
+    63 - b random bits, ties broken by the index. Keys are distinct, so every correct sort
+    gives the same permutation on every backend.
+    """
+
+
+def multinomial(probs, num_samples, replacement, seed, offset):
+    """``num_samples`` category indices for each row of the (R, C) weights ``probs`` (any
+    float dtype): an int64 (R, num_samples) buffer.
+
+    The caller has checked the weights: finite, >= 0, a positive sum in every row, and
+    ``num_samples <= C`` without replacement.
+
+    With replacement, exactly in integers: row ``r``'s weights become ``floor(w / max(row)
+    * 2**S)`` (float64 division; ``S = 62 -`` the bit length of C), their running sums a
+    cumulative table; sample ``s`` takes the 64-bit word ``u`` of counter ``offset + r *
+    num_samples + s`` (as ``randint``), the target ``floor(u * total / 2**64)``, and the
+    first category whose running sum exceeds it.
+
+    Without replacement, PyTorch's exponential race (successive sampling in proportion to
+    the weights): category ``j`` gets the key ``-log(1 - U) / w`` in float64, ``U`` the
+    float32 uniform number of counter ``offset + r * C + j`` (as ``rand``), +inf where
+    ``w == 0``; the samples are the ``num_samples`` smallest keys, smallest first, ties
+    (the zero weights, once the positive ones run out) by index. Both backends compute the
+    same keys up to the last bit of a float64 log.
+    """
+
+
 # ----------------------------------------------------------------------------------------------
 # elementwise
 # ----------------------------------------------------------------------------------------------
@@ -448,6 +507,33 @@ def mse_loss_bwd(grad, x, y, reduction, need_dx, need_dy):
 
 
 # ----------------------------------------------------------------------------------------------
+# embedding: rows of a table gathered at index tensors, their gradient, one-hot codes
+# ----------------------------------------------------------------------------------------------
+
+
+def embedding_fwd(idx, weight):
+    """Rows of the 2-D table ``weight`` (num, dim) at the int32 or int64 indices ``idx`` (any
+    shape, any strides): a new row-major buffer of ``idx.shape + (dim,)`` in ``weight``'s dtype.
+    Indices are already checked to lie in ``[0, num)``."""
+
+
+def embedding_bwd(grad, idx, num, padding_idx):
+    """The table's gradient of ``embedding_fwd``: a new row-major (num, dim) buffer in
+    ``grad``'s dtype (``grad`` of shape ``idx.shape + (dim,)``, any strides).
+
+    Row ``v`` is the sum of the rows of ``grad`` at the positions where ``idx == v``, added
+    in row-major position order from 0 in float32 (float64 for float64) and rounded once:
+    deterministic, and the same sums on every backend. Row ``padding_idx`` (an int in
+    ``[0, num)``, or None) is 0; so is a row no index names.
+    """
+
+
+def one_hot(idx, num_classes):
+    """int64 ``idx[..., None] == arange(num_classes)``: shape ``idx.shape + (num_classes,)``
+    for the integer ``idx`` (any strides), already checked to lie in ``[0, num_classes)``."""
+
+
+# ----------------------------------------------------------------------------------------------
 # optim: fused parameter updates, in place
 # ----------------------------------------------------------------------------------------------
 
@@ -481,7 +567,7 @@ FAMILIES = {
     "memory": (from_numpy, to_numpy, dtype_of, empty, full, arange, cast, contiguous, reshape,
                view, permute, expand, getitem, setitem, copy_, accumulate_, index_add,
                exclusively_owned, overlapping, cat, stack),
-    "random": (rand, randn),
+    "random": (rand, randn, dropout, randint, randperm, multinomial),
     "elementwise": (unary, binary, where, relu_fwd, relu_bwd, unary_bwd),
     "reduction": (reduce, sum_to_shape, argmax, max_bwd),
     "matmul": (matmul, linear_fwd, linear_bwd),
@@ -490,6 +576,7 @@ FAMILIES = {
                 bce_with_logits_fwd, bce_with_logits_bwd),
     "norm": (layer_norm_fwd, layer_norm_bwd, var_mean, var_bwd, vector_norm, vector_norm_bwd,
              mse_loss_fwd, mse_loss_bwd),
+    "embedding": (embedding_fwd, embedding_bwd, one_hot),
     "optim": (sgd_step, adamw_step),
 }
 """Each op family (one module per backend) and the functions it owns."""

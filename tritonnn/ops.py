@@ -24,6 +24,7 @@ import weakref
 import numpy as np
 
 from . import dtypes as D
+from . import random as _random
 from .backends import backend
 from .checks import (INT_RANGE, broadcast_shapes, flag, floating, is_scalar, norm_dim, norm_dims,
                      possible_shape, reduction as check_reduction, same_device, same_float_dtype,
@@ -1499,6 +1500,180 @@ def to_device(x, device):
 def _to_backward(node, g):
     src, dtype = node.attrs
     return (src.from_numpy(node.backend.to_numpy(g), dtype),)
+
+
+# ==============================================================================================
+# embedding, dropout and random draws
+# ==============================================================================================
+
+
+def _first_out_of_range(idx, size):
+    """The first value (row-major) of the integer tensor ``idx`` outside ``[0, size)``, or None.
+
+    The backend's target check (``first_bad_target``, one small kernel and two ints read
+    back on "cuda"), with an ignore value inside the range so that it hides nothing.
+    """
+    n = idx.numel()
+    if n == 0:
+        return None
+    B = idx._backend
+    if size == 0:                               # every value is out of range: say the first
+        return int(B.to_numpy(idx._data).reshape(-1)[0])
+    flat = idx._data if idx.dtype is D.int64 else B.cast(idx._data, D.int64)
+    return B.first_bad_target(B.reshape(flat, (n,)), size, 0)
+
+
+def embedding(idx, weight, padding_idx=None):
+    """Rows of the 2-D table ``weight`` (num, dim) at the int64 or int32 indices ``idx`` (any
+    shape): a tensor of ``idx.shape + (dim,)``.
+
+    The table's gradient adds each row's uses in position order (deterministic, no
+    atomics) and leaves row ``padding_idx`` (as PyTorch's: may count from the end) at 0.
+    Indices are checked to lie in ``[0, num)``, negative ones refused as PyTorch does.
+    """
+    op = "embedding"
+    same_device(op, idx, weight)
+    if idx.dtype is not D.int64 and idx.dtype is not D.int32:
+        raise DTypeError(f"{op}: indices must be int64 or int32, got {idx.dtype} (indices "
+                         f"{idx.shape}); convert with .long()")
+    if weight.ndim != 2:
+        raise ShapeError(f"{op}: the weight must be 2-D (num_embeddings, embedding_dim), got "
+                         f"{weight.shape}")
+    num, dim = weight.shape
+    if padding_idx is not None:
+        if not -num <= padding_idx < num:
+            raise IndexOutOfRange(f"{op}: padding_idx {padding_idx} is out of range for "
+                                  f"{num} embeddings (weight {weight.shape})")
+        padding_idx %= num
+    possible_shape(op, idx.shape + (dim,), weight.dtype.itemsize)
+    bad = _first_out_of_range(idx, num)
+    if bad is not None:
+        raise IndexOutOfRange(f"{op}: index {bad} is out of range for a table of {num} rows "
+                              f"(weight {weight.shape}, indices {idx.shape}); indices must "
+                              f"lie in [0, {num})")
+    B = weight._backend
+    out = weight._new(B.embedding_fwd(idx._data, weight._data), weight.dtype)
+    if not weight.dtype.is_floating:
+        return out
+    return _record(out, op, (weight,), (idx._data,), (idx,), (num, padding_idx))
+
+
+@backward_rule("embedding")
+def _embedding_backward(node, g):
+    (ib,), (num, padding_idx) = node.saved, node.attrs
+    return (node.backend.embedding_bwd(g, ib, num, padding_idx),)
+
+
+def dropout(x, p=0.5, training=True):
+    """Each element zeroed with probability ``p``, the others scaled by ``1 / (1 - p)``.
+
+    Outside training, for ``p == 0`` and for an empty tensor it is ``x`` itself (as
+    PyTorch). The mask is drawn from the global Philox stream (``tn.manual_seed``): the
+    node keeps the draw's ``(seed, offset)``, and the backward regenerates the mask from
+    them instead of storing it.
+    """
+    op = "dropout"
+    if not 0.0 <= p <= 1.0:
+        raise TritonnnError(f"{op}: p must be a probability in [0, 1], got {p}")
+    if not training or p == 0.0 or x.numel() == 0:
+        return x
+    floating(op, x)
+    seed, offset = _random.take((x.numel() + 3) // 4)      # four elements to a counter
+    out = x._new(x._backend.dropout(x._data, p, seed, offset), x.dtype)
+    return _record(out, op, (x,), attrs=(p, seed, offset))
+
+
+@backward_rule("dropout")
+def _dropout_backward(node, g):
+    p, seed, offset = node.attrs
+    return (node.backend.dropout(g, p, seed, offset),)
+
+
+def dropout_(x, p=0.5, training=True):
+    """``dropout`` written into ``x`` in place (PyTorch's ``inplace=True``)."""
+    if not 0.0 <= p <= 1.0 or not training or p == 0.0 or x.numel() == 0:
+        return dropout(x, p, training)
+    return _inplace("dropout_", x, lambda v: dropout(v, p, True))
+
+
+def one_hot(idx, num_classes=-1):
+    """int64 one-hot codes of the integer class indices ``idx``: ``idx.shape + (num_classes,)``.
+
+    ``num_classes=-1`` counts the classes as the largest value + 1, which reads the values
+    back to the host (a sync on "cuda"); a given ``num_classes`` checks the range with one
+    small read back instead.
+    """
+    op = "one_hot"
+    if not idx.dtype.is_integer:
+        raise DTypeError(f"{op}: expected a tensor of integer class indices, got {idx.dtype} "
+                         f"{idx.shape}; convert with .long()")
+    B = idx._backend
+    if num_classes == -1:
+        if idx.numel() == 0:
+            raise TritonnnError(f"{op}: can't infer the number of classes from an empty "
+                                f"tensor {idx.shape}; pass num_classes")
+        vals = B.to_numpy(idx._data)
+        lo, hi = int(vals.min()), int(vals.max())
+        if lo < 0:
+            raise IndexOutOfRange(f"{op}: class values must be non-negative, got {lo} "
+                                  f"(indices {idx.shape})")
+        num_classes = hi + 1
+    elif num_classes < 0:
+        raise TritonnnError(f"{op}: num_classes must be -1 (infer it) or >= 0, got "
+                            f"{num_classes}")
+    else:
+        bad = _first_out_of_range(idx, num_classes)
+        if bad is not None:
+            raise IndexOutOfRange(f"{op}: class value {bad} is out of range for {num_classes} "
+                                  f"classes (indices {idx.shape}); values must lie in "
+                                  f"[0, {num_classes})")
+    possible_shape(op, idx.shape + (num_classes,), D.int64.itemsize)
+    return idx._new(B.one_hot(idx._data, num_classes), D.int64)
+
+
+def multinomial(probs, num_samples, replacement=False):
+    """``num_samples`` category indices (int64) drawn from each row of the non-negative weights
+    ``probs`` (1-D: one distribution, (num_samples,); 2-D: one per row, (rows, num_samples)),
+    with or without replacement, as ``torch.multinomial``.
+
+    The weights are read back to the host once to check them (finite, >= 0, a positive
+    sum): PyTorch's errors, raised before any draw. The draws run on the device, from the
+    global Philox stream. Without replacement and with fewer positive weights than samples,
+    the zero-weight categories come last, in index order (PyTorch draws them too, in no
+    stated order).
+    """
+    op = "multinomial"
+    if not probs.dtype.is_floating:
+        raise DTypeError(f"{op}: expected floating-point weights, got {probs.dtype} "
+                         f"{probs.shape}; convert with .float()")
+    if probs.ndim not in (1, 2):
+        raise ShapeError(f"{op}: probs must be 1-D (one distribution) or 2-D (one per row), "
+                         f"got {probs.shape}")
+    if num_samples <= 0:
+        raise TritonnnError(f"{op}: num_samples must be positive, got {num_samples}")
+    rows, c = (1, probs.shape[0]) if probs.ndim == 1 else probs.shape
+    if not replacement and num_samples > c:
+        raise TritonnnError(f"{op}: can't draw {num_samples} samples without replacement from "
+                            f"{c} categories (probs {probs.shape})")
+    possible_shape(op, (rows, num_samples), D.int64.itemsize)
+    B = probs._backend
+    w = np.asarray(B.to_numpy(probs._data), np.float64).reshape(rows, c)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        r, j = (int(i) for i in np.argwhere(bad)[0])
+        raise TritonnnError(f"{op}: weights must be finite and non-negative; row {r} holds "
+                            f"{w[r, j]} at {j} (probs {probs.shape} {probs.dtype})")
+    positive = (w > 0).sum(axis=1)
+    if rows and positive.min() == 0:
+        r = int(np.argmin(positive))
+        raise TritonnnError(f"{op}: row {r} of the weights sums to 0: nothing to draw from "
+                            f"(probs {probs.shape})")
+    seed, offset = _random.take(rows * (num_samples if replacement else c))
+    pb = probs._data if probs.ndim == 2 else B.reshape(probs._data, (1, c))
+    out = B.multinomial(pb, num_samples, replacement, seed, offset)
+    if probs.ndim == 1:
+        out = B.reshape(out, (num_samples,))
+    return probs._new(out, D.int64)
 
 
 # ==============================================================================================

@@ -34,3 +34,29 @@ def philox(seed: int, counter: np.ndarray):
             k0 = k0 + _KEY_A
             k1 = k1 + _KEY_B
     return c0, c1, c2, c3
+
+
+# ----------------------------------------------------------------------------------------------
+# a probability as a threshold on the words (issue 11: dropout)
+# ----------------------------------------------------------------------------------------------
+
+_TO_UNIFORM = np.float32(4.6566127342e-10)
+
+
+def uniform_threshold(p: float) -> int:
+    """The smallest ``k`` in ``[0, 2**31]`` whose uniform float ``float32(k) * 4.6566127342e-10``
+    (``tl.rand``'s conversion of a word folded to 31 bits, ``k = w`` or ``~w``) is ``>= p`` in
+    float32; ``2**31`` when none is.
+
+    The conversion is monotonic in ``k``, so ``uniform(w) >= p`` is exactly ``k >= threshold``:
+    an integer compare on every device, no float conversion per number (dropout's mask).
+    """
+    target = np.float32(p)
+    lo, hi = 0, 1 << 31
+    while lo < hi:                      # the first k whose float reaches the target
+        mid = (lo + hi) // 2
+        if np.float32(mid) * _TO_UNIFORM >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

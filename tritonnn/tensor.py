@@ -17,8 +17,8 @@ from . import dtypes as D
 from . import ops
 from . import random as _random
 from .backends import backend
-from .checks import (INT_RANGE, array_fits, dtype_and_device, is_scalar, norm_dim, scalar_fits,
-                     scalar_type, sizes)
+from .checks import (INT_RANGE, array_fits, dtype_and_device, flag, integer, is_scalar, norm_dim,
+                     scalar_fits, scalar_type, sizes)
 from .device import as_device
 from .errors import DeviceError, DTypeError, ShapeError, TritonnnError
 from .tape import TensorBase, freed_error, is_freed, walk
@@ -882,6 +882,73 @@ def randn(*shape, dtype=None, device=None, requires_grad=False):
     return _random_factory("randn", shape, dtype, device, requires_grad, normal=True)
 
 
+# -- integer draws and sampling (issue 11): Philox on the device, the same on every device ---
+
+
+def randint(low, high=None, size=None, *, dtype=None, device=None, requires_grad=False):
+    """Integers uniform in ``[low, high)`` of shape ``size``, int64 unless ``dtype`` says
+    otherwise; ``randint(high, size)`` draws from ``[0, high)``, as torch.
+
+    Each number is a 64-bit Philox word reduced modulo ``high - low`` (exact integer math),
+    so ``tn.manual_seed`` reproduces a draw and "cpu" and "cuda" draw the same numbers.
+    """
+    op = "randint"
+    if size is None and isinstance(high, (tuple, list)):        # randint(high, size)
+        low, high, size = 0, low, high
+    elif high is None:                                          # randint(high, size=...)
+        low, high = 0, low
+    if size is None:
+        raise ShapeError(f"{op}: a size is needed, e.g. tn.randint(0, 10, (3,))")
+    low, high = integer(op, low, "low"), integer(op, high, "high")
+    for bound in (low, high):
+        scalar_fits(op, bound, D.int64)
+    if low >= high:
+        raise TritonnnError(f"{op}: low must be below high, got low={low} and high={high} "
+                            f"(the numbers are drawn from [low, high))")
+    dt = D.int64 if dtype is None else D.as_dtype(dtype)
+    if dt is D.bool_ and (low < 0 or high > 2):
+        raise DTypeError(f"{op}: bool holds 0 and 1 only; [{low}, {high}) does not fit it")
+    if dt in INT_RANGE:
+        scalar_fits(op, low, dt)                # every number drawn must fit dt, as torch
+        scalar_fits(op, high - 1, dt)
+    shape = sizes(op, (size,), dt.itemsize)
+    dev = as_device(device)
+    B = backend(dev)
+    seed, offset = _random.take(math.prod(shape))
+    buf = _allocate(op, shape, D.int64, lambda: B.randint(shape, low, high, seed, offset))
+    return _finish(buf if dt is D.int64 else B.cast(buf, dt), dt, dev, B, requires_grad)
+
+
+def randperm(n, *, dtype=None, device=None, requires_grad=False):
+    """A random permutation of ``0 .. n-1`` (int64 unless ``dtype`` says otherwise).
+
+    The indices sorted by distinct random Philox keys, on the device (a merge sort on
+    "cuda"): ``tn.manual_seed`` reproduces it and "cpu" and "cuda" give the same one.
+    """
+    op = "randperm"
+    n = integer(op, n, "n")
+    if n < 0:
+        raise ShapeError(f"{op}: n must be >= 0, got {n}")
+    dt = D.int64 if dtype is None else D.as_dtype(dtype)
+    if n and dt in INT_RANGE:
+        scalar_fits(op, n - 1, dt)
+    shape = sizes(op, (n,), dt.itemsize)
+    dev = as_device(device)
+    B = backend(dev)
+    seed, offset = _random.take(n)
+    buf = _allocate(op, shape, D.int64, lambda: B.randperm(n, seed, offset))
+    return _finish(buf if dt is D.int64 else B.cast(buf, dt), dt, dev, B, requires_grad)
+
+
+def multinomial(probs, num_samples, replacement=False):
+    """``num_samples`` indices drawn from each row of the non-negative weights ``probs`` (1-D
+    or 2-D), with or without replacement, as ``torch.multinomial``; int64."""
+    op = "multinomial"
+    expect_tensor(op, probs, "for the weights")
+    return ops.multinomial(probs, integer(op, num_samples, "num_samples"),
+                           flag(op, "replacement", replacement))
+
+
 # ----------------------------------------------------------------------------------------------
 # functions of several tensors
 # ----------------------------------------------------------------------------------------------
@@ -1054,5 +1121,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=False):
 
 
 __all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "empty", "full", "arange", "rand",
-           "randn", "stack", "cat", "where", "zeros_like", "ones_like", "maximum", "minimum",
+           "randn", "randint", "randperm", "multinomial", "stack", "cat", "where", "zeros_like", "ones_like", "maximum", "minimum",
            "Gradients", "grad"]

@@ -1,11 +1,13 @@
-"""Layers: ``Module``, ``Parameter``, containers, linear, normalization, activations, ``init``,
-``utils`` and ``functional``."""
+"""Layers: ``Module``, ``Parameter``, containers, linear, embedding, dropout, normalization,
+activations, ``init``, ``utils`` and ``functional``."""
 from . import functional, init, utils
 from .activation import GELU, SiLU, Tanh
+from .dropout import Dropout
 from .modules import (Flatten, Identity, Linear, Module, ModuleList, Parameter, ReLU, Sequential,
                       Sigmoid)
 from .normalization import LayerNorm
+from .sparse import Embedding
 
 __all__ = ["Module", "Parameter", "Linear", "ReLU", "Sigmoid", "Sequential", "Identity",
-           "ModuleList", "Flatten", "LayerNorm", "GELU", "SiLU", "Tanh",
+           "ModuleList", "Flatten", "Embedding", "Dropout", "LayerNorm", "GELU", "SiLU", "Tanh",
            "functional", "init", "utils"]

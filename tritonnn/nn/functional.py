@@ -4,8 +4,9 @@ from __future__ import annotations
 import warnings
 
 from .. import ops
-from ..checks import broadcast_shapes, integer, number, reduction as check_reduction, same_device
-from ..errors import DTypeError
+from ..checks import (broadcast_shapes, flag, integer, number, reduction as check_reduction,
+                      same_device)
+from ..errors import DTypeError, TritonnnError
 from ..tensor import expect_tensor
 
 
@@ -16,6 +17,54 @@ def linear(x, weight, bias=None, activation=None):
     if bias is not None:
         expect_tensor("linear", bias, "bias")
     return ops.linear(x, weight, bias, activation)
+
+
+# ----------------------------------------------------------------------------------------------
+# embedding, dropout, one-hot (issue 11)
+# ----------------------------------------------------------------------------------------------
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,  # noqa: A002
+              scale_grad_by_freq=False, sparse=False):
+    """Rows of ``weight`` (num_embeddings, embedding_dim) at the int64/int32 indices ``input``:
+    ``input.shape + (embedding_dim,)``; row ``padding_idx`` takes no gradient.
+
+    PyTorch's other options are refused unless left at their defaults (``max_norm``
+    renormalises the table in place, ``scale_grad_by_freq`` and ``sparse`` change the
+    gradient): tritonnn has none of them yet.
+    """
+    op = "embedding"
+    expect_tensor(op, input, "for the indices")
+    expect_tensor(op, weight, "for the weight")
+    if padding_idx is not None:
+        padding_idx = integer(op, padding_idx, "padding_idx")
+    for name, value, default in (("max_norm", max_norm, None),
+                                 ("scale_grad_by_freq", scale_grad_by_freq, False),
+                                 ("sparse", sparse, False)):
+        if value is not default and value != default:
+            raise TritonnnError(f"{op}: {name}={value!r} is not supported (only the default "
+                                f"{default!r})")
+    return ops.embedding(input, weight, padding_idx)
+
+
+def dropout(input, p=0.5, training=True, inplace=False):  # noqa: A002
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` when
+    ``training``; otherwise (and for ``p == 0``) return ``input`` itself. The mask comes from
+    ``tn.manual_seed``'s stream, the same on "cpu" and "cuda"; the backward regenerates it."""
+    op = "dropout"
+    expect_tensor(op, input, "for the input")
+    p = number(op, p, "p")
+    training = flag(op, "training", training)
+    inplace = flag(op, "inplace", inplace)
+    return (ops.dropout_ if inplace else ops.dropout)(input, p, training)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 one-hot codes of integer class indices: ``tensor.shape + (num_classes,)``;
+    ``num_classes=-1`` counts them as the largest value + 1 (a read back to the host)."""
+    op = "one_hot"
+    expect_tensor(op, tensor, "of class indices")
+    return ops.one_hot(tensor, integer(op, num_classes, "num_classes"))
 
 
 def relu(x):
