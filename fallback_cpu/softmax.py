@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import up
+from ._arrays import LOW, up
 
 
 def _acc(x):
@@ -161,7 +161,9 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
 # dW work in vocabulary blocks no larger than it. So a chunk's working set is two (rows, V)
 # arrays and two (rows, H) ones in the accumulation dtype (float32, or float64 for float64),
 # and the chunk takes as many rows as ``budget`` bytes hold. 16-bit weights are widened to
-# float32 once per call, for BLAS.
+# float32 once per call, for BLAS. For 16-bit dtypes the logits and their gradient are
+# rounded to h's dtype where the kernels store them in a buffer of that dtype (as torch's
+# unfused linear + cross_entropy does); dW and db still add up in float32.
 
 
 def _lce_rows(budget, n, v, hidden, acc):
@@ -177,7 +179,14 @@ def _lce_logits(h, w_acc, b_acc, r0, r1, buf):
     np.matmul(hc, w_acc.T, out=z)
     if b_acc is not None:
         z += b_acc
+    _lce_stored(z, h.dtype)
     return hc, z
+
+
+def _lce_stored(z, dtype):
+    """``z`` rounded in place to what a buffer of ``dtype`` holds (16-bit dtypes only)."""
+    if dtype in LOW:
+        np.copyto(z, z.astype(dtype))
 
 
 def _lce_dlogits(p, target, ignore_index, label_smoothing, scale):
@@ -275,6 +284,7 @@ def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, red
         if grads and ok.any():
             z /= s[:, None]
             d = _lce_dlogits(z, t, ignore_index, label_smoothing, scale)
+            _lce_stored(d, h.dtype)
             _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1)
         elif grads and dh is not None:
             dh[r0:r1] = 0                       # a chunk with every row ignored
@@ -315,5 +325,6 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
         np.exp(z, out=z)                       # the softmax, from the forward's lse
         scale = g[r0:r1] if reduction == "none" else g
         d = _lce_dlogits(z, target[r0:r1], ignore_index, label_smoothing, scale)
+        _lce_stored(d, h.dtype)
         _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1)
     return dh, _lce_rounded(dw, h.dtype), _lce_rounded(db, h.dtype)

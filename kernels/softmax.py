@@ -658,7 +658,14 @@ def _lce_accumulate_kernel(
 # and the tile of C it is added to are both live in the epilogue)
 _LCE_TILES = {"16": (128, 128, 64, 8, 3), "tf32": (128, 128, 32, 8, 3),
               "ieee": (64, 128, 16, 4, 3), "64": (64, 64, 16, 4, 3)}
-_LCE_TILE_INTERPRET = (64, 64, 64, 4, 1)      # one big tile: each block is one numpy op there
+
+
+def _lce_tile_interpreted(m, n, k):
+    """The interpreter runs each block as one numpy op: few, tall tiles (up to 64k elements)."""
+    bn = max(16, min(_launch.next_pow2(n), 64))
+    bk = max(16, min(_launch.next_pow2(k), 64))
+    bm = max(16, min(_launch.next_pow2(m), (1 << 16) // max(bn, bk)))
+    return bm, bn, bk, 4, 1
 
 
 def _lce_kind(dt):
@@ -677,7 +684,8 @@ def _lce_accumulate(a, b, c, rowsum):
     if m == 0 or not (dot or rowsum is not None):
         return
     kind = _lce_kind(dt)
-    bm, bn, bk, warps, stages = _LCE_TILE_INTERPRET if INTERPRET else _LCE_TILES[kind]
+    bm, bn, bk, warps, stages = _lce_tile_interpreted(m, n, k) if INTERPRET else \
+        _LCE_TILES[kind]
     sa, sb = buffers.strides(a), buffers.strides(b)
     sc = buffers.strides(c) if dot else (0, 0)
     acc_buf = c if dot else rowsum
