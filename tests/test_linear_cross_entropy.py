@@ -3,8 +3,9 @@
 The loss and the gradients of h, weight and bias against torch's
 ``F.cross_entropy(F.linear(h, weight, bias), target)`` on both devices ("cuda" runs the
 Triton kernels, through Triton's interpreter without a GPU): float32 tightly, bfloat16 and
-float16 loosely against torch in float32 on the same rounded inputs (the exact answer both
-approximate), float64 by central finite differences. Most cases shrink the chunk budget so
+float16 loosely, each against torch in float64 on the same (rounded) inputs, the exact
+answer they approximate (torch's own float32 result is off by 2e-5 relative at a 50257
+vocabulary, where the chunked one is within 1e-6); float64 by central finite differences. Most cases shrink the chunk budget so
 every call walks several chunks (counted by a spy on each backend's chunk GEMM), with an
 upstream gradient that is not 1. Then: the two backends' functions against each other and
 the eager gradients against recomputed ones, float32 accumulation of dW, the memory bound
@@ -103,7 +104,7 @@ def _tn_run(device, dtype, h, w, b, t, up_shape=None, reduction="mean", eps=0.0,
     return [loss.detach().numpy().astype(np.float64)] + grads
 
 
-def _torch_run(h, w, b, t, reduction="mean", eps=0.0, dtype=torch.float32, up_dtype=None):
+def _torch_run(h, w, b, t, reduction="mean", eps=0.0, dtype=torch.float64, up_dtype=None):
     """torch's ``cross_entropy(linear(h, w, b), t)`` and its gradients, the same upstream."""
     ph = torch.tensor(h, dtype=dtype, requires_grad=True)
     pw = torch.tensor(w, dtype=dtype, requires_grad=True)
@@ -138,8 +139,7 @@ def _check(device, n, hidden, v, dtype=FLOAT32, reduction="mean", eps=0.0, bias=
     h, w, b, t = _inputs(n, hidden, v, seed, ignore)
     h, w, b = (_round(a, dt) for a in (h, w, b))
     got = _tn_run(device, dt, h, w, b if bias else None, t, reduction=reduction, eps=eps)
-    want = _torch_run(h, w, b if bias else None, t, reduction, eps,
-                      torch.float64 if dt is tn.float64 else torch.float32, up_dtype=dt)
+    want = _torch_run(h, w, b if bias else None, t, reduction, eps, up_dtype=dt)
     _compare(got, want, rtol, atol, f"{device} {dt} ({n}, {hidden}) x ({v},) {reduction} "
                                     f"eps={eps} bias={bias}", floor)
 
@@ -163,13 +163,13 @@ def test_matches_torch_in_chunks(device, chunked, reduction, eps, bias):
 
 @pytest.mark.parametrize("n, hidden, v", [(1, 8, 17), (3, 5, 1), (1000, 16, 17), (2, 7, 3)])
 def test_odd_sizes(device, chunked, n, hidden, v):
-    seen = chunked(2048)
+    seen = chunked(8192)                # 1000 rows: 17 chunks (Triton), 34 (numpy)
     for reduction in ("mean", "none"):
         # one class: every loss and gradient is 0 up to rounding (floor: the logits' size)
         _check(device, n, hidden, v, reduction=reduction, eps=0.05, ignore=[0] if n > 2 else (),
                floor=1.0 if v == 1 else 0.0)
     if n == 1000:
-        assert len(seen) >= 30, f"{len(seen)} chunks"
+        assert len(seen) >= 3 * 17, f"{len(seen)} chunks"
 
 
 def test_vocabulary_50257_in_chunks_by_the_rule():
@@ -213,7 +213,7 @@ def test_bf16_weight_gradient_is_rounded_once(device, chunked):
     F.linear_cross_entropy(bf["h"], tw, tn.tensor(t, device=device), bf["b"],
                            reduction="sum").backward()
     assert len(seen) == 64, f"{len(seen)} chunks"
-    exact = _torch_run(h, w, b, t, "sum", dtype=torch.float64)[2] / 1.75   # upstream 1 here
+    exact = _torch_run(h, w, b, t, "sum")[2] / 1.75      # (the test's upstream is 1)
     ulp = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 7)
     err = np.abs(tw.grad.numpy().astype(np.float64) - exact) / ulp
     assert np.median(err) <= 0.75, f"median error {np.median(err):.3f} ulp"
@@ -340,13 +340,13 @@ def test_feeds_a_larger_graph(device, chunked):
 # ----------------------------------------------------------------------------------------------
 
 
-def _gradcheck(device, reduction, eps, ignore, bias=True, seed=11, step=1e-6):
+def _gradcheck(device, reduction, eps, ignore, bias=True, seed=11, step=1e-6, size=(5, 3, 4)):
     """Tape gradients of ``(loss * up).sum()`` against central differences, float64."""
-    h, w, b, t = _inputs(5, 3, 4, seed, ignore)
+    h, w, b, t = _inputs(*size, seed, ignore)
     arrays = [h.astype(np.float64), w.astype(np.float64)] + ([b.astype(np.float64)] if bias
                                                              else [])
     tt = tn.tensor(t, device=device)
-    up = _upstream((5,) if reduction == "none" else ()).astype(np.float64)
+    up = _upstream((size[0],) if reduction == "none" else ()).astype(np.float64)
 
     def objective(vals, grad=False):
         xs = [tn.tensor(v, device=device, requires_grad=grad) for v in vals]
@@ -382,8 +382,8 @@ def test_float64_finite_differences(chunked, reduction, eps, ignore):
 def test_float64_finite_differences_on_cuda(chunked):
     skip_without_cuda()
     chunked(64)
-    _gradcheck("cuda", "none", 0.1, (2,))
-    _gradcheck("cuda", "mean", 0.0, (), bias=False)
+    _gradcheck("cuda", "none", 0.1, (2,), size=(3, 2, 3))
+    _gradcheck("cuda", "mean", 0.0, (), bias=False, size=(3, 2, 3))
 
 
 # ----------------------------------------------------------------------------------------------
