@@ -820,29 +820,33 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
     return run.gradients()
 
 
+def _lce_entry(name, dt, kind, dot=True):
+    """One specialization of ``_lce_accumulate_kernel`` as the runtime compiles it for a
+    contiguous chunk with sizes that are multiples of 16: A = dlogits.T (unit stride along
+    M), h's rows, C and rowsum contiguous (those unit strides become constexpr 1); every
+    pointer and every other size and stride an i32 divisible by 16."""
+    bm, bn, bk, warps, stages = _LCE_TILES[kind]
+    acc = "fp64" if dt == "fp64" else "fp32"
+    constexprs = {"DOT": dot, "ROWSUM": True, "FP64": dt == "fp64",
+                  "INPUT_PRECISION": "tf32" if kind == "tf32" else "ieee", "DOT_IN_FP32": False,
+                  "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8,
+                  "stride_am": 1, "stride_bn": 1, "stride_cn": 1, "stride_rowsum": 1}
+    fn = _lce_accumulate_kernel
+    return aot_entry(name, fn, {"a_ptr": dt, "b_ptr": dt, "c_ptr": acc, "rowsum_ptr": acc},
+                     constexprs, scalar_type="i32",
+                     divisible_by_16=[k for k in fn.arg_names if k not in constexprs],
+                     num_warps=warps, num_stages=stages,
+                     ptx_contains={90: ["wgmma.mma_async"]} if dot and kind in ("16", "tf32")
+                     else {})
+
+
 def _lce_kernels():
-    out = []
-    for dt in ("bf16", "fp16", "fp32", "fp64"):
-        kind = {"bf16": "16", "fp16": "16", "fp32": "ieee", "fp64": "64"}[dt]
-        kinds = (kind, "tf32") if dt == "fp32" else (kind,)
-        acc = "fp64" if dt == "fp64" else "fp32"
-        for k in kinds:
-            bm, bn, bk, warps, stages = _LCE_TILES[k]
-            out.append(aot_entry(
-                f"lce_accumulate_{dt}_{k}", _lce_accumulate_kernel,
-                {"a_ptr": dt, "b_ptr": dt, "c_ptr": acc, "rowsum_ptr": acc},
-                {"DOT": True, "ROWSUM": True, "FP64": dt == "fp64",
-                 "INPUT_PRECISION": "tf32" if k == "tf32" else "ieee", "DOT_IN_FP32": False,
-                 "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
-                num_warps=warps, num_stages=stages))
-    bm, bn, bk, warps, stages = _LCE_TILES["16"]
-    out.append(aot_entry("lce_rowsum_bf16", _lce_accumulate_kernel,
-                         {"a_ptr": "bf16", "b_ptr": "bf16", "c_ptr": "fp32", "rowsum_ptr": "fp32"},
-                         {"DOT": False, "ROWSUM": True, "FP64": False, "INPUT_PRECISION": "ieee",
-                          "DOT_IN_FP32": False, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk,
-                          "GROUP_M": 8},
-                         num_warps=warps, num_stages=stages))
-    return out
+    return [_lce_entry("lce_accumulate_bf16", "bf16", "16"),
+            _lce_entry("lce_accumulate_fp16", "fp16", "16"),
+            _lce_entry("lce_accumulate_fp32", "fp32", "ieee"),
+            _lce_entry("lce_accumulate_fp32_tf32", "fp32", "tf32"),
+            _lce_entry("lce_accumulate_fp64", "fp64", "64"),
+            _lce_entry("lce_rowsum_bf16", "bf16", "16", dot=False)]
 
 
 KERNELS = KERNELS + _lce_kernels()

@@ -161,7 +161,8 @@ def test_matches_torch_in_chunks(device, chunked, reduction, eps, bias):
     assert len(seen) >= 7, f"{len(seen)} chunks"
 
 
-@pytest.mark.parametrize("n, hidden, v", [(1, 8, 17), (3, 5, 1), (1000, 16, 17), (2, 7, 3)])
+@pytest.mark.parametrize("n, hidden, v", [(1, 8, 17), (3, 5, 1), (1000, 16, 17), (2, 7, 3),
+                                          (4, 0, 5)])
 def test_odd_sizes(device, chunked, n, hidden, v):
     seen = chunked(8192)                # 1000 rows: 17 chunks (Triton), 34 (numpy)
     for reduction in ("mean", "none"):
@@ -492,7 +493,8 @@ def test_only_what_is_asked_is_computed():
 def test_peak_memory_on_cpu():
     """4096 rows x vocab 4096 in float32 (64 MiB of logits; torch holds them and their
     gradient): numpy's peak above the inputs, less the gradients it returns, stays within
-    the rule's budget (1/8 of the logits) and a few (N,) vectors."""
+    the rule's budget (1/8 of the logits) and a few (N,) vectors. (Measured: 5.5 MiB in all,
+    1 MiB of it the gradients.)"""
     n, hidden, v = 4096, 32, 4096
     h, w, b, t = _inputs(n, hidden, v, seed=14, ignore=[7])
     th, tw, tb = (tn.tensor(a, requires_grad=True) for a in (h, w, b))
@@ -509,11 +511,12 @@ def test_peak_memory_on_cpu():
     finally:
         tracemalloc.stop()
     grads = th.grad.numpy().nbytes + tw.grad.numpy().nbytes + tb.grad.numpy().nbytes
-    # the eager gradients and their scaled copies (rule) are both alive for a moment
-    extra = peak - 2 * grads
-    assert extra <= budget + 16 * n * 8, (f"peak {peak / 2**20:.1f} MiB: {extra / 2**20:.1f} "
-                                          f"MiB beyond the gradients, budget "
-                                          f"{budget / 2**20:.1f} MiB")
+    # beside the gradients: a chunk's working set (forward), or for a moment the gradients
+    # the forward computed next to their copies scaled by the upstream gradient (backward)
+    extra = peak - grads
+    assert extra <= max(budget, grads) + 16 * n * 8, (
+        f"peak {peak / 2**20:.1f} MiB: {extra / 2**20:.1f} MiB beyond the gradients, budget "
+        f"{budget / 2**20:.1f} MiB")
     assert peak < logits_bytes / 4, f"peak {peak / 2**20:.1f} MiB vs logits 64 MiB"
 
 
@@ -543,9 +546,9 @@ class _LiveBuffers:
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_peak_device_memory(monkeypatch, reduction):
     """Under the interpreter, every device buffer counted while alive: the peak of the
-    forward plus backward, less the gradients (twice for "mean": the eager ones and their
-    scaled copies) stays within the chunk budget (1/8 of the logits) and a few (N,) vectors;
-    no buffer is as large as the logits."""
+    forward plus backward, less the gradients, stays within the chunk budget (1/8 of the
+    logits) and a few (N,) vectors; no buffer is a quarter of the logits. (Measured: a
+    119 KB peak, 49 KB of it the gradients, for 512 KB of logits.)"""
     skip_without_cuda()
     monkeypatch.setattr(ops, "LCE_MIN_BUDGET", 0)        # the 1/8 rule, at a small size
     n, hidden, v = 512, 16, 256
@@ -559,9 +562,9 @@ def test_peak_device_memory(monkeypatch, reduction):
     loss = F.linear_cross_entropy(th, tw, tt, tb, reduction=reduction)
     (loss * tn.full(loss.shape, 1.5, device="cuda")).sum().backward()
     grads = (n * hidden + v * hidden + v) * 4
-    extra = live.peak - (2 if reduction == "mean" else 1) * grads
-    assert extra <= budget + 8 * n * 8, (f"peak {live.peak} B: {extra} B beyond the gradients, "
-                                         f"budget {budget} B")
+    extra = live.peak - grads            # (what the cpu test says of the backward holds here)
+    assert extra <= max(budget, grads) + 8 * n * 8, (
+        f"peak {live.peak} B: {extra} B beyond the gradients, budget {budget} B")
     assert live.largest < logits_bytes / 4
 
 
