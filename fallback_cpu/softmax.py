@@ -328,3 +328,14 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
         _lce_stored(d, h.dtype)
         _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1)
     return dh, _lce_rounded(dw, h.dtype), _lce_rounded(db, h.dtype)
+
+
+def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
+    """The forward's gradients times the 0-d upstream gradient, in place."""
+    for x in (dh, dw, db):
+        if x is not None:
+            if x.dtype in LOW:
+                np.copyto(x, (up(x) * np.float32(grad_loss)).astype(x.dtype))
+            else:
+                x *= np.asarray(grad_loss, x.dtype)
+    return dh, dw, db

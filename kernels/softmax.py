@@ -820,6 +820,27 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
     return run.gradients()
 
 
+@triton.jit
+def _lce_scale_kernel(x_ptr, g_ptr, n, BLOCK: tl.constexpr):
+    """``x[:n] *= g`` in place, x contiguous and g 0-d of x's dtype (16-bit in float32)."""
+    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = lin < n
+    g = up(tl.load(g_ptr))
+    x = up(tl.load(x_ptr + lin, mask=mask, other=0))
+    tl.store(x_ptr + lin, cast_to(x * g, x_ptr.dtype.element_ty), mask=mask)
+
+
+def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
+    """The forward's gradients times the 0-d upstream gradient, in place."""
+    for x in (dh, dw, db):
+        n = 0 if x is None else numel(buffers.shape(x))
+        if n:
+            block, warps = _launch.elementwise(n)
+            launch(_lce_scale_kernel, (cdiv(n, block),), x, grad_loss, n, BLOCK=block,
+                   num_warps=warps)
+    return dh, dw, db
+
+
 def _lce_entry(name, dt, kind, dot=True):
     """One specialization of ``_lce_accumulate_kernel`` as the runtime compiles it for a
     contiguous chunk with sizes that are multiples of 16: A = dlogits.T (unit stride along
@@ -846,7 +867,8 @@ def _lce_kernels():
             _lce_entry("lce_accumulate_fp32", "fp32", "ieee"),
             _lce_entry("lce_accumulate_fp32_tf32", "fp32", "tf32"),
             _lce_entry("lce_accumulate_fp64", "fp64", "64"),
-            _lce_entry("lce_rowsum_bf16", "bf16", "16", dot=False)]
+            _lce_entry("lce_rowsum_bf16", "bf16", "16", dot=False),
+            aot_entry("lce_scale_bf16", _lce_scale_kernel, "bf16", {"BLOCK": 1024})]
 
 
 KERNELS = KERNELS + _lce_kernels()

@@ -466,6 +466,23 @@ def test_eager_gradients_equal_recomputed_ones(dev):
             assert_close(B.to_numpy(e), B.to_numpy(r), 1e-6, 1e-5, f"{reduction} grad {i}")
 
 
+@pytest.mark.parametrize("dtype, atol, rtol", PARITY, ids=["float32", "bfloat16", "float16",
+                                                           "float64"])
+def test_scale_in_place_matches_numpy_mirror(dtype, atol, rtol):
+    skip_without_cuda()
+    K = backend(tn.device("cuda"))
+    np_dt = ml_dtypes.bfloat16 if dtype is D.bfloat16 else dtype.np
+    arrays = [np.random.default_rng(16).standard_normal(s).astype(np_dt) for s in ((7, 5), (3,))]
+    g = np.asarray(-1.75, np_dt)
+    dev = [K.from_numpy(a, dtype) for a in arrays]
+    want = fallback_cpu.linear_cross_entropy_scale_(g, arrays[0], None, arrays[1])
+    got = K.linear_cross_entropy_scale_(K.from_numpy(g, dtype), dev[0], None, dev[1])
+    assert got[0] is dev[0] and got[1] is None and got[2] is dev[1], "in place"
+    assert want[0] is arrays[0] and want[2] is arrays[1], "in place"
+    for gk, wk in zip((got[0], got[2]), (want[0], want[2])):
+        assert_close(_host(gk), wk, atol, rtol, "scaled")
+
+
 def test_only_what_is_asked_is_computed():
     h, w, b, t = _inputs(6, 3, 5)
     for dev in ("cpu", "cuda") if cuda_usable() else ("cpu",):
@@ -583,7 +600,8 @@ def test_chunk_rule():
 # bad input: cross_entropy's errors, raised before any math
 # ----------------------------------------------------------------------------------------------
 
-MATH = ("linear_cross_entropy_fwd", "linear_cross_entropy_bwd", "linear_fwd", "linear_bwd",
+MATH = ("linear_cross_entropy_fwd", "linear_cross_entropy_bwd", "linear_cross_entropy_scale_",
+        "linear_fwd", "linear_bwd",
         "matmul", "softmax_cross_entropy_fwd", "softmax_cross_entropy_bwd", "binary", "cast",
         "reduce", "copy_")
 

@@ -389,6 +389,13 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
     """
 
 
+def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
+    """``dh``, ``dw`` and ``db`` (as ``linear_cross_entropy_fwd`` returned them, contiguous;
+    any may be None) multiplied in place by the 0-d upstream ``grad_loss`` of their dtype
+    (low precision in float32, rounded once); returns ``(dh, dw, db)``. The gradients of
+    "sum"/"mean" are linear in the upstream gradient, so this is their backward."""
+
+
 # ----------------------------------------------------------------------------------------------
 # optim: fused parameter updates, in place
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +437,8 @@ FAMILIES = {
     "softmax": (softmax_fwd, softmax_bwd, log_softmax_fwd, log_softmax_bwd,
                 softmax_cross_entropy_fwd, softmax_cross_entropy_bwd, first_bad_target,
                 bce_with_logits_fwd, bce_with_logits_bwd,
-                linear_cross_entropy_fwd, linear_cross_entropy_bwd),
+                linear_cross_entropy_fwd, linear_cross_entropy_bwd,
+                linear_cross_entropy_scale_),
     "optim": (sgd_step, adamw_step),
 }
 """Each op family (one module per backend) and the functions it owns."""

@@ -1408,7 +1408,8 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
 
     Memory: one chunk's working set (``lce_budget``), plus, for 16-bit dtypes, the float32
     dW accumulator (V * H * 4 bytes); between forward and backward, the gradients
-    (sum/mean) or the lse (none). The full logits exist at no point.
+    (sum/mean: scaled in place by the backward when the graph is not retained) or the lse
+    (none). The full logits exist at no point.
     """
     op = "linear_cross_entropy"
     same_device(op, *((h, weight, target) if bias is None else (h, weight, bias, target)))
@@ -1464,8 +1465,11 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
         *(needs if eager else (False, False, False)))
     out = h._new(loss_b, h.dtype)
     if eager:
-        # the gradients for an upstream 1 are ready: the rule only scales them
-        out = _record(out, op, (h2, weight, bias), (dh, dw, db))
+        # the gradients for an upstream 1 are ready: the rule only scales them, in place when
+        # the walk grants it (they are this node's alone unless the graph is retained)
+        saved = (dh, dw, db)
+        out = _record(out, op, (h2, weight, bias), saved,
+                      donate=next(i for i, d in enumerate(saved) if d is not None))
     else:
         out = _record(out, op, (h2, weight, bias), (hb, wb, bb, tb, lse),
                       (h2, weight, bias, tgt), (ignore_index, smoothing, reduction, budget))
@@ -1476,6 +1480,8 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
 def _linear_cross_entropy_backward(node, g):
     B = node.backend
     if node.attrs is None:            # "sum"/"mean": d(g L) = g dL, dL from the forward
+        if node.last_use:
+            return B.linear_cross_entropy_scale_(g, *node.saved)
         return tuple(None if d is None else B.binary(d, g, "mul") for d in node.saved)
     hb, wb, bb, tb, lse = node.saved
     ignore_index, smoothing, reduction, budget = node.attrs
