@@ -794,7 +794,6 @@ def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, red
             run.dlogits_(z, tc, lse_rows, unit, 0)
             run.backprop(z, hc, sl)
         del z                   # the chunk's logits go before the next chunk's come
-    dh, dw, db = run.gradients()
     if reduction == "none":
         return loss_rows, lse, None, None, None
     out = buffers.empty((), run.dt)
@@ -802,7 +801,7 @@ def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, red
     launch(_ce_total_kernel, (1,), loss_rows, target, out, run.n, buffers.strides(target)[0],
            ignore_index, MODE=reduction, ACC=_acc(run.dt), BLOCK=block,
            num_warps=_launch.warps(block))
-    return out, lse, dh, dw, db
+    return (out, lse) + run.gradients()
 
 
 def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, label_smoothing,

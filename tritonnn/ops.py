@@ -1363,8 +1363,9 @@ def lce_budget(n, v, dtype):
 
     ``clamp(N * V * itemsize / 8, 4 MiB, 1 GiB)``. An eighth of the logits keeps the extra
     memory a small part of what the unchunked op holds (the logits and their gradient)
-    while chunks keep at least N/8 rows, so the GEMMs stay large and the float32 dW
-    accumulator is read and written about eight times per call, not once per small chunk;
+    while chunks keep about N/8 rows (N/16 on numpy, whose working arrays are two float32
+    ones), so the GEMMs stay large and the float32 dW accumulator is read and written about
+    eight times per call, not once per small chunk;
     below 4 MiB chunking saves nothing worth its per-chunk overhead; 1 GiB caps the working
     set whatever N * V is. Each backend turns the budget into rows from its own working
     set per row: the Triton kernels hold a chunk's logits and its dh product in h's dtype,
@@ -1393,12 +1394,15 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
     Row i needs only its own logits (its lse is a row statistic), so any split of the rows
     into chunks is exact: a chunk's logits Z_c = H_c W^T + b give its losses, its lse and
     dZ_c, then dh_c = dZ_c W, and dW += dZ_c^T H_c, db += colsum(dZ_c) add up over the
-    chunks in order, in float32 for 16-bit dtypes (rounded once).
+    chunks in order, in float32 for 16-bit dtypes (rounded once). For 16-bit dtypes Z_c and
+    dZ_c are stored in h's dtype, as torch's unfused linear + cross_entropy stores them.
 
     Where the gradient is computed. For "sum" and "mean" the upstream gradient g is one
     number and the gradient is linear in it: d(g L) = g dL. So the forward, when a
     gradient will be wanted, computes dL for g = 1 while each chunk's softmax is at hand
-    (written over its logits) and keeps dh, dW, db; the backward multiplies them by g.
+    (written over its logits) and keeps dh, dW, db; the backward multiplies them by g
+    (exact for g = 1, as ``loss.backward()`` seeds it; another rounding in 16-bit dtypes
+    for other g).
     That is three GEMMs in all, as the unchunked forward and backward; recomputing the
     logits in the backward would be a fourth. For "none" g is a vector that weighs each
     row before the sum over rows in dW, so it cannot be factored out: the forward keeps
