@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import up
+from ._arrays import LOW, up
 
 
 def _acc(x):
@@ -150,3 +150,192 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
     dx = ((sig - yf) * g).astype(x.dtype)
     dy = (-xf * g).astype(y.dtype)
     return dx, dy
+
+
+# ----------------------------------------------------------------------------------------------
+# chunked linear + cross-entropy (twins of the section of kernels/softmax.py)
+# ----------------------------------------------------------------------------------------------
+#
+# One (rows, V) float array holds a chunk's logits, then in place exp(logits - max), the
+# softmax and finally the gradient of the logits; the float products that add a chunk into
+# dW work in vocabulary blocks no larger than it. So a chunk's working set is two (rows, V)
+# arrays and two (rows, H) ones in the accumulation dtype (float32, or float64 for float64),
+# and the chunk takes as many rows as ``budget`` bytes hold. 16-bit weights are widened to
+# float32 once per call, for BLAS. For 16-bit dtypes the logits and their gradient are
+# rounded to h's dtype where the kernels store them in a buffer of that dtype (as torch's
+# unfused linear + cross_entropy does); dW and db still add up in float32.
+
+
+def _lce_rows(budget, n, v, hidden, acc):
+    """Rows per chunk: two (rows, V) and two (rows, H) ``acc`` arrays within ``budget`` bytes."""
+    per_row = (2 * v + 2 * hidden) * np.dtype(acc).itemsize
+    return max(1, min(n, budget // max(per_row, 1)))
+
+
+def _lce_logits(h, w_acc, b_acc, r0, r1, buf):
+    """Rows ``r0:r1`` of h widened to the accumulation dtype, and their logits written into ``buf``."""
+    hc = h[r0:r1].astype(buf.dtype, copy=False)
+    z = buf[:r1 - r0]
+    np.matmul(hc, w_acc.T, out=z)
+    if b_acc is not None:
+        z += b_acc
+    _lce_stored(z, h.dtype)
+    return hc, z
+
+
+def _lce_stored(z, dtype):
+    """``z`` rounded in place to what a buffer of ``dtype`` holds (16-bit dtypes only)."""
+    if dtype in LOW:
+        np.copyto(z, z.astype(dtype))
+
+
+def _lce_dlogits(p, target, ignore_index, label_smoothing, scale):
+    """The softmax ``p`` of a chunk turned, in place, into d loss / d logits.
+
+    ``(p - (1 - eps) * onehot(t) - eps / V) * scale``: ``scale`` 0-d or one per row; rows
+    whose target is ``ignore_index`` get 0.
+    """
+    rows, v = p.shape
+    valid = target != ignore_index
+    if label_smoothing:
+        p -= label_smoothing / v
+    p[np.arange(rows), np.where(valid, target, 0)] -= 1.0 - label_smoothing
+    p *= scale if np.ndim(scale) == 0 else scale[:, None]
+    if not valid.all():
+        p[~valid] = 0
+    return p
+
+
+def _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1):
+    """One chunk's share of the gradients: ``dh[r0:r1] = d @ w``, ``dw += d.T @ h_c``, ``db +=
+    d.sum(0)`` (dw and db in the accumulation dtype; any of them None)."""
+    if dh is not None:
+        if dh.dtype == d.dtype:
+            np.matmul(d, w_acc, out=dh[r0:r1])
+        else:
+            dh[r0:r1] = np.matmul(d, w_acc)
+    if dw is not None:
+        v, hidden = dw.shape
+        step = max(1, d.size // max(hidden, 1))       # product blocks no larger than d
+        for v0 in range(0, v, step):
+            dw[v0:v0 + step] += np.matmul(d[:, v0:v0 + step].T, hc)
+    if db is not None:
+        db += d.sum(axis=0)
+
+
+def _lce_grad_buffers(h, w, acc, need_dh, need_dw, need_db):
+    n, hidden = h.shape
+    v = w.shape[0]
+    dh = np.empty((n, hidden), h.dtype) if need_dh else None
+    dw = np.zeros((v, hidden), acc) if need_dw else None
+    db = np.zeros((v,), acc) if need_db else None
+    return dh, dw, db
+
+
+def _lce_rounded(x, dtype):
+    return None if x is None else x.astype(dtype, copy=False)
+
+
+def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
+                             need_dh, need_dw, need_db):
+    """Cross-entropy of ``h @ w.T + b`` against ``target``, chunk by chunk of rows.
+
+    Returns ``(loss, lse, dh, dw, db)``; for "sum"/"mean" the gradients asked for
+    (upstream 1) come from the same pass: each chunk's softmax is at hand once its
+    log-sum-exp is known.
+    """
+    acc = _acc(h)
+    n, hidden = h.shape
+    v = w.shape[0]
+    grads = reduction != "none" and (need_dh or need_dw or need_db)
+    w_acc = w.astype(acc, copy=False)
+    b_acc = None if b is None else b.astype(acc, copy=False)
+    dh, dw, db = _lce_grad_buffers(h, w, acc, need_dh and grads, need_dw and grads,
+                                   need_db and grads)
+    valid = target != ignore_index
+    count = int(np.count_nonzero(valid))
+    # "mean": every row's gradient is over the count of rows not ignored in ALL chunks
+    scale = acc(1.0 / count) if reduction == "mean" and count else acc(1.0)
+    loss = np.empty((n,), acc)
+    lse = np.empty((n,), acc)
+    rows = _lce_rows(budget, n, v, hidden, acc)
+    buf = np.empty((rows, v), acc)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        t = target[r0:r1]
+        ok = valid[r0:r1]
+        hc, z = _lce_logits(h, w_acc, b_acc, r0, r1, buf)
+        # 1. what the loss needs from the raw logits: the target logit, the row sum
+        picked = z[np.arange(r1 - r0), np.where(ok, t, 0)]
+        row_sum = z.sum(axis=1) if label_smoothing else None
+        # 2. log-sum-exp shifted by the row maximum; z becomes exp(z - max) in place
+        m = z.max(axis=1)
+        if not np.isfinite(m).all():
+            m = np.where(np.isfinite(m), m, 0)
+        z -= m[:, None]
+        np.exp(z, out=z)
+        s = z.sum(axis=1)
+        lse[r0:r1] = m + np.log(s)
+        rl = lse[r0:r1] - (1.0 - label_smoothing) * picked
+        if label_smoothing:
+            rl -= (label_smoothing / v) * row_sum
+        loss[r0:r1] = np.where(ok, rl, 0)
+        # 3. eager gradients: softmax = exp(z - max) / sum, then the chunk's share
+        if grads and ok.any():
+            z /= s[:, None]
+            d = _lce_dlogits(z, t, ignore_index, label_smoothing, scale)
+            _lce_stored(d, h.dtype)
+            _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1)
+        elif grads and dh is not None:
+            dh[r0:r1] = 0                       # a chunk with every row ignored
+    if reduction == "none":
+        out = loss.astype(h.dtype)
+    else:
+        total = loss.sum(dtype=acc)
+        if reduction == "mean":
+            total = total / acc(count) if count else acc(np.nan)
+        out = np.asarray(total, dtype=h.dtype)
+    return out, lse, dh, _lce_rounded(dw, h.dtype), _lce_rounded(db, h.dtype)
+
+
+def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, label_smoothing,
+                             reduction, budget, need_dh, need_dw, need_db):
+    """``(dh, dw, db)`` for the upstream ``grad_loss``, each chunk's logits computed again."""
+    acc = _acc(h)
+    n, hidden = h.shape
+    v = w.shape[0]
+    w_acc = w.astype(acc, copy=False)
+    b_acc = None if b is None else b.astype(acc, copy=False)
+    dh, dw, db = _lce_grad_buffers(h, w, acc, need_dh, need_dw, need_db)
+    g = np.asarray(grad_loss, dtype=acc)
+    valid = target != ignore_index
+    if reduction == "mean":
+        count = int(np.count_nonzero(valid))
+        g = g / acc(count) if count else g
+    rows = _lce_rows(budget, n, v, hidden, acc)
+    buf = np.empty((rows, v), acc)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        if not valid[r0:r1].any():
+            if dh is not None:
+                dh[r0:r1] = 0
+            continue
+        hc, z = _lce_logits(h, w_acc, b_acc, r0, r1, buf)
+        z -= lse[r0:r1, None].astype(acc, copy=False)
+        np.exp(z, out=z)                       # the softmax, from the forward's lse
+        scale = g[r0:r1] if reduction == "none" else g
+        d = _lce_dlogits(z, target[r0:r1], ignore_index, label_smoothing, scale)
+        _lce_stored(d, h.dtype)
+        _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1)
+    return dh, _lce_rounded(dw, h.dtype), _lce_rounded(db, h.dtype)
+
+
+def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
+    """The forward's gradients times the 0-d upstream gradient, in place."""
+    for x in (dh, dw, db):
+        if x is not None:
+            if x.dtype in LOW:
+                np.copyto(x, (up(x) * np.float32(grad_loss)).astype(x.dtype))
+            else:
+                x *= np.asarray(grad_loss, x.dtype)
+    return dh, dw, db

@@ -32,10 +32,13 @@ import triton
 import triton.language as tl
 
 from .. import dtypes as D
+from ..precision import allow_tf32
 from . import _launch, buffers
+from ._interpret import INTERPRET
 from ._jitlib import cast_to, div_rn, f64_from_bits, sigmoid, strided_offset, up
 from ._launch import aot_entry, cdiv, float_bits, launch, launch_strided, numel
-from .memory import cast, contiguous
+from .matmul import linear_fwd, matmul
+from .memory import cast, contiguous, copy_, full
 from .reduction import reduce
 
 # ----------------------------------------------------------------------------------------------
@@ -562,3 +565,309 @@ def _kernels():
 
 
 KERNELS = _kernels()
+
+
+# ----------------------------------------------------------------------------------------------
+# chunked linear + cross-entropy (twins of the section of fallback_cpu/softmax.py)
+# ----------------------------------------------------------------------------------------------
+#
+# Rows of h go in chunks. For each: the chunk's logits z = h_c @ w.T + b (the GEMM of
+# ``linear_fwd``, one (rows, V) buffer in h's dtype), its losses and log-sum-exps
+# (``_ce_fwd_kernel`` writing into the rows of the whole (N,) buffers), then, when gradients
+# are wanted, d loss / d z written over z in place (``_ce_bwd_kernel``), dh_c = dz @ w
+# (``matmul``, copied into dh's rows) and dW += dz.T @ h_c with db += dz.sum(0) in float32
+# (``_lce_accumulate_kernel``). A chunk's working set is z and the (rows, H) product.
+
+
+@triton.jit
+def _lce_accumulate_kernel(
+    # pointers: C (M, N) += A (M, K) @ B (K, N) and rowsum (M,) += A.sum(1); C and rowsum
+    # are the float32 (float64) accumulators of dW and db, A = dlogits.T, B = h's rows
+    a_ptr, b_ptr, c_ptr, rowsum_ptr,
+    # sizes
+    M, N, K,
+    # strides (in elements)
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, stride_rowsum,
+    # meta-parameters
+    DOT: tl.constexpr, ROWSUM: tl.constexpr, FP64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """``C += A @ B`` (DOT) and ``rowsum += A.sum(1)`` (ROWSUM) for one (BLOCK_M, BLOCK_N) tile.
+
+    Each element of C, and (from the programs of tile column 0) of rowsum, is read,
+    added to and written by exactly one program: the sum over chunks (one launch each,
+    in order) is the same on every run, with no atomics. Without DOT the grid has one
+    tile column and only the row sums are taken.
+    """
+    # 1. Which tile: groups of GROUP_M rows of tiles, column by column (A panels reused in L2).
+    pid = tl.program_id(0).to(tl.int64)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pids_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // pids_in_group) * GROUP_M
+    group_rows = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % pids_in_group) % group_rows
+    pid_n = (pid % pids_in_group) // group_rows
+
+    # 2. int64 offsets (M x K, the vocabulary times the chunk's rows, can pass 2**31)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    in_m = offs_m < M
+    in_n = offs_n < N
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    step = tl.full((), BLOCK_K, tl.int64)
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+        rowsum = tl.zeros((BLOCK_M,), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        rowsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+
+    # 3. March along K (the chunk's rows); out-of-range lanes load 0 and add nothing.
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        in_k = offs_k < K - kb * BLOCK_K
+        a = tl.load(a_ptrs, mask=in_m[:, None] & in_k[None, :], other=0.0)
+        if ROWSUM:
+            rowsum += tl.sum(a.to(rowsum.dtype), axis=1)
+        if DOT:
+            b = tl.load(b_ptrs, mask=in_k[:, None] & in_n[None, :], other=0.0)
+            if DOT_IN_FP32:
+                # interpreter only: its tl.dot multiplies bfloat16 bit patterns as integers
+                acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+            b_ptrs += step * stride_bk
+        a_ptrs += step * stride_ak
+
+    # 4. Add into the accumulators: this chunk's share joins the earlier chunks' sum.
+    if DOT:
+        c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        inside = in_m[:, None] & in_n[None, :]
+        tl.store(c_ptrs, tl.load(c_ptrs, mask=inside, other=0.0) + acc, mask=inside)
+    if ROWSUM:
+        if pid_n == 0:
+            r_ptrs = rowsum_ptr + offs_m * stride_rowsum
+            tl.store(r_ptrs, tl.load(r_ptrs, mask=in_m, other=0.0) + rowsum, mask=in_m)
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) of the accumulating GEMM, by operand kind: the
+# tensor-core tiles of the backward GEMMs in matmul.py, at most 128x128 (the accumulator
+# and the tile of C it is added to are both live in the epilogue)
+_LCE_TILES = {"16": (128, 128, 64, 8, 3), "tf32": (128, 128, 32, 8, 3),
+              "ieee": (64, 128, 16, 4, 3), "64": (64, 64, 16, 4, 3)}
+
+
+def _lce_tile_interpreted(m, n, k):
+    """The interpreter runs each block as one numpy op: few, tall tiles (up to 64k elements)."""
+    bn = max(16, min(_launch.next_pow2(n), 64))
+    bk = max(16, min(_launch.next_pow2(k), 64))
+    bm = max(16, min(_launch.next_pow2(m), (1 << 16) // max(bn, bk)))
+    return bm, bn, bk, 4, 1
+
+
+def _lce_kind(dt):
+    if dt in (D.bfloat16, D.float16):
+        return "16"
+    if dt is D.float64:
+        return "64"
+    return "tf32" if allow_tf32() else "ieee"
+
+
+def _lce_accumulate(a, b, c, rowsum):
+    """``c += a @ b`` (c None: skipped) and ``rowsum += a.sum(1)`` (None: skipped)."""
+    (m, k), dt = buffers.shape(a), buffers.dtype_of(a)
+    dot = c is not None and numel(buffers.shape(c)) > 0
+    n = buffers.shape(b)[1] if dot else 1
+    if m == 0 or not (dot or rowsum is not None):
+        return
+    kind = _lce_kind(dt)
+    bm, bn, bk, warps, stages = _lce_tile_interpreted(m, n, k) if INTERPRET else \
+        _LCE_TILES[kind]
+    sa, sb = buffers.strides(a), buffers.strides(b)
+    sc = buffers.strides(c) if dot else (0, 0)
+    acc_buf = c if dot else rowsum
+    launch(_lce_accumulate_kernel, (cdiv(m, bm) * cdiv(n, bn),),
+           a, b, acc_buf, acc_buf if rowsum is None else rowsum, m, n, k,
+           sa[0], sa[1], sb[0], sb[1], sc[0], sc[1],
+           0 if rowsum is None else buffers.strides(rowsum)[0],
+           DOT=dot, ROWSUM=rowsum is not None, FP64=dt is D.float64,
+           INPUT_PRECISION="tf32" if kind == "tf32" else "ieee",
+           DOT_IN_FP32=INTERPRET and dt is D.bfloat16,
+           BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
+
+
+def _lce_rows(budget, n, v, hidden, itemsize):
+    """Rows per chunk: its (rows, V) logits and (rows, H) dh product within ``budget`` bytes."""
+    return max(1, min(n, budget // max((v + hidden) * itemsize, 1)))
+
+
+class _LceRun:
+    """What every chunk of one call shares: sizes, strides, flags and the gradient buffers."""
+
+    def __init__(self, h, w, b, target, ignore_index, label_smoothing, reduction, budget,
+                 need_dh, need_dw, need_db):
+        self.h, self.w, self.b, self.target = h, w, b, target
+        self.dt = buffers.dtype_of(h)
+        self.acc_dt = D.float64 if self.dt is D.float64 else D.float32
+        self.n, self.hidden = buffers.shape(h)
+        self.v = buffers.shape(w)[0]
+        self.ignore_index, self.reduction = ignore_index, reduction
+        self.smooth = bool(label_smoothing)
+        self.one_minus_eps = float_bits(1.0 - label_smoothing)
+        self.eps_over_c = float_bits(label_smoothing / self.v)
+        self.rows = _lce_rows(budget, self.n, self.v, self.hidden, self.dt.itemsize)
+        self.dh = buffers.empty((self.n, self.hidden), self.dt) if need_dh else None
+        self.dw = full((self.v, self.hidden), 0, self.acc_dt) if need_dw else None
+        self.db = full((self.v,), 0, self.acc_dt) if need_db else None
+        self.count = None
+        if reduction == "mean" and (need_dh or need_dw or need_db):
+            # "mean" scales every row by the count of rows not ignored in ALL chunks
+            self.count = buffers.empty((1,), self.acc_dt)
+            block = _launch.rows(1, self.n)[1]
+            launch(_ce_total_kernel, (1,), self.count, target, self.count, self.n,
+                   buffers.strides(target)[0], ignore_index, MODE="count",
+                   ACC=_acc(self.dt), BLOCK=block, num_warps=_launch.warps(block))
+
+    def chunks(self):
+        """``(rows slice, h's rows, target's rows, their logits)`` for each chunk, in order."""
+        for r0 in range(0, self.n, self.rows):
+            sl = slice(r0, min(self.n, r0 + self.rows))
+            hc = buffers.view_index(self.h, sl)
+            yield sl, hc, buffers.view_index(self.target, sl), linear_fwd(hc, self.w, self.b,
+                                                                          False)
+
+    def ce_fwd(self, z, tc, loss_rows, lse_rows):
+        rows, c = buffers.shape(z)
+        bm, bn, warps = _launch.rows(rows, c)
+        launch(_ce_fwd_kernel, (cdiv(rows, bm),),
+               z, tc, loss_rows, lse_rows, rows, c, *buffers.strides(z),
+               buffers.strides(tc)[0], self.ignore_index, self.one_minus_eps, self.eps_over_c,
+               SMOOTH=self.smooth, ACC=_acc(self.dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+
+    def dlogits_(self, z, tc, lse_rows, g, g_stride):
+        """z (the chunk's logits) overwritten with d loss / d z, the upstream ``g`` per row."""
+        rows, c = buffers.shape(z)
+        sn, sc = buffers.strides(z)
+        mean = self.reduction == "mean"
+        bm, bn, warps = _launch.rows(rows, c)
+        launch(_ce_bwd_kernel, (cdiv(rows, bm),),
+               z, tc, lse_rows, g, self.count if mean else lse_rows, z, rows, c, sn, sc,
+               buffers.strides(tc)[0], g_stride, sn, sc, self.ignore_index, self.one_minus_eps,
+               self.eps_over_c, SMOOTH=self.smooth, MEAN=mean, ACC=_acc(self.dt),
+               BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+
+    def backprop(self, dz, hc, sl):
+        """The chunk's share: dh's rows = dz @ w; dW += dz.T @ h_c and db += dz.sum(0)."""
+        if self.dh is not None:
+            copy_(buffers.view_index(self.dh, sl), matmul(dz, self.w))
+        if self.dw is not None or self.db is not None:
+            _lce_accumulate(buffers.permute(dz, (1, 0)), hc, self.dw, self.db)
+
+    def gradients(self):
+        """``(dh, dw, db)``, the float32 sums rounded once to h's dtype."""
+        def rounded(x):
+            return x if x is None or self.acc_dt is self.dt else cast(x, self.dt)
+        return self.dh, rounded(self.dw), rounded(self.db)
+
+
+def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
+                             need_dh, need_dw, need_db):
+    """Cross-entropy of ``h @ w.T + b`` against ``target``, chunk by chunk of rows.
+
+    Returns ``(loss, lse, dh, dw, db)``; for "sum"/"mean" the gradients asked for
+    (upstream 1) come from the same pass, written over each chunk's logits once its
+    log-sum-exps are known.
+    """
+    grads = reduction != "none" and (need_dh or need_dw or need_db)
+    run = _LceRun(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
+                  need_dh and grads, need_dw and grads, need_db and grads)
+    loss_rows = buffers.empty((run.n,), run.dt if reduction == "none" else run.acc_dt)
+    lse = buffers.empty((run.n,), run.acc_dt)
+    unit = full((), 1.0, run.acc_dt) if grads else None
+    for sl, hc, tc, z in run.chunks():
+        lse_rows = buffers.view_index(lse, sl)
+        run.ce_fwd(z, tc, buffers.view_index(loss_rows, sl), lse_rows)
+        if grads:
+            run.dlogits_(z, tc, lse_rows, unit, 0)
+            run.backprop(z, hc, sl)
+        del z                   # the chunk's logits go before the next chunk's come
+    if reduction == "none":
+        return loss_rows, lse, None, None, None
+    out = buffers.empty((), run.dt)
+    block = _launch.rows(1, run.n)[1]
+    launch(_ce_total_kernel, (1,), loss_rows, target, out, run.n, buffers.strides(target)[0],
+           ignore_index, MODE=reduction, ACC=_acc(run.dt), BLOCK=block,
+           num_warps=_launch.warps(block))
+    return (out, lse) + run.gradients()
+
+
+def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, label_smoothing,
+                             reduction, budget, need_dh, need_dw, need_db):
+    """``(dh, dw, db)`` for the upstream ``grad_loss``, each chunk's logits computed again."""
+    run = _LceRun(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
+                  need_dh, need_dw, need_db)
+    per_row = reduction == "none"
+    for sl, hc, tc, z in run.chunks():
+        g = buffers.view_index(grad_loss, sl) if per_row else grad_loss
+        run.dlogits_(z, tc, buffers.view_index(lse, sl), g,
+                     buffers.strides(g)[0] if per_row else 0)
+        run.backprop(z, hc, sl)
+        del z
+    return run.gradients()
+
+
+@triton.jit
+def _lce_scale_kernel(x_ptr, g_ptr, n, BLOCK: tl.constexpr):
+    """``x[:n] *= g`` in place, x contiguous and g 0-d of x's dtype (16-bit in float32)."""
+    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = lin < n
+    g = up(tl.load(g_ptr))
+    x = up(tl.load(x_ptr + lin, mask=mask, other=0))
+    tl.store(x_ptr + lin, cast_to(x * g, x_ptr.dtype.element_ty), mask=mask)
+
+
+def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
+    """The forward's gradients times the 0-d upstream gradient, in place."""
+    for x in (dh, dw, db):
+        n = 0 if x is None else numel(buffers.shape(x))
+        if n:
+            block, warps = _launch.elementwise(n)
+            launch(_lce_scale_kernel, (cdiv(n, block),), x, grad_loss, n, BLOCK=block,
+                   num_warps=warps)
+    return dh, dw, db
+
+
+def _lce_entry(name, dt, kind, dot=True):
+    """One specialization of ``_lce_accumulate_kernel`` as the runtime compiles it for a
+    contiguous chunk with sizes that are multiples of 16: A = dlogits.T (unit stride along
+    M), h's rows, C and rowsum contiguous (those unit strides become constexpr 1); every
+    pointer and every other size and stride an i32 divisible by 16."""
+    bm, bn, bk, warps, stages = _LCE_TILES[kind]
+    acc = "fp64" if dt == "fp64" else "fp32"
+    constexprs = {"DOT": dot, "ROWSUM": True, "FP64": dt == "fp64",
+                  "INPUT_PRECISION": "tf32" if kind == "tf32" else "ieee", "DOT_IN_FP32": False,
+                  "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8,
+                  "stride_am": 1, "stride_bn": 1, "stride_cn": 1, "stride_rowsum": 1}
+    fn = _lce_accumulate_kernel
+    return aot_entry(name, fn, {"a_ptr": dt, "b_ptr": dt, "c_ptr": acc, "rowsum_ptr": acc},
+                     constexprs, scalar_type="i32",
+                     divisible_by_16=[k for k in fn.arg_names if k not in constexprs],
+                     num_warps=warps, num_stages=stages,
+                     ptx_contains={90: ["wgmma.mma_async"]} if dot and kind in ("16", "tf32")
+                     else {})
+
+
+def _lce_kernels():
+    return [_lce_entry("lce_accumulate_bf16", "bf16", "16"),
+            _lce_entry("lce_accumulate_fp16", "fp16", "16"),
+            _lce_entry("lce_accumulate_fp32", "fp32", "ieee"),
+            _lce_entry("lce_accumulate_fp32_tf32", "fp32", "tf32"),
+            _lce_entry("lce_accumulate_fp64", "fp64", "64"),
+            _lce_entry("lce_rowsum_bf16", "bf16", "16", dot=False),
+            aot_entry("lce_scale_bf16", _lce_scale_kernel, "bf16", {"BLOCK": 1024})]
+
+
+KERNELS = KERNELS + _lce_kernels()

@@ -306,6 +306,7 @@ def _graph_of_every_op():
     products = (x @ w.T).sum() + F.linear(x, w).sum() + F.linear(x, w, activation="relu").sum()
     losses = x.softmax(dim=1).sum() + x.log_softmax(dim=0).sum() + F.cross_entropy(x, y) \
         + F.binary_cross_entropy_with_logits(x, w)
+    losses = losses + F.linear_cross_entropy(x, w, y)   # chunked linear + cross-entropy
     # normalization and activations (issue 11)
     normed = F.layer_norm(x, 3, w[0], w[1]) + F.gelu(x) + F.gelu(x, approximate="tanh") \
         + F.silu(x) + p.rsqrt()

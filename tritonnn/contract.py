@@ -427,6 +427,47 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
     0-d otherwise; divided by ``x.size`` for "mean"); in x's and y's dtypes."""
 
 
+# -- chunked linear + cross-entropy (the language-model head and its loss) --------------------
+
+
+def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
+                             need_dh, need_dw, need_db):
+    """Cross-entropy of the logits ``h @ w.T + b`` against ``target``, the logits never whole.
+
+    ``h`` (N, H), ``w`` (V, H), ``b`` (V,) or None, one float dtype, any strides;
+    ``target`` int64 (N,), already checked (``first_bad_target``). Rows run in
+    chunks, in order, each chunk's (rows, V) working arrays together within
+    ``budget`` bytes (one row at the least). Returns ``(loss, lse, dh, dw, db)``:
+    ``loss`` and ``lse`` as ``softmax_cross_entropy_fwd`` gives them for the
+    whole logits; for reduction "sum"/"mean", ``dh`` (N, H), ``dw`` (V, H) and
+    ``db`` (V,) are the gradients of ``loss`` (upstream 1) computed in the same
+    pass where ``need_dh``/``need_dw``/``need_db`` (else None; always None for
+    "none"), in h's dtype. ``dw`` and ``db`` add up the chunks in a fixed order in
+    float32 (float64 for float64) and are rounded once.
+    """
+
+
+def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, label_smoothing,
+                             reduction, budget, need_dh, need_dw, need_db):
+    """``(dh, dw, db)`` of ``linear_cross_entropy_fwd``'s loss for the upstream ``grad_loss``.
+
+    ``grad_loss`` is (N,) for reduction "none", 0-d otherwise (divided by the
+    count of rows not ignored for "mean"); ``lse`` the forward's. Each chunk's
+    logits are computed again (within ``budget`` bytes, as the forward), turned
+    into ``(softmax - (1 - eps) * onehot - eps / V) * scale`` and multiplied out:
+    ``dh = dlogits @ w``, ``dw = sum over chunks of dlogits.T @ h``, ``db = sum of
+    dlogits over rows``; None where not needed; in h's dtype, ``dw`` and ``db``
+    accumulated in float32 (float64 for float64) and rounded once.
+    """
+
+
+def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
+    """``dh``, ``dw`` and ``db`` (as ``linear_cross_entropy_fwd`` returned them, contiguous;
+    any may be None) multiplied in place by the 0-d upstream ``grad_loss`` of their dtype
+    (low precision in float32, rounded once); returns ``(dh, dw, db)``. The gradients of
+    "sum"/"mean" are linear in the upstream gradient, so this is their backward."""
+
+
 # ----------------------------------------------------------------------------------------------
 # norm: layer normalization, variance, vector norms, the squared-error loss (sums of squares)
 # ----------------------------------------------------------------------------------------------
@@ -573,7 +614,9 @@ FAMILIES = {
     "matmul": (matmul, linear_fwd, linear_bwd),
     "softmax": (softmax_fwd, softmax_bwd, log_softmax_fwd, log_softmax_bwd,
                 softmax_cross_entropy_fwd, softmax_cross_entropy_bwd, first_bad_target,
-                bce_with_logits_fwd, bce_with_logits_bwd),
+                bce_with_logits_fwd, bce_with_logits_bwd,
+                linear_cross_entropy_fwd, linear_cross_entropy_bwd,
+                linear_cross_entropy_scale_),
     "norm": (layer_norm_fwd, layer_norm_bwd, var_mean, var_bwd, vector_norm, vector_norm_bwd,
              mse_loss_fwd, mse_loss_bwd),
     "embedding": (embedding_fwd, embedding_bwd, one_hot),

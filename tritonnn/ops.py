@@ -1778,3 +1778,151 @@ def binary_cross_entropy_with_logits(x, y, reduction="mean"):
 def _bce_with_logits_backward(node, g):
     xb, yb = node.saved
     return node.backend.bce_with_logits_bwd(g, xb, yb, node.attrs)
+
+
+# ==============================================================================================
+# chunked linear + cross-entropy
+# ==============================================================================================
+
+LCE_FRACTION = 8
+"""A chunk's working set takes at most 1/8 of the bytes of the full (N, V) logits..."""
+LCE_MIN_BUDGET = 4 << 20
+"""...but never less than 4 MiB (small problems run in one or two chunks)..."""
+LCE_MAX_BUDGET = 1 << 30
+"""...and never more than 1 GiB, however large N * V is."""
+
+
+def lce_budget(n, v, dtype):
+    """The bytes a chunk of ``linear_cross_entropy`` may work in, for N rows and V classes.
+
+    ``clamp(N * V * itemsize / 8, 4 MiB, 1 GiB)``. An eighth of the logits keeps the extra
+    memory a small part of what the unchunked op holds (the logits and their gradient)
+    while chunks keep about N/8 rows (N/16 on numpy, whose working arrays are two float32
+    ones), so the GEMMs stay large and the float32 dW accumulator is read and written about
+    eight times per call, not once per small chunk;
+    below 4 MiB chunking saves nothing worth its per-chunk overhead; 1 GiB caps the working
+    set whatever N * V is. Each backend turns the budget into rows from its own working
+    set per row: the Triton kernels hold a chunk's logits and its dh product in h's dtype,
+    (V + H) * itemsize bytes a row; numpy works in float32 (float64) and holds the logits,
+    a product block as large, and two (rows, H) arrays, (2V + 2H) * 4 (8) bytes a row.
+    """
+    return min(LCE_MAX_BUDGET, max(LCE_MIN_BUDGET, n * v * dtype.itemsize // LCE_FRACTION))
+
+
+def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0):
+    """``cross_entropy(h @ weight.T + bias, target)`` with the (N, V) logits never whole.
+
+    h (..., H) (leading dims flattened to N rows), weight (V, H), bias (V,) or None, one
+    float dtype; target of h's leading shape or (N,), integer class indices. The loss,
+    ``ignore_index``, label smoothing and the reductions are exactly ``cross_entropy``'s.
+
+    Derivation. Row i has logits z_i = W h_i + b and loses
+        l_i = lse(z_i) - (1 - eps) z_i[t_i] - eps / V * sum_c z_i[c],
+    so, as d lse(z) / dz = softmax(z) = p,
+        d l_i / d z_i[c] = p_i[c] - (1 - eps) [c == t_i] - eps / V.
+    The loss L = sum_i s_i l_i weighs row i by s_i (1 for "sum", 1 / (rows not ignored,
+    over ALL rows) for "mean", the upstream g_i for "none"; 0 on ignored rows), so
+    dZ_i = s_i * d l_i / d z_i, and through z = h W^T + b:
+        dh_i = dZ_i W,   dW = sum_i dZ_i^T h_i,   db = sum_i dZ_i.
+    Row i needs only its own logits (its lse is a row statistic), so any split of the rows
+    into chunks is exact: a chunk's logits Z_c = H_c W^T + b give its losses, its lse and
+    dZ_c, then dh_c = dZ_c W, and dW += dZ_c^T H_c, db += colsum(dZ_c) add up over the
+    chunks in order, in float32 for 16-bit dtypes (rounded once). For 16-bit dtypes Z_c and
+    dZ_c are stored in h's dtype, as torch's unfused linear + cross_entropy stores them.
+
+    Where the gradient is computed. For "sum" and "mean" the upstream gradient g is one
+    number and the gradient is linear in it: d(g L) = g dL. So the forward, when a
+    gradient will be wanted, computes dL for g = 1 while each chunk's softmax is at hand
+    (written over its logits) and keeps dh, dW, db; the backward multiplies them by g
+    (exact for g = 1, as ``loss.backward()`` seeds it; another rounding in 16-bit dtypes
+    for other g).
+    That is three GEMMs in all, as the unchunked forward and backward; recomputing the
+    logits in the backward would be a fourth. For "none" g is a vector that weighs each
+    row before the sum over rows in dW, so it cannot be factored out: the forward keeps
+    the rows' lse (N numbers) and the backward computes each chunk's logits again.
+    Under ``tn.no_grad()`` (or with no input requiring grad) the forward computes the loss
+    alone. One tape node for the whole op; its rule returns (dh, dW, db).
+
+    Memory: one chunk's working set (``lce_budget``), plus, for 16-bit dtypes, the float32
+    dW accumulator (V * H * 4 bytes); between forward and backward, the gradients
+    (sum/mean: scaled in place by the backward when the graph is not retained) or the lse
+    (none). The full logits exist at no point.
+    """
+    op = "linear_cross_entropy"
+    same_device(op, *((h, weight, target) if bias is None else (h, weight, bias, target)))
+    check_reduction(op, reduction)
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        raise TritonnnError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    floating(op, h)
+    for what, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype is not h.dtype:
+            raise DTypeError(f"{op}: h is {h.dtype} but {what} is {t.dtype} {t.shape}; convert "
+                             f"one with .to(dtype)")
+    if not target.dtype.is_integer:
+        raise DTypeError(f"{op}: target must hold integer class indices, got {target.dtype} "
+                         f"(convert with .to(tn.int64))")
+    if h.ndim < 2 or weight.ndim != 2:
+        raise ShapeError(f"{op}: h must be (rows, hidden) or (..., hidden) and weight 2-D "
+                         f"(classes, hidden), got h {h.shape} and weight {weight.shape}")
+    hidden, v = h.shape[-1], weight.shape[0]
+    if weight.shape[1] != hidden:
+        raise ShapeError(f"{op}: h {h.shape} has {hidden} features but weight {weight.shape} "
+                         f"expects {weight.shape[1]}")
+    if bias is not None and bias.shape != (v,):
+        raise ShapeError(f"{op}: bias {bias.shape} does not match weight {weight.shape} "
+                         f"(expected ({v},))")
+    lead = h.shape[:-1]
+    n = 1
+    for s in lead:
+        n *= s
+    if target.shape != lead and target.shape != (n,):
+        raise ShapeError(f"{op}: target {target.shape} does not match h {h.shape} (expected "
+                         f"{lead}" + (f" or ({n},))" if len(lead) > 1 else ")"))
+    if n == 0:
+        raise ShapeError(f"{op}: empty batch (h {h.shape})")
+    if v == 0:
+        raise ShapeError(f"{op}: weight {weight.shape} has no classes")
+    h2 = h if h.ndim == 2 else reshape(h, (n, hidden))
+    tgt = cast(target, D.int64)
+    tgt = tgt if tgt.ndim == 1 else reshape(tgt, (n,))
+    B = h._backend
+    hb, wb, tb = h2._data, weight._data, tgt._data
+    bb = None if bias is None else bias._data
+    bad = B.first_bad_target(tb, v, ignore_index)
+    if bad is not None:
+        raise IndexOutOfRange(f"{op}: target {bad} is out of range for {v} classes "
+                              f"(and is not ignore_index={ignore_index})")
+    budget = lce_budget(n, v, h.dtype)
+    needs = tuple(grad_mode.enabled and t is not None and t.requires_grad
+                  for t in (h2, weight, bias))
+    eager = reduction != "none" and any(needs)
+    loss_b, lse, dh, dw, db = B.linear_cross_entropy_fwd(
+        hb, wb, bb, tb, ignore_index, smoothing, reduction, budget,
+        *(needs if eager else (False, False, False)))
+    out = h._new(loss_b, h.dtype)
+    if eager:
+        # the gradients for an upstream 1 are ready: the rule only scales them, in place when
+        # the walk grants it (they are this node's alone unless the graph is retained)
+        saved = (dh, dw, db)
+        out = _record(out, op, (h2, weight, bias), saved,
+                      donate=next(i for i, d in enumerate(saved) if d is not None))
+    else:
+        out = _record(out, op, (h2, weight, bias), (hb, wb, bb, tb, lse),
+                      (h2, weight, bias, tgt), (ignore_index, smoothing, reduction, budget))
+    return out if reduction != "none" or target.ndim == 1 else reshape(out, target.shape)
+
+
+@backward_rule("linear_cross_entropy")
+def _linear_cross_entropy_backward(node, g):
+    B = node.backend
+    if node.attrs is None:            # "sum"/"mean": d(g L) = g dL, dL from the forward
+        if node.last_use:
+            return B.linear_cross_entropy_scale_(g, *node.saved)
+        return tuple(None if d is None else B.binary(d, g, "mul") for d in node.saved)
+    hb, wb, bb, tb, lse = node.saved
+    ignore_index, smoothing, reduction, budget = node.attrs
+    return B.linear_cross_entropy_bwd(g, hb, wb, bb, tb, lse, ignore_index, smoothing,
+                                      reduction, budget, node.needs(0), node.needs(1),
+                                      node.needs(2))

@@ -119,6 +119,31 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smo
                              label_smoothing=label_smoothing)
 
 
+# -- chunked linear + cross-entropy -----------------------------------------------------------
+
+
+def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0):
+    """``cross_entropy(h @ weight.T + bias, target)`` computed in chunks of rows.
+
+    The language-model head and its loss: h (N, H) or (..., H), weight (V, H), bias (V,),
+    target (N,) or h's leading shape; gradients for h, weight and bias; ``ignore_index``,
+    ``label_smoothing`` and the reductions as ``cross_entropy``. The full (N, V) logits are
+    never in memory, forward or backward (``tritonnn.ops.linear_cross_entropy`` has the
+    algorithm and the chunk size rule).
+    """
+    op = "linear_cross_entropy"
+    expect_tensor(op, h, "for h")
+    expect_tensor(op, weight, "for the weight")
+    expect_tensor(op, target, "for the target")
+    if bias is not None:
+        expect_tensor(op, bias, "for the bias")
+    ignore_index = integer(op, ignore_index, "ignore_index")
+    label_smoothing = number(op, label_smoothing, "label_smoothing")
+    return ops.linear_cross_entropy(h, weight, target, bias, ignore_index=ignore_index,
+                                    reduction=reduction, label_smoothing=label_smoothing)
+
+
 def binary_cross_entropy_with_logits(input, target, reduction="mean"):  # noqa: A002
     """Sigmoid + binary cross-entropy, stable for any logit."""
     op = "binary_cross_entropy_with_logits"
