@@ -60,6 +60,9 @@ def test_train_adamw_and_bad_option(tmp_path):
     assert acc > 90.0
     r = _run([sys.executable, "-m", "tritonnn.cli", "train", "--optimizer", "rmsprop"])
     assert r.returncode != 0 and "invalid choice" in r.stderr
+    for option, value in (("--schedule", "linear"), ("--precision", "fp16")):
+        r = _run([sys.executable, "-m", "tritonnn.cli", "train", option, value])
+        assert r.returncode == 2 and f"argument {option}: invalid choice: '{value}'" in r.stderr
 
 
 def test_digits_dataset_is_the_uci_set():
@@ -114,6 +117,11 @@ BAD_TRAIN_ARGUMENTS = [
     ("--seed", "-1"), ("--seed", str(2 ** 64)),
     ("--out", "{tmp}/missing/model.safetensors"), ("--out", "{tmp}/model.pt"),
     ("--out", "{tmp}/folder.safetensors"),
+    ("--warmup", "-1"), ("--warmup", "90"),         # 2 epochs of 45 batches: 90 steps in all
+    ("--clip", "-1"), ("--clip", "nan"),
+    ("--checkpoint-every", "-5"), ("--checkpoint", "{tmp}/missing/c.safetensors"),
+    ("--resume", "{tmp}/nothing.safetensors"), ("--resume", "{tmp}/folder.safetensors"),
+    ("--plot", "{tmp}/curves.jpg"), ("--plot", "{tmp}/missing/curves.png"),
 ]
 
 
@@ -195,9 +203,124 @@ def test_train_redirected_log_has_plain_epoch_lines(tmp_path):
     epoch_lines = [ln for ln in text.splitlines() if ln.startswith("epoch")]
     assert len(epoch_lines) == 3, text
     for e, ln in enumerate(epoch_lines, 1):
-        assert re.fullmatch(rf"epoch {e}/3: train loss \d+\.\d{{4}} \(\d+\.\d s\)", ln), ln
+        assert re.fullmatch(rf"epoch {e}/3: train loss \d+\.\d{{4}}, test accuracy "
+                            rf"\d+\.\d\d% \(\d+\.\d s\)", ln), ln
     assert "\r" not in text and "batch/s" not in text, "no progress bar in a log"
     assert len(text) < 1024, text
+
+
+# ==============================================================================================
+# train: schedule, clipping, precision, checkpoints and resume, curves
+# ==============================================================================================
+
+
+def _final_accuracy(stdout):
+    return float(stdout.split("test accuracy")[-1].split("%")[0])
+
+
+def _same_weights(a, b):
+    sa, sb = tn.load(a), tn.load(b)
+    assert sorted(sa) == sorted(sb)
+    for k in sa:
+        assert np.array_equal(sa[k].numpy(), sb[k].numpy()), k
+
+
+def test_train_schedule_and_clipping_are_the_documented_loop(tmp_path):
+    """``--schedule cosine --warmup 10 --clip 0.5`` trains exactly as this loop does: AdamW,
+    SequentialLR(LinearLR(1/11 -> 1 over 10 steps), CosineAnnealingLR(the rest)) stepped per
+    batch, clip_grad_norm_ before each step. Same final weights, bit for bit."""
+    out = tmp_path / "cli.safetensors"
+    r = _run([*TRAIN, "--optimizer", "adamw", "--lr", "0.01", "--schedule", "cosine",
+              "--warmup", "10", "--clip", "0.5", "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "cosine schedule, warmup 10, clip 0.5, fp32" in r.stdout
+    from tritonnn.cli import build_mlp
+    from tritonnn.datasets import load_digits, train_test_split
+    images, labels = load_digits()
+    tr, _ = train_test_split(len(images), 0.2, 0)
+    tn.manual_seed(0)
+    x, y = tn.tensor(images[tr]), tn.tensor(labels[tr])
+    model = build_mlp(64, [128, 64], 10, "cpu")
+    opt = tn.optim.AdamW(model.parameters(), lr=0.01, weight_decay=1e-4)
+    loader = tn.data.DataLoader(tn.data.TensorDataset(x, y), batch_size=32, shuffle=True, seed=0)
+    sch = tn.optim.lr_scheduler
+    sched = sch.SequentialLR(opt, [sch.LinearLR(opt, 1 / 11, total_iters=10),
+                                   sch.CosineAnnealingLR(opt, T_max=2 * 45 - 10)], [10])
+    lrs, norms = [], []
+    for _ in range(2):
+        for xb, yb in loader:
+            loss = tn.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            norms.append(tn.nn.utils.clip_grad_norm_(model.parameters(), 0.5).item())
+            opt.step()
+            lrs.append(opt.param_groups[0]["lr"])
+            sched.step()
+    assert lrs[0] == pytest.approx(0.01 / 11) and lrs[10] == pytest.approx(0.01)
+    assert lrs[-1] < 1e-4 and max(norms) > 0.5, "the schedule decays; clipping acted"
+    ref = tmp_path / "loop.safetensors"
+    tn.save(model.state_dict(), ref)
+    _same_weights(out, ref)
+
+
+def test_train_killed_run_resumes_to_the_same_weights(tmp_path):
+    """A run killed (SIGKILL) after some checkpoint, resumed with ``--resume``, ends with the
+    weights of the same run left alone; checkpoints fall mid-epoch (every 7 of 45 batches)."""
+    options = ["--epochs", "6", "--optimizer", "adamw", "--lr", "0.003", "--schedule", "cosine",
+               "--warmup", "5", "--clip", "1", "--checkpoint-every", "7", "--quiet"]
+    whole = tmp_path / "whole.safetensors"
+    r = _run([*TRAIN[:-2], *options, "--checkpoint", str(tmp_path / "w.ckpt.safetensors"),
+              "--out", str(whole)])
+    assert r.returncode == 0, r.stderr
+    ckpt, out = tmp_path / "run.ckpt.safetensors", tmp_path / "resumed.safetensors"
+    p = subprocess.Popen([*TRAIN[:-2], *options, "--checkpoint", str(ckpt), "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    p.kill()
+    p.communicate()
+    assert ckpt.exists() and not out.exists(), "killed after a checkpoint, before the end"
+    state = tn.load(ckpt)
+    assert 0 < state["step"] < 6 * 45 and state["step"] % 7 == 0
+    r = _run([*TRAIN[:-2], *options, "--resume", str(ckpt), "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    _same_weights(out, whole)
+    # a finished run's last checkpoint resumes to the end too, and the history is whole
+    r = _run([*TRAIN[:-2], *options, "--resume", str(tmp_path / "w.ckpt.safetensors"),
+              "--out", str(out), "--plot", str(tmp_path / "curves.png")])
+    assert r.returncode == 0, r.stderr
+    _same_weights(out, whole)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    last = tn.load(tmp_path / "w.ckpt.safetensors")     # step 266 = 38 * 7, in epoch 6
+    assert last["step"] == 266 and last["epoch"] == 6 and last["epoch_seen"] == 41 * 32
+    assert [h[0] for h in last["history"]] == [1, 2, 3, 4, 5]
+    assert all(0 < h[2] <= 1 for h in last["history"])
+
+
+def test_train_resume_refuses_other_training_options(tmp_path):
+    ckpt = tmp_path / "c.safetensors"
+    r = _run([*TRAIN, "--checkpoint-every", "30", "--checkpoint", str(ckpt), "--out", ""])
+    assert r.returncode == 0, r.stderr
+    r = _run([*TRAIN, "--lr", "0.1", "--resume", str(ckpt), "--out", ""])
+    _check_usage_error(r, "tritonnn train", "--resume", ckpt)
+    assert "made with --lr 0.05, this run has --lr 0.1" in r.stderr
+    model = tmp_path / "model.safetensors"
+    tn.save({"w": tn.ones(2)}, model)
+    r = _run([*TRAIN, "--resume", str(model), "--out", ""])
+    _check_usage_error(r, "tritonnn train", "--resume", model)
+    assert "not a checkpoint of tritonnn train" in r.stderr
+
+
+def test_train_bf16_ends_within_half_a_point_of_fp32(tmp_path):
+    """The default run (40 epochs of SGD) with ``--precision bf16``: bfloat16 matmuls under
+    autocast, float32 master weights; the test accuracy within 0.5 points of float32's."""
+    accs = {}
+    for precision in ("fp32", "bf16"):
+        r = _run([*TRAIN[:-2], "--precision", precision, "--quiet", "--out", ""])
+        assert r.returncode == 0, r.stderr
+        accs[precision] = _final_accuracy(r.stdout)
+    assert accs["fp32"] >= 95.0 and abs(accs["bf16"] - accs["fp32"]) <= 0.5, accs
 
 
 # ==============================================================================================

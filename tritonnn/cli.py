@@ -7,6 +7,7 @@ output file and the split in ``_preflight``); a bad one exits 2 with one line,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -116,13 +117,16 @@ def build_mlp(inputs, hidden, classes, device):
     return tn.nn.Sequential(*layers).to(device)
 
 
-def accuracy(model, x, y, batch_size=512):
-    hits = 0
-    with tn.no_grad():
+def accuracy(model, x, y, batch_size=512, autocast=None):
+    """The share of ``x``'s rows that ``model`` classifies as ``y`` says (one host read);
+    ``autocast`` makes the context the forward runs in (mixed precision), when given."""
+    hits = None
+    with tn.no_grad(), (autocast or contextlib.nullcontext)():
         for i in range(0, len(x), batch_size):
             pred = model(x[i:i + batch_size]).argmax(dim=1)
-            hits += (pred == y[i:i + batch_size]).sum().item()
-    return hits / len(x)
+            part = (pred == y[i:i + batch_size]).sum()
+            hits = part if hits is None else hits + part
+    return hits.item() / len(x)
 
 
 def _pick_device(choice):
@@ -132,13 +136,14 @@ def _pick_device(choice):
     return "cuda" if tn.cuda.is_available() else "cpu"
 
 
-def _out_problem(out):
-    """Why the model could not be saved at ``out`` (None when it can); writes nothing that stays."""
-    if not out.endswith(".safetensors"):
-        return "must end in .safetensors, the format the model is saved in"
-    if os.path.isdir(out):
+def _file_problem(path, suffix, what):
+    """Why ``what`` could not be written at ``path`` (None when it can); writes nothing that
+    stays."""
+    if not path.endswith(suffix):
+        return f"must end in {suffix}, the format {what} is saved in"
+    if os.path.isdir(path):
         return "is a folder, not a file name"
-    folder = os.path.dirname(os.path.abspath(out))
+    folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return f"its folder {folder} does not exist"
     try:                                # the one sure test of a folder: write a file into it
@@ -147,18 +152,80 @@ def _out_problem(out):
         os.remove(probe)
     except OSError as e:
         return f"its folder {folder} is not writable: {e.strerror}"
-    if os.path.exists(out) and not os.access(out, os.W_OK):
+    if os.path.exists(path) and not os.access(path, os.W_OK):
         return "the file exists and is not writable"
     return None
 
 
+def _out_problem(out):
+    return _file_problem(out, ".safetensors", "the model")
+
+
+# The options a checkpoint records: a resumed run must be given the same ones, or it would not
+# end where the uninterrupted run does. The device, the output files, --quiet and the
+# checkpoint options may change.
+RUN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "hidden",
+               "test_fraction", "seed", "schedule", "warmup", "clip", "precision")
+CHECKPOINT_KEYS = {"format", "options", "model", "optim", "sched", "loader", "rng", "epoch",
+                   "step", "epoch_loss", "epoch_seen", "history"}
+CHECKPOINT_FORMAT = "tritonnn-train-1"
+
+
+def _checkpoint_path(args):
+    return args.checkpoint or args.resume or "digits_checkpoint.safetensors"
+
+
+def _resume_problem(args):
+    """Why ``--resume`` cannot continue this run (None when it can); the checkpoint on success
+    is left in ``args.resumed``."""
+    path = args.resume
+    if not os.path.isfile(path):
+        return "no such file"
+    try:
+        ckpt = tn.load(path)
+    except (tn.TritonnnError, OSError) as e:
+        return f"not a readable checkpoint: {e}"
+    if not isinstance(ckpt, dict) or set(ckpt) != CHECKPOINT_KEYS \
+            or ckpt["format"] != CHECKPOINT_FORMAT:
+        return "not a checkpoint of tritonnn train (made by --checkpoint-every)"
+    options = ckpt["options"]
+    for name in RUN_OPTIONS:
+        ours, theirs = getattr(args, name), options.get(name)
+        if name == "hidden":
+            ours = list(ours)
+        if ours != theirs:
+            flag = "--" + name.replace("_", "-")
+            return (f"the checkpoint was made with {flag} {_shown_option(theirs)}, this run has "
+                    f"{flag} {_shown_option(ours)}; a resumed run takes the same training "
+                    f"options")
+    args.resumed = ckpt
+    return None
+
+
+def _shown_option(value):
+    return ",".join(map(str, value)) or "''" if isinstance(value, list) else str(value)
+
+
 def _preflight(args):
-    """What the parser cannot check alone: the device, the output file and the split sizes.
+    """What the parser cannot check alone: the device, the files, the split and schedule sizes.
     Returns ``(device, images, labels, train_idx, test_idx)``; a problem is a usage error."""
     prog = "tritonnn train"
-    problem = _out_problem(args.out) if args.out else None
-    if problem:
-        _usage_error(prog, f"argument --out: {problem} ({args.out})")
+    args.resumed = None
+    files = [("--out", args.out, ".safetensors", "the model")]
+    if args.checkpoint_every or args.checkpoint:
+        files.append(("--checkpoint", _checkpoint_path(args), ".safetensors", "a checkpoint"))
+    if args.plot:
+        files.append(("--plot", args.plot, ".png", "the plot"))
+    for flag, path, suffix, what in files:
+        problem = _file_problem(path, suffix, what) if path else None
+        if problem:
+            _usage_error(prog, f"argument {flag}: {problem} ({path})")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _usage_error(prog, "argument --plot: needs matplotlib (pip install "
+                         f"'tritonnn[plot]') ({args.plot})")
     device = _pick_device(args.device)
     try:
         backend(as_device(device))      # loads it: numpy, or torch and triton (GPU or interpreter)
@@ -170,27 +237,67 @@ def _preflight(args):
         _usage_error(prog, f"argument --test-fraction: leaves {len(tr)} training and {len(te)} "
                      f"test digits of {len(images)}; both need at least one "
                      f"({args.test_fraction})")
+    steps = args.epochs * -(-len(tr) // args.batch_size)
+    if args.warmup >= steps:
+        _usage_error(prog, f"argument --warmup: must be below the run's {steps} steps "
+                     f"({args.epochs} epochs of {-(-len(tr) // args.batch_size)} batches) "
+                     f"({args.warmup})")
+    if args.resume:
+        problem = _resume_problem(args)
+        if problem:
+            _usage_error(prog, f"argument --resume: {problem} ({args.resume})")
     return device, images, labels, tr, te
 
 
-def train_epoch(model, opt, loader, bar=None, refresh_s=REFRESH_S, clock=time.monotonic):
-    """One pass over ``loader``; returns the mean training loss over its samples.
+def make_schedule(opt, schedule, warmup, steps):
+    """The learning-rate schedule over ``steps`` optimizer steps (stepped once per batch):
+    ``warmup`` steps rising linearly to the set rate, then constant, or a cosine decay to 0
+    over the remaining steps. None for a constant rate without warm-up."""
+    sch = tn.optim.lr_scheduler
+    ramp = sch.LinearLR(opt, start_factor=1 / (warmup + 1), total_iters=warmup) if warmup else None
+    if schedule == "constant":
+        return ramp
+    cosine = sch.CosineAnnealingLR(opt, T_max=steps - warmup)
+    return sch.SequentialLR(opt, [ramp, cosine], milestones=[warmup]) if ramp else cosine
 
-    The loss is summed on the device, so a batch costs no host sync. ``bar`` (a tqdm made with
-    ``mininterval=0, miniters=1``, so it draws when told, or None) is advanced by the batches
-    done and redrawn, with the running loss read on the host, at most every ``refresh_s``
-    seconds; the epoch's last batches are counted without a redraw (the caller's epoch line
-    redraws it).
+
+def train_epoch(model, opt, loader, bar=None, refresh_s=REFRESH_S, clock=time.monotonic, *,
+                sched=None, clip=0.0, autocast=None, total=None, seen=0, after_step=None):
+    """One pass over ``loader`` (the rest of it, for a loader resumed mid-epoch); returns the
+    mean training loss over the epoch's samples.
+
+    Each batch: forward (in the context ``autocast()`` makes, when given), backward,
+    ``clip_grad_norm_`` to ``clip`` when > 0, an optimizer step and a ``sched`` step. The loss
+    is summed on the device, so a batch costs no host sync; ``total`` and ``seen`` carry the
+    sum and count of a resumed epoch's earlier batches, and ``after_step(total, seen)`` is
+    called after each step (checkpoints). ``bar`` (a tqdm made with ``mininterval=0,
+    miniters=1``, so it draws when told, or None) is advanced by the batches done and
+    redrawn, with the running loss read on the host, at most every ``refresh_s`` seconds;
+    the epoch's last batches are counted without a redraw (the caller's epoch line redraws
+    it).
     """
     model.train()
-    total, seen, counted, drawn = None, 0, 0, clock()
+    params = list(model.parameters()) if clip else None
+    done = counted = 0
+    drawn = clock()
     for done, (xb, yb) in enumerate(loader, 1):
-        loss = F.cross_entropy(model(xb), yb)
-        opt.backward_step(loss)
+        with (autocast or contextlib.nullcontext)():
+            loss = F.cross_entropy(model(xb), yb)
+        if clip:
+            opt.zero_grad()
+            loss.backward()
+            tn.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+        else:
+            opt.backward_step(loss)
+        if sched is not None:
+            sched.step()
         with tn.no_grad():
             part = loss.detach() * len(yb)
             total = part if total is None else total + part
         seen += len(yb)
+        if after_step is not None:
+            after_step(total, seen)
         if bar is not None and clock() - drawn >= refresh_s:
             bar.set_postfix(loss=f"{total.item() / seen:.4f}", refresh=False)
             bar.update(done - counted)
@@ -198,8 +305,31 @@ def train_epoch(model, opt, loader, bar=None, refresh_s=REFRESH_S, clock=time.mo
     mean = total.item() / seen
     if bar is not None:
         bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
-        bar.n += len(loader) - counted
+        bar.n += done - counted
     return mean
+
+
+def save_plot(history, path, title):
+    """The training loss and the test accuracy per epoch, side by side, as a PNG at ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    epochs = [h[0] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h[1] for h in history], marker=".")
+    left.set(xlabel="epoch", ylabel="train loss", yscale="log", title="training loss")
+    right.plot(epochs, [100 * h[2] for h in history], marker=".", color="tab:green")
+    right.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def cmd_train(args):
@@ -220,34 +350,85 @@ def cmd_train(args):
         opt = tn.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = tn.data.DataLoader(tn.data.TensorDataset(x_train, y_train),
                                 batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    steps = args.epochs * len(loader)
+    sched = make_schedule(opt, args.schedule, args.warmup, steps)
+    amp = (lambda: tn.autocast(device, dtype=tn.bfloat16)) if args.precision == "bf16" else None
+    first_epoch, step, total, seen, history = 1, 0, None, 0, []
+    if args.resumed is not None:
+        ckpt = args.resumed
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optim"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["sched"])
+        loader.load_state_dict(ckpt["loader"])
+        tn.set_rng_state(ckpt["rng"])
+        first_epoch, step, seen = ckpt["epoch"], ckpt["step"], ckpt["epoch_seen"]
+        total = None if ckpt["epoch_loss"] is None else ckpt["epoch_loss"].to(device)
+        history = [list(h) for h in ckpt["history"]]
     n_params = sum(p.numel() for p in model.parameters())
     if not args.quiet:
+        extras = [f"{args.schedule} schedule"] + [f"warmup {args.warmup}"] * bool(args.warmup) \
+            + [f"clip {args.clip:g}"] * bool(args.clip) + [args.precision]
         print(f"training a {architecture} MLP ({n_params:,} parameters) on {len(tr)} digits, "
-              f"testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}", flush=True)
+              f"testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}, "
+              f"{', '.join(extras)}", flush=True)
+        if args.resumed is not None:
+            print(f"resumed from {args.resume} at step {step} of {steps} (epoch {first_epoch})",
+                  flush=True)
     width = len(str(args.epochs))
+    ckpt_path = _checkpoint_path(args)
 
     def name(epoch):
         return f"epoch {epoch:>{width}}/{args.epochs}"
 
+    def checkpoint(epoch, total, seen):
+        tn.save({"format": CHECKPOINT_FORMAT,
+                 "options": {k: list(v) if k == "hidden" else v
+                             for k, v in ((k, getattr(args, k)) for k in RUN_OPTIONS)},
+                 "model": model.state_dict(), "optim": opt.state_dict(),
+                 "sched": None if sched is None else sched.state_dict(),
+                 "loader": loader.state_dict(), "rng": tn.get_rng_state(), "epoch": epoch,
+                 "step": step, "epoch_loss": total, "epoch_seen": seen, "history": history},
+                ckpt_path)
+
     bar = None
     if show_bar:        # mininterval=0, miniters=1: it draws when train_epoch says so
-        bar = tqdm(total=args.epochs * len(loader), desc=name(1), unit="batch", leave=False,
+        bar = tqdm(total=steps, initial=step, desc=name(first_epoch), unit="batch", leave=False,
                    file=sys.stderr, mininterval=0, miniters=1)
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        began = time.perf_counter()
-        loss = train_epoch(model, opt, loader, bar)
-        line = f"{name(epoch)}: train loss {loss:.4f} ({time.perf_counter() - began:.1f} s)"
+    for epoch in range(first_epoch, args.epochs + 1):
+        began, pending = time.perf_counter(), False
+
+        def after_step(total, seen):
+            nonlocal step, pending
+            step += 1
+            if args.checkpoint_every and step % args.checkpoint_every == 0:
+                if step % len(loader):
+                    checkpoint(epoch, total, seen)
+                else:           # the epoch's last batch: saved after its line, as finished
+                    pending = True
+
+        loss = train_epoch(model, opt, loader, bar, sched=sched, clip=args.clip,
+                           autocast=amp, total=total, seen=seen, after_step=after_step)
+        total, seen = None, 0
+        model.eval()
+        test_acc = accuracy(model, x_test, y_test, autocast=amp)
+        history.append([epoch, loss, test_acc])
+        line = (f"{name(epoch)}: train loss {loss:.4f}, test accuracy {test_acc:.2%} "
+                f"({time.perf_counter() - began:.1f} s)")
         if bar is not None:     # the line goes above the bar, redrawn for the next epoch
             bar.set_description(name(min(epoch + 1, args.epochs)), refresh=False)
             bar.write(line, file=sys.stderr)
         elif not args.quiet:
             print(line, file=sys.stderr, flush=True)
+        if pending:
+            checkpoint(epoch + 1, None, 0)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start
     model.eval()
-    train_acc, test_acc = accuracy(model, x_train, y_train), accuracy(model, x_test, y_test)
+    train_acc = accuracy(model, x_train, y_train, autocast=amp)
+    test_acc = accuracy(model, x_test, y_test, autocast=amp)
     print(f"train accuracy {train_acc:.2%}  test accuracy {test_acc:.2%}  "
           f"({elapsed:.1f} s training)")
     if args.out:
@@ -255,6 +436,10 @@ def cmd_train(args):
             "architecture": architecture, "test_accuracy": f"{test_acc:.4f}",
             "tritonnn": tn.__version__})
         print(f"saved the model to {args.out}")
+    if args.plot:
+        save_plot(history, args.plot, f"tritonnn train: {architecture} MLP, {args.optimizer} "
+                  f"lr={args.lr}, {args.schedule}, {args.precision}")
+        print(f"saved the curves to {args.plot}")
     return 0
 
 
@@ -299,6 +484,26 @@ def main(argv=None):
                    help="auto: cuda with a GPU, else cpu")
     t.add_argument("--out", default="digits_mlp.safetensors",
                    help="where to save, a .safetensors file ('' to skip); checked before training")
+    t.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate after the warm-up: constant, or a cosine decay to 0 "
+                   "(per batch)")
+    t.add_argument("--warmup", default=0, help="steps (batches) of linear warm-up, >= 0",
+                   type=_checked(int, lambda v: v >= 0, "must be an integer >= 0"))
+    t.add_argument("--clip", default=0.0, help="clip the gradients' total 2-norm to this "
+                   "(0: no clipping)",
+                   type=_checked(float, lambda v: 0 <= v < math.inf, "must be a number >= 0"))
+    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: matmuls in bfloat16 under tn.autocast, float32 master weights")
+    t.add_argument("--checkpoint-every", default=0, metavar="N",
+                   help="save a checkpoint every N steps (batches); 0: never",
+                   type=_checked(int, lambda v: v >= 0, "must be an integer >= 0"))
+    t.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="where checkpoints go (default: the --resume file, else "
+                   "digits_checkpoint.safetensors)")
+    t.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue the run a checkpoint stopped (same training options)")
+    t.add_argument("--plot", default=None, metavar="PATH",
+                   help="save the loss and accuracy curves as a PNG (needs matplotlib)")
     t.add_argument("--quiet", action="store_true",
                    help="print only the final summary (no bar, no epoch lines)")
     t.set_defaults(fn=cmd_train)
