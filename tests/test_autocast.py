@@ -101,6 +101,34 @@ def test_softmax_and_cross_entropy_run_in_float32(device):
                                rtol=1e-5, atol=1e-7)
 
 
+def test_layer_norm_and_moments_run_in_float32_and_lce_in_bf16(device):
+    """A bf16 activation into LayerNorm (float32 weight), var, std and norm: float32 results,
+    as torch's CUDA autocast lists them (layer_norm, norm) and as float32 statistics ask;
+    linear_cross_entropy's matmuls run in bf16 as linear's do, its loss in float32. The
+    parameters' gradients are float32."""
+    x, w, b, y = data(2)
+    tx, ty = tn.tensor(x, device=device), tn.tensor(y, device=device)
+    tw = tn.tensor(w, device=device, requires_grad=True)
+    ln = tn.nn.LayerNorm(12).to(device)
+    with tn.autocast(device, dtype=tn.bfloat16):
+        h = F.linear(tx, tw)                                   # bf16
+        normed = ln(h)
+        moments = {"var": h.var(dim=1), "std": h.std(), "norm": h.norm()}
+        lce = F.linear_cross_entropy(tx, tw, ty)
+    assert h.dtype is tn.bfloat16 and normed.dtype is tn.float32
+    hf = torch.from_numpy(t2n(h))                              # the same bf16 values, upcast
+    np.testing.assert_allclose(t2n(normed), torch.nn.functional.layer_norm(hf, (12,)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    for name, want in (("var", hf.var(dim=1)), ("std", hf.std()), ("norm", hf.norm())):
+        assert moments[name].dtype is tn.float32, name
+        np.testing.assert_allclose(t2n(moments[name]), want.numpy(), rtol=1e-5, err_msg=name)
+    assert lce.dtype is tn.float32
+    want = torch.nn.functional.cross_entropy(hf, torch.from_numpy(y))
+    close_bf16(lce.item(), want.item())         # the loss is rounded once to bf16 on its way
+    (normed.sum() + lce).backward()
+    assert tw.grad.dtype is tn.float32 and ln.weight.grad.dtype is tn.float32
+
+
 def test_gradients_are_float32_and_match_torch(device):
     x, w, b, y = data(1)
     tw = tn.tensor(w, device=device, requires_grad=True)

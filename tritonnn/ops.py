@@ -119,8 +119,8 @@ def _to_operands(node, gx, gy):
 # through the cast's backward. Each op asks ``autocast_regions[0]`` first (regions open in
 # any thread): one list read when there is none.
 #
-# HOOK (layer_norm and the norms, not in this file yet): upcast their input with
-# ``autocast_fp32`` right after the device check, as cross_entropy does.
+# layer_norm, var/std and norm upcast too (fp32 statistics); linear_cross_entropy runs its
+# matmuls in the low dtype, as linear does, and its softmax in float32, as it always does.
 
 _AUTOCAST_ELIGIBLE = (D.float32, D.float16, D.bfloat16)      # float64 is never cast (as torch)
 
@@ -639,6 +639,8 @@ def _var_args(op, dim, unbiased, correction):
 def _moments(op, x, dim, correction, keepdim, unbiased):
     """The variance (op "var") or standard deviation ("std") and what their rules read."""
     dim, correction = _var_args(op, dim, unbiased, correction)
+    if autocast_regions[0]:
+        (x,) = autocast_fp32(x.device, x)
     dims, kshape, oshape = _reduced(op, x, dim, keepdim)
     B = x._backend
     vb, mb = B.var_mean(x._data, dims, correction)
@@ -679,6 +681,8 @@ def norm(x, p=2, dim=None, keepdim=False):
     p = float(p)
     if p != p or (p < 0 and p != -np.inf):
         raise TritonnnError(f"norm: p must be >= 0, inf or -inf, got {p} (tensor {x.shape})")
+    if autocast_regions[0]:
+        (x,) = autocast_fp32(x.device, x)
     dims, kshape, oshape = _reduced(op, x, dim, keepdim)
     if np.isinf(p) and any(x.shape[d] == 0 for d in dims):
         raise ShapeError(f"norm: the {p} norm of an empty dimension is undefined (tensor of "
@@ -1208,6 +1212,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     operands = [t for t in (x, weight, bias) if t is not None]
     same_device(op, *operands)
     floating(op, x)
+    if autocast_regions[0]:
+        x, weight, bias = autocast_fp32(x.device, x, weight, bias)
     if x.ndim < k or x.shape[x.ndim - k:] != shape:
         raise ShapeError(f"{op}: normalized_shape {shape} does not match the trailing dims of "
                          f"the input {x.shape} (expected input of shape (*, "
@@ -1856,6 +1862,9 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
     if not 0.0 <= smoothing <= 1.0:
         raise TritonnnError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     floating(op, h)
+    low = autocast_regions[0] and low_dtype(h.device)
+    if low:         # bf16/f16 matmuls (as linear); the loss comes back float32 (as losses do)
+        h, weight, bias = autocast_low(h.device, h, weight, bias)
     for what, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype is not h.dtype:
             raise DTypeError(f"{op}: h is {h.dtype} but {what} is {t.dtype} {t.shape}; convert "
@@ -1911,7 +1920,10 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
     else:
         out = _record(out, op, (h2, weight, bias), (hb, wb, bb, tb, lse),
                       (h2, weight, bias, tgt), (ignore_index, smoothing, reduction, budget))
-    return out if reduction != "none" or target.ndim == 1 else reshape(out, target.shape)
+    out = out if reduction != "none" or target.ndim == 1 else reshape(out, target.shape)
+    # under autocast: the float32 loss of the low-precision pass (its value rounded once to
+    # the low dtype on the way; its gradients were computed from float32 softmax values)
+    return cast(out, D.float32) if low and out.dtype is not D.float32 else out
 
 
 @backward_rule("linear_cross_entropy")
