@@ -222,6 +222,7 @@ def launch(kernel, grid, *args, **kwargs):
     threads interpreting at once break each other: under the interpreter launches
     take a lock and run one at a time (a GPU launches from any thread).
     """
+    _COUNTS["launches"] += 1
     if _INTERPRETER_LOCK is None:
         return kernel[grid](*args, **kwargs)
     with _INTERPRETER_LOCK:
@@ -229,6 +230,7 @@ def launch(kernel, grid, *args, **kwargs):
 
 
 _INTERPRETER_LOCK = threading.Lock() if INTERPRET else None
+_COUNTS = buffers.COUNTS
 
 
 def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):

@@ -9,6 +9,7 @@ interpreter runs the kernels on them.
 from __future__ import annotations
 
 import sys
+import weakref
 
 import ml_dtypes
 import numpy as np
@@ -40,21 +41,60 @@ def device_name() -> str:
 
 
 def synchronize() -> None:
+    COUNTS["host_syncs"] += 1
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
 
 
+# -- counters: what the host asked of the device (tn.cuda.stats) --------------------------------
+# Kernel launches (counted by kernels._launch.launch), host waits for the device (downloads and
+# synchronize), buffer allocations and uploads. On a GPU the bytes come from torch's caching
+# allocator; under the interpreter buffers are host tensors, so their bytes are counted here
+# (a finalizer per allocation subtracts them again), and the counts are the same as a GPU's.
+
+COUNTS = {"launches": 0, "host_syncs": 0, "allocations": 0, "uploads": 0}
+_HOST_BYTES = [0, 0]                            # interpreter: bytes live now, and the peak
+
+
+def _freed(nbytes):
+    _HOST_BYTES[0] -= nbytes
+
+
+def _track(t):
+    """Count the new buffer ``t`` (under the interpreter, also its bytes until it dies)."""
+    COUNTS["allocations"] += 1
+    if DEVICE.type == "cpu":
+        nbytes = t.untyped_storage().nbytes()
+        live = _HOST_BYTES[0] = _HOST_BYTES[0] + nbytes
+        if live > _HOST_BYTES[1]:
+            _HOST_BYTES[1] = live
+        weakref.finalize(t, _freed, nbytes)
+    return t
+
+
 def memory_allocated() -> int:
-    return torch.cuda.memory_allocated() if DEVICE.type == "cuda" else 0
+    return torch.cuda.memory_allocated() if DEVICE.type == "cuda" else _HOST_BYTES[0]
 
 
 def max_memory_allocated() -> int:
-    return torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else 0
+    return torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else _HOST_BYTES[1]
 
 
 def reset_peak_memory_stats() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    _HOST_BYTES[1] = _HOST_BYTES[0]
+
+
+def stats() -> dict:
+    return {**COUNTS, "allocated_bytes": memory_allocated(),
+            "peak_allocated_bytes": max_memory_allocated()}
+
+
+def reset_stats() -> None:
+    for k in COUNTS:
+        COUNTS[k] = 0
+    reset_peak_memory_stats()
 
 
 def dtype_of(buf):
@@ -65,7 +105,7 @@ def dtype_of(buf):
 
 def empty(shape, dtype):
     try:
-        return torch.empty(tuple(shape), dtype=TORCH_DTYPE[dtype], device=DEVICE)
+        return _track(torch.empty(tuple(shape), dtype=TORCH_DTYPE[dtype], device=DEVICE))
     except RuntimeError as e:           # torch's out-of-memory errors, as Python's own
         raise MemoryError(str(e).splitlines()[0]) from None
 
@@ -79,13 +119,15 @@ def upload(a: np.ndarray, dtype):
         host = torch.from_numpy(a.view(np.int32)).view(torch.uint32)
     else:
         host = torch.from_numpy(a)
+    COUNTS["uploads"] += 1
     if DEVICE.type == "cpu":
-        return host.clone()
-    return host.to(DEVICE, non_blocking=False)
+        return _track(host.clone())
+    return _track(host.to(DEVICE, non_blocking=False))
 
 
 def download(buf) -> np.ndarray:
     """A host numpy copy of a device buffer (bfloat16 as ml_dtypes.bfloat16)."""
+    COUNTS["host_syncs"] += 1
     t = buf.detach()
     if t.device.type != "cpu":
         t = t.cpu()
