@@ -115,8 +115,10 @@ def cli(argv=None, prog="python -m tritonnn.perf.sweep", parser_class=argparse.A
     module's command line, and ``tritonnn sweep``'s (which passes its own parser class)."""
     p = parser_class(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--kernels", "--family", nargs="*", default=None, type=_family_arg,
+    p.add_argument("--kernels", nargs="*", default=None, type=_family_arg,
                    help=f"families to run (default: all): {' '.join(FAMILIES)}")
+    p.add_argument("--family", nargs="*", dest="kernels", type=_family_arg, metavar="FAMILY",
+                   help="the same as --kernels")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     p.add_argument("--out", default=None,
                    help=f"results folder (default ./{C.DEFAULT_RESULTS}/<device>, under the "
