@@ -2,7 +2,8 @@
 # GPU check for a lent GPU machine (no network, nothing to install): install tritonnn in
 # place, run the test suite on the real GPU, run the seed walkthrough on "cuda", then the
 # full GPU sweep, every result under $OUT. Each stage has its own time limit, a failing
-# stage is recorded and the next one runs anyway; the whole script stays under 8 minutes.
+# stage is recorded and the next one runs anyway; the whole script stays under 9 minutes
+# (a lent machine gives one command 10).
 #
 #   bash perf/gpu_check.sh            # from the repository root; OUT defaults to ./gpu_out
 #
@@ -16,7 +17,7 @@ OUT="${OUT:-$PWD/gpu_out}"
 mkdir -p "$OUT/sweep"
 unset TRITONNN_INTERPRET TRITON_INTERPRET      # the real GPU, not the interpreter
 export PYTHONUNBUFFERED=1
-DEADLINE=${GPU_CHECK_SECONDS:-470}               # whole-script budget (s), under 8 minutes
+DEADLINE=${GPU_CHECK_SECONDS:-540}               # whole-script budget (s), 9 minutes
 : > "$OUT/stages.txt"
 FAILED=()
 
@@ -73,15 +74,32 @@ python3 -m tritonnn.cli info > "$OUT/tritonnn_info.txt" 2>&1; cat "$OUT/tritonnn
 stage walkthrough 37 python3 examples/seed_walkthrough.py --device cuda
 # the whole suite on the real GPU except the slow no-GPU-only checks (AOT compile, interpreter
 # soak); first compiles of every kernel specialization dominate, so collect many failures per run
-stage pytest 140 python3 -m pytest -q -m "not slow" --maxfail=25 -p no:cacheprovider
+stage pytest 125 python3 -m pytest -q -m "not slow" --maxfail=25 -p no:cacheprovider
 
 # -- the sweep (tritonnn.perf, from the editable install above): one process per family (a
 # crashed kernel can poison its CUDA context) -------------------------------------------------
 # budgets (s): softmax, elementwise, reduction, optim and random got 91 s, every other stage
-# shrank by ~20%; memory's 15 s came out of pytest's (155 -> 140); all budgets sum to 452 s,
-# under DEADLINE
-for fam_budget in matmul:32 linear:24 cross_entropy:20 softmax:20 relu:12 elementwise:25 \
-                  reduction:20 memory:15 optim:14 random:12 train_step:12 tiny_op:8 import:12; do
+# shrank by ~20%; memory's 15 s came out of pytest's (155 -> 140). The issue-11 families got
+# 83 s: 15 from pytest (140 -> 125), the rest from a longer DEADLINE (470 -> 540). Each is its
+# cold-cache estimate: ~4 s to start python, torch, triton and CUDA, compiles at ~0.2 s a
+# plain kernel specialization and ~0.7 s a GEMM config, ~0.2 s of do_bench per timed
+# implementation and case, and the host's input data:
+#   linear_cross_entropy 30: 8192 x 4096 x 128256 bf16 only; 2 x 7 autotuned bf16 GEMM configs
+#     (the chunks' logits, dh) ~10 s + 4 autotune keys (full and last chunk) ~4 s + the
+#     accumulating GEMM and the softmax kernels ~2 s; a 2 GiB float32 staging of W for each
+#     side ~3 s; two ~50 ms steps timed, checked and memory-measured ~2 s
+#   layer_norm 16: 6 cases (3 shapes x bf16/fp32); ~13 specializations (forward, backward,
+#     dw/db sum) ~3 s; 12 timings ~3 s
+#   gelu 15: 12 cases (gelu, gelu_tanh, silu x 2^24, 2^26 x bf16/fp32); 12 specializations
+#     ~2.5 s; 24 timings ~5 s; 2^26-element inputs ~2 s
+#   embedding 12: 4 cases (8192 and 32768 tokens x bf16/fp32), forward and forward+backward;
+#     4 specializations ~1 s; 16 timings ~3.5 s (the backward sorts the ids on the host)
+#   dropout 10: 4 cases (p = 0.1, 0.5 x bf16/fp32); 4 specializations ~1 s; 8 timings ~2 s
+# All budgets sum to 520 s; with the unstaged steps (env.txt, info, the summary, ~12 s) that
+# stays under DEADLINE.
+for fam_budget in matmul:32 linear:24 cross_entropy:20 linear_cross_entropy:30 softmax:20 \
+                  layer_norm:16 relu:12 gelu:15 elementwise:25 reduction:20 memory:15 \
+                  embedding:12 optim:14 random:12 dropout:10 train_step:12 tiny_op:8 import:12; do
     fam=${fam_budget%%:*}
     stage "sweep_$fam" "${fam_budget##*:}" python3 -m tritonnn.perf.sweep --device cuda --kernels "$fam" \
         --out "$OUT/sweep"
