@@ -12,7 +12,8 @@ device moves in a kernel here:
 * Advanced indexing (int64 or bool index buffers, numpy's rules for where the
   indexed dims land): ``_index_offsets_kernel`` turns the index buffers into
   one int64 element offset per index position (-1 where out of range, which
-  every later access masks off), then ``_gather_kernel`` reads, and
+  every later access masks off; an index the op table has not checked is
+  reported to the host there, raised at its next sync), then ``_gather_kernel`` reads, and
   ``_scatter_kernel`` writes or adds, each program on a tile of (index
   position, element of the rest) (``_index_tile``). ``index_add`` with repeated positions
   sums each position's contributions in a fixed order (``_segment_add_kernel``
@@ -28,7 +29,7 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from ._jitlib import cast_to, f64_from_bits, strided_offset, up
+from ._jitlib import cast_to, f64_from_bits, report_out_of_range, strided_offset, up
 from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch, launch_strided, numel,
                       strided_pieces)
 
@@ -87,22 +88,28 @@ def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
     tl.store(dst_ptr + dst_off, cast_to(v, dst_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _index_offsets_kernel(idx_ptr, offs_ptr, dim_size, dim_stride, base, n, size1, size2, size3,
+@triton.jit(do_not_specialize=["site"])
+def _index_offsets_kernel(idx_ptr, offs_ptr, err_ptr, dim_size, dim_stride, base, site, n,
+                          size1, size2, size3,
                           stride_idx_0, stride_idx_1, stride_idx_2, stride_idx_3,
                           stride_offs_0, stride_offs_1, stride_offs_2, stride_offs_3,
-                          FIRST: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                          FIRST: tl.constexpr, CHECK: tl.constexpr, NDIM: tl.constexpr,
+                          BLOCK: tl.constexpr):
     """offs += wrap(idx) * dim_stride (offs = base + ... when FIRST); -1 marks an index out of range.
 
     ``idx`` is one advanced index buffer broadcast to the index shape; negative
-    indices count from the end of the dim, as in numpy.
+    indices count from the end of the dim, as in numpy. CHECK: indices outside
+    ``[-dim_size, dim_size)`` are also reported to the host (``report_out_of_range``).
     """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
     idx_off = strided_offset(lin, size1, size2, size3, stride_idx_0, stride_idx_1, stride_idx_2,
                              stride_idx_3, NDIM)
-    i = tl.load(idx_ptr + idx_off, mask=mask, other=0).to(tl.int64)
-    i = tl.where(i < 0, i + dim_size, i)
+    raw = tl.load(idx_ptr + idx_off, mask=mask, other=0).to(tl.int64)
+    if CHECK:
+        report_out_of_range(err_ptr, site, raw, mask & (raw < -dim_size),
+                            mask & (raw >= dim_size))
+    i = tl.where(raw < 0, raw + dim_size, raw)
     bad = (i < 0) | (i >= dim_size)
     offs_off = strided_offset(lin, size1, size2, size3, stride_offs_0, stride_offs_1,
                               stride_offs_2, stride_offs_3, NDIM)
@@ -324,20 +331,25 @@ class _Plan:
     ``rest``; ``src`` is ``view`` with the advanced dims taken at 0 (the rest).
     """
 
-    def __init__(self, x, index):
-        comps = []
-        for i in index:
+    def __init__(self, x, index, checks):
+        comps, comp_checks = [], []
+        for i, check in zip(index, checks or (None,) * len(index)):
             if _is_buffer(i) and buffers.dtype_of(i) is D.bool_:
-                comps.extend(buffers.upload(np.ascontiguousarray(a, dtype=np.int64), D.int64)
-                             for a in np.nonzero(buffers.download(i)))
+                # a mask's positions (a host read: the result's shape depends on them)
+                found = [buffers.upload(np.ascontiguousarray(a, dtype=np.int64), D.int64)
+                         for a in np.nonzero(buffers.download(i))]
+                comps.extend(found)
+                comp_checks.extend([None] * len(found))
             elif isinstance(i, (list, np.ndarray)):
                 comps.append(from_numpy(np.asarray(i), D.int64))
+                comp_checks.append(check)
             else:
                 comps.append(i)
+                comp_checks.append(check)
         ndim = len(buffers.shape(x))
         explicit = sum(1 for c in comps if c is not None and c is not Ellipsis)
-        view_index, adv_dims, adv_idx = [], [], []
-        for c in comps:
+        view_index, adv_dims, adv_idx, adv_checks = [], [], [], []
+        for c, check in zip(comps, comp_checks):
             if c is Ellipsis:
                 view_index.extend([slice(None)] * (ndim - explicit))
             elif c is None or isinstance(c, slice):
@@ -345,10 +357,12 @@ class _Plan:
             else:
                 adv_dims.append(len(view_index))
                 adv_idx.append(c)
+                adv_checks.append(check if _is_buffer(c) else None)
                 view_index.append(slice(None))
         view = buffers.view_index(x, tuple(view_index))
         vshape, vstrides = buffers.shape(view), buffers.strides(view)
-        self.adv = [(vshape[d], vstrides[d], i) for d, i in zip(adv_dims, adv_idx)]
+        self.adv = [(vshape[d], vstrides[d], i, check)
+                    for d, i, check in zip(adv_dims, adv_idx, adv_checks)]
         self.bshape = broadcast_shape(*(buffers.shape(i) for i in adv_idx if _is_buffer(i)))
         rest_dims = [d for d in range(len(vshape)) if d not in adv_dims]
         self.rest = tuple(vshape[d] for d in rest_dims)
@@ -373,27 +387,36 @@ class _Plan:
         return v if v is not None else buffers.view_shape(contiguous(p), shape)
 
     def offsets(self):
-        """int64 element offsets into ``view`` of every index position (-1: out of range)."""
+        """int64 element offsets into ``view`` of every index position (-1: out of range),
+        the index buffers checked as their ``RangeCheck`` says on the way."""
         base = 0
-        for size, stride, i in self.adv:
+        for size, stride, i, _ in self.adv:
             if not _is_buffer(i):
                 base += (int(i) % size if size else 0) * stride
         offs = buffers.empty(self.bshape, D.int64)
         first = True
-        for size, stride, i in self.adv:
+        for size, stride, i, check in self.adv:
             if _is_buffer(i):
+                err, site, checking = buffers.error_args(check, offs)
                 launch_strided(_index_offsets_kernel, [buffers.expand(i, self.bshape), offs],
-                               (size, stride, base), FIRST=first)
+                               (err, size, stride, base, site), FIRST=first, CHECK=checking)
+                if checking:
+                    buffers.checked_launch()
                 first = False
         return buffers.view_shape(offs, (self.nb,))
 
+    def check_only(self):
+        """An empty result still checks its index buffers (nothing is read or written)."""
+        if self.nb and any(check is not None for *_, check in self.adv):
+            self.offsets()
 
-def _plan(x, index):
+
+def _plan(x, index, checks):
     if not isinstance(index, tuple):
         index = (index,)
     if not any(_is_buffer(i) or isinstance(i, (list, np.ndarray)) for i in index):
         return None
-    return _Plan(x, index)
+    return _Plan(x, index, checks)
 
 
 def _launch_tiles(kernel, rest, offs, compact, nb, **meta):
@@ -429,19 +452,21 @@ def _launch_segments(rest, offs, src_c, order_b, seg_b, n_seg, acc):
             ACC=acc, NDIM=ndim, BLOCK_R=bn, num_warps=warps)
 
 
-def getitem(x, index):
-    """Basic indexing (ints, slices, None, Ellipsis) as a view; int64/bool index buffers gather."""
-    plan = _plan(x, index)
+def getitem(x, index, checks=None):
+    """Basic indexing (ints, slices, None, Ellipsis) as a view; int64/bool index buffers gather
+    (their values checked as ``checks`` say)."""
+    plan = _plan(x, index, checks)
     if plan is None:
         return buffers.view_index(x, index)
     out = buffers.empty(plan.final, buffers.dtype_of(x))
     if plan.empty:
+        plan.check_only()
         return out
     _launch_tiles(_gather_kernel, plan.src, plan.offsets(), plan.compact(out), plan.nb)
     return out
 
 
-def setitem(x, index, value):
+def setitem(x, index, value, checks=None):
     """``x[index] = value`` in place (value a buffer or a Python number, broadcast).
 
     With repeated advanced indices, which of the values lands is unspecified on a GPU
@@ -452,11 +477,12 @@ def setitem(x, index, value):
         value = full((), value, dt)
     elif buffers.dtype_of(value) is not dt or buffers.shares_memory(x, value):
         value = cast(value, dt)        # (a private copy when it views x: no read/write race)
-    plan = _plan(x, index)
+    plan = _plan(x, index, checks)
     if plan is None:
         copy_(buffers.view_index(x, index), value)
         return
     if plan.empty:
+        plan.check_only()
         return
     val_c = plan.compact(buffers.expand(value, plan.final))
     _launch_tiles(_scatter_kernel, plan.src, plan.offsets(), val_c, plan.nb, ADD=False)
@@ -464,7 +490,7 @@ def setitem(x, index, value):
 
 def index_add(dst, index, src):
     """``dst[index] += src`` in place (repeated advanced indices accumulate); returns dst."""
-    plan = _plan(dst, index)
+    plan = _plan(dst, index, None)
     if plan is None:
         accumulate_(buffers.view_index(dst, index), src)
         return dst
@@ -535,7 +561,7 @@ def _kernels():
     out.append(aot_entry("accumulate_bf16", _copy_kernel, "bf16",
                          {"ADD": True, "NDIM": 2, "BLOCK": 1024}))
     out.append(aot_entry("index_offsets", _index_offsets_kernel, "i64",
-                         {"FIRST": False, "NDIM": 2, "BLOCK": 1024}))
+                         {"FIRST": False, "CHECK": True, "NDIM": 2, "BLOCK": 1024}))
     out.append(aot_entry("gather_bf16", _gather_kernel,
                          {"src_ptr": "bf16", "offs_ptr": "i64", "out_ptr": "bf16"},
                          {"NDIM": 2, "BLOCK_B": 8, "BLOCK_R": 512}))
