@@ -127,11 +127,11 @@ def report_out_of_range(err_ptr, site, value, below, above):
     """Record the 1-D block's bad ``value``s for the host (``buffers.raise_deferred``).
 
     ``below`` and ``above`` mask the values under and over the range the op needs.
-    ``err_ptr`` is the int64 record ``[site, lowest below, highest above, 0]``: the first
-    launch that meets a bad value claims it by writing its ``site`` over the 0 (an atomic
-    compare-and-swap), and only programs of a launch with that site add to the two
-    extremes (atomic min and max: the same result in any order). Programs without a bad
-    value touch nothing.
+    ``err_ptr`` is the int64 record ``[claim, lowest below, highest above, 0]``: the first
+    launch that meets a bad value claims it by writing its ``site`` (the launch's claim, a
+    number unique to the launch with the check's site in its low bits) over the 0 (an atomic
+    compare-and-swap), and only that launch's programs add to the two extremes (atomic min
+    and max: the same result in any order). Programs without a bad value touch nothing.
     """
     bad = below | above
     if tl.max(bad.to(tl.int32), axis=0) > 0:

@@ -12,10 +12,13 @@ device moves in a kernel here:
 * Advanced indexing (int64 or bool index buffers, numpy's rules for where the
   indexed dims land): ``_index_offsets_kernel`` turns the index buffers into
   one int64 element offset per index position (-1 where out of range, which
-  every later access masks off; an index the op table has not checked is
-  reported to the host there, raised at its next sync), then ``_gather_kernel`` reads, and
+  every later access masks off), then ``_gather_kernel`` reads, and
   ``_scatter_kernel`` writes or adds, each program on a tile of (index
-  position, element of the rest) (``_index_tile``). ``index_add`` with repeated positions
+  position, element of the rest) (``_index_tile``). With a single index buffer
+  (``x[idx]``, a DataLoader's batch) the gather or scatter computes the offsets
+  itself: one launch. Index values the op table left to check (a
+  ``contract.RangeCheck``) are checked where they are read and reported to the
+  host, raised at its next sync. ``index_add`` with repeated positions
   sums each position's contributions in a fixed order (``_segment_add_kernel``
   over a stable sort of the offsets): deterministic, no atomics.
 """
@@ -122,28 +125,48 @@ def _index_offsets_kernel(idx_ptr, offs_ptr, err_ptr, dim_size, dim_stride, base
 
 
 @triton.jit
-def _index_tile(offs_ptr, nb, nr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+def _index_tile(idx_ptr, err_ptr, nb, nr, stride_idx, dim_size, dim_stride, base, site,
+                DIRECT: tl.constexpr, CHECK: tl.constexpr, BLOCK_B: tl.constexpr,
+                BLOCK_R: tl.constexpr):
     """This program's tile of index positions ``b`` (axis 0) by rest elements ``r`` (axis 1).
 
     Returns ``(b, r, off, inside, valid)``: ``off[b]`` the element offset of each
     position (-1: out of range), ``inside`` the [BLOCK_B, BLOCK_R] mask of the
-    tile's tails, ``valid`` that and ``off >= 0``.
+    tile's tails, ``valid`` that and ``off >= 0``. The offsets come from ``idx_ptr``:
+    precomputed (``_index_offsets_kernel``), or with DIRECT computed here from the one
+    index buffer (``stride_idx`` apart) along a dim of ``dim_size`` elements
+    ``dim_stride`` apart, plus ``base``, as ``_index_offsets_kernel`` does: one launch
+    instead of two. CHECK: the programs of rest block 0 report the indices out of range.
     """
     b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     r = tl.program_id(1).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     b_mask = b < nb
     inside = b_mask[:, None] & (r < nr)[None, :]
-    off = tl.load(offs_ptr + b, mask=b_mask, other=-1)
+    if DIRECT:
+        raw = tl.load(idx_ptr + b * stride_idx, mask=b_mask, other=0).to(tl.int64)
+        if CHECK:
+            if tl.program_id(1) == 0:
+                report_out_of_range(err_ptr, site, raw, b_mask & (raw < -dim_size),
+                                    b_mask & (raw >= dim_size))
+        i = tl.where(raw < 0, raw + dim_size, raw)
+        off = tl.where((i >= 0) & (i < dim_size), base + i * dim_stride, -1)
+    else:
+        off = tl.load(idx_ptr + b, mask=b_mask, other=-1)
     return b, r, off, inside, inside & (off >= 0)[:, None]
 
 
-@triton.jit
-def _gather_kernel(src_ptr, offs_ptr, out_ptr, nb, nr, stride_out_b, size1, size2, size3,
+@triton.jit(do_not_specialize=["site"])
+def _gather_kernel(src_ptr, idx_ptr, out_ptr, err_ptr, nb, nr, stride_out_b, stride_idx, dim_size,
+                   dim_stride, base, site, size1, size2, size3,
                    stride_src_0, stride_src_1, stride_src_2, stride_src_3,
                    stride_out_0, stride_out_1, stride_out_2, stride_out_3,
-                   NDIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
-    """out[b, r] = src[offs[b] + r] for index positions b and the (strided) rest r; 0 where offs < 0."""
-    b, r, off, inside, valid = _index_tile(offs_ptr, nb, nr, BLOCK_B, BLOCK_R)
+                   DIRECT: tl.constexpr, CHECK: tl.constexpr, NDIM: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """out[b, r] = src[off[b] + r] for index positions b and the (strided) rest r; 0 where
+    off < 0 (``_index_tile`` gives ``off``)."""
+    b, r, off, inside, valid = _index_tile(idx_ptr, err_ptr, nb, nr, stride_idx, dim_size,
+                                           dim_stride, base, site, DIRECT, CHECK, BLOCK_B,
+                                           BLOCK_R)
     src_off = strided_offset(r, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
                              stride_src_3, NDIM)
     out_off = strided_offset(r, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
@@ -152,14 +175,17 @@ def _gather_kernel(src_ptr, offs_ptr, out_ptr, nb, nr, stride_out_b, size1, size
     tl.store(out_ptr + b[:, None] * stride_out_b + out_off[None, :], v, mask=inside)
 
 
-@triton.jit
-def _scatter_kernel(dst_ptr, offs_ptr, val_ptr, nb, nr, stride_val_b, size1, size2, size3,
+@triton.jit(do_not_specialize=["site"])
+def _scatter_kernel(dst_ptr, idx_ptr, val_ptr, err_ptr, nb, nr, stride_val_b, stride_idx,
+                    dim_size, dim_stride, base, site, size1, size2, size3,
                     stride_dst_0, stride_dst_1, stride_dst_2, stride_dst_3,
                     stride_val_0, stride_val_1, stride_val_2, stride_val_3,
-                    ADD: tl.constexpr, NDIM: tl.constexpr, BLOCK_B: tl.constexpr,
-                    BLOCK_R: tl.constexpr):
-    """dst[offs[b] + r] = val[b, r] (ADD: +=; positions must be distinct then); skips offs < 0."""
-    b, r, off, inside, valid = _index_tile(offs_ptr, nb, nr, BLOCK_B, BLOCK_R)
+                    ADD: tl.constexpr, DIRECT: tl.constexpr, CHECK: tl.constexpr,
+                    NDIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """dst[off[b] + r] = val[b, r] (ADD: +=; positions must be distinct then); skips off < 0."""
+    b, r, off, inside, valid = _index_tile(idx_ptr, err_ptr, nb, nr, stride_idx, dim_size,
+                                           dim_stride, base, site, DIRECT, CHECK, BLOCK_B,
+                                           BLOCK_R)
     dst_off = strided_offset(r, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
                              stride_dst_3, NDIM)
     val_off = strided_offset(r, size1, size2, size3, stride_val_0, stride_val_1, stride_val_2,
@@ -405,6 +431,22 @@ class _Plan:
                 first = False
         return buffers.view_shape(offs, (self.nb,))
 
+    def source(self):
+        """What the gather and scatter kernels read their offsets from, as ``_launch_tiles``
+        takes it: the one index buffer itself when only one advanced component is a buffer
+        and it lays out flat (the offsets computed in the same launch), else the offsets of
+        ``offsets()``."""
+        comps = [a for a in self.adv if _is_buffer(a[2])]
+        flat = buffers.view_shape(comps[0][2], (self.nb,)) if len(comps) == 1 else None
+        if flat is None:
+            return (self.offsets(), False, 1, 0, 0, 0, None)
+        base = 0
+        for size, stride, i, _ in self.adv:
+            if not _is_buffer(i):
+                base += (int(i) % size if size else 0) * stride
+        size, stride, _, check = comps[0]
+        return (flat, True, buffers.strides(flat)[0], size, stride, base, check)
+
     def check_only(self):
         """An empty result still checks its index buffers (nothing is read or written)."""
         if self.nb and any(check is not None for *_, check in self.adv):
@@ -419,21 +461,29 @@ def _plan(x, index, checks):
     return _Plan(x, index, checks)
 
 
-def _launch_tiles(kernel, rest, offs, compact, nb, **meta):
+def _launch_tiles(kernel, rest, source, compact, nb, **meta):
     """Launch a gather or scatter kernel over tiles of (index position, rest element).
 
     ``rest`` is the indexed buffer with its advanced dims taken at 0 (``_Plan.src``);
+    ``source`` where the offsets come from (``_Plan.source()``, or an offsets buffer);
     ``compact`` the (nb, *rest) buffer on the other side (the gathered output, the
     scattered values): the kernel gets its view at position 0 and its position stride.
     """
+    if _is_buffer(source):
+        source = (source, False, 1, 0, 0, 0, None)
+    idx, direct, stride_idx, dim_size, dim_stride, base, check = source
+    err, site, checking = buffers.error_args(check, idx)
     stride_b = buffers.strides(compact)[0]
     for (first, second), ndim, sizes, (s1, s2) in strided_pieces(
             [rest, buffers.view_index(compact, (0,))]):
         nr = numel(sizes)
         bm, bn, warps = _launch.rows(nb, nr)
         launch(kernel, (cdiv(nb, bm), cdiv(nr, bn)),
-            first, offs, second, nb, nr, stride_b, sizes[1], sizes[2], sizes[3], *s1, *s2,
+            first, idx, second, err, nb, nr, stride_b, stride_idx, dim_size, dim_stride, base,
+            site, sizes[1], sizes[2], sizes[3], *s1, *s2, DIRECT=direct, CHECK=checking,
             NDIM=ndim, BLOCK_B=bm, BLOCK_R=bn, num_warps=warps, **meta)
+    if checking:
+        buffers.checked_launch()
 
 
 def _launch_segments(rest, offs, src_c, order_b, seg_b, n_seg, acc):
@@ -462,7 +512,7 @@ def getitem(x, index, checks=None):
     if plan.empty:
         plan.check_only()
         return out
-    _launch_tiles(_gather_kernel, plan.src, plan.offsets(), plan.compact(out), plan.nb)
+    _launch_tiles(_gather_kernel, plan.src, plan.source(), plan.compact(out), plan.nb)
     return out
 
 
@@ -485,7 +535,7 @@ def setitem(x, index, value, checks=None):
         plan.check_only()
         return
     val_c = plan.compact(buffers.expand(value, plan.final))
-    _launch_tiles(_scatter_kernel, plan.src, plan.offsets(), val_c, plan.nb, ADD=False)
+    _launch_tiles(_scatter_kernel, plan.src, plan.source(), val_c, plan.nb, ADD=False)
 
 
 def index_add(dst, index, src):
@@ -563,11 +613,22 @@ def _kernels():
     out.append(aot_entry("index_offsets", _index_offsets_kernel, "i64",
                          {"FIRST": False, "CHECK": True, "NDIM": 2, "BLOCK": 1024}))
     out.append(aot_entry("gather_bf16", _gather_kernel,
-                         {"src_ptr": "bf16", "offs_ptr": "i64", "out_ptr": "bf16"},
-                         {"NDIM": 2, "BLOCK_B": 8, "BLOCK_R": 512}))
+                         {"src_ptr": "bf16", "idx_ptr": "i64", "out_ptr": "bf16", "err_ptr": "i64"},
+                         {"DIRECT": False, "CHECK": False, "NDIM": 2, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
+    # a DataLoader batch: rows of a float32 table gathered at a checked int64 index
+    out.append(aot_entry("gather_rows_fp32_direct", _gather_kernel,
+                         {"src_ptr": "fp32", "idx_ptr": "i64", "out_ptr": "fp32", "err_ptr": "i64"},
+                         {"DIRECT": True, "CHECK": True, "NDIM": 1, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
     out.append(aot_entry("scatter_add_fp16", _scatter_kernel,
-                         {"dst_ptr": "fp16", "offs_ptr": "i64", "val_ptr": "fp16"},
-                         {"ADD": True, "NDIM": 1, "BLOCK_B": 8, "BLOCK_R": 512}))
+                         {"dst_ptr": "fp16", "idx_ptr": "i64", "val_ptr": "fp16", "err_ptr": "i64"},
+                         {"ADD": True, "DIRECT": False, "CHECK": False, "NDIM": 1, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
+    out.append(aot_entry("scatter_fp32_direct", _scatter_kernel,
+                         {"dst_ptr": "fp32", "idx_ptr": "i32", "val_ptr": "fp32", "err_ptr": "i64"},
+                         {"ADD": False, "DIRECT": True, "CHECK": True, "NDIM": 2, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
     out.append(aot_entry("segment_add_fp32", _segment_add_kernel,
                          {"dst_ptr": "fp32", "offs_ptr": "i64", "src_ptr": "fp32",
                           "order_ptr": "i64", "seg_ptr": "i64"},
