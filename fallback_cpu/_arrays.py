@@ -1,8 +1,9 @@
 """The floor of the numpy backend: helpers over arrays that several op families share.
 
 ``LOW`` (the low-precision dtypes, computed in float32) and ``up``, reusable
-``scratch`` arrays for a function's intermediates, and ``masked_grad``, the
-fast ``where(mask, g, 0)``. It imports no op family.
+``scratch`` arrays for a function's intermediates, ``masked_grad``, the
+fast ``where(mask, g, 0)``, and ``check_range``, the host half of a
+``contract.RangeCheck``. It imports no op family.
 """
 from __future__ import annotations
 
@@ -60,3 +61,23 @@ def masked_grad(g, mask, out=None):
     if not np.isfinite(r.sum(dtype=np.float32 if r.dtype in LOW else None)):
         np.copyto(r, np.where(mask, g, np.zeros((), g.dtype)))
     return r
+
+
+def check_range(values, check):
+    """Raise ``check``'s error (a ``contract.RangeCheck``, or None: nothing to check) for the
+    integer array ``values`` when one of them is outside ``[check.low, check.high)`` and not
+    ``check.ignore``: numpy reads its values for free, so it raises before computing."""
+    if check is None or values.size == 0:
+        return
+    lo, hi = int(values.min()), int(values.max())
+    if lo >= check.low and hi < check.high:
+        return
+    bad = (values < check.low) | (values >= check.high)
+    if check.ignore is not None:
+        bad &= values != check.ignore
+    if not bad.any():
+        return
+    below = values[bad & (values < check.low)]
+    above = values[bad & (values >= check.high)]
+    raise check.exception(int(below.min()) if below.size else None,
+                          int(above.max()) if above.size else None)

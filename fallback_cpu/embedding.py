@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import up
+from ._arrays import check_range, up
 
 
-def embedding_fwd(idx, weight):
+def embedding_fwd(idx, weight, check):
     """``weight[idx]``: ``idx.shape + (dim,)``, a new row-major array."""
+    check_range(idx, check)
     return np.take(weight, idx, axis=0)
 
 
@@ -31,6 +32,7 @@ def embedding_bwd(grad, idx, num, padding_idx):
     return out.astype(grad.dtype, copy=False)
 
 
-def one_hot(idx, num_classes):
+def one_hot(idx, num_classes, check):
     """int64 ``idx[..., None] == arange(num_classes)``."""
+    check_range(idx, check)
     return (idx[..., None] == np.arange(num_classes)).astype(np.int64)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from ..dtypes import from_numpy as dtype_from_numpy
-from ._arrays import LOW
+from ._arrays import LOW, check_range
 
 def from_numpy(array: np.ndarray, dtype):
     """A buffer holding a copy of ``array`` converted to ``dtype``."""
@@ -85,8 +85,16 @@ def expand(x, shape):
     return np.broadcast_to(x, shape)
 
 
-def getitem(x, index):
+def _check_indices(index, checks):
+    """Each index array against its ``RangeCheck`` (``checks`` aligned with ``index``)."""
+    if checks is not None:
+        for i, check in zip(index if isinstance(index, tuple) else (index,), checks):
+            check_range(i, check)
+
+
+def getitem(x, index, checks=None):
     """Basic indexing (ints, slices, None, Ellipsis) as a view; an int64 index buffer gathers."""
+    _check_indices(index, checks)
     r = x[index]
     return r if type(r) is np.ndarray else np.asarray(r)    # a full int index gives a numpy scalar
 
@@ -119,6 +127,7 @@ def overlapping(x):
     return any(st == 0 and n > 1 for st, n in zip(x.strides, x.shape))
 
 
-def setitem(x, index, value):
+def setitem(x, index, value, checks=None):
     """``x[index] = value`` in place (value a buffer or a Python number, broadcast)."""
+    _check_indices(index, checks)
     x[index] = value

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import LOW, up
+from ._arrays import LOW, check_range, up
 
 
 def _acc(x):
@@ -46,28 +46,34 @@ def log_softmax_bwd(grad, y, dim):
     return (g - np.exp(yf) * np.sum(g, axis=dim, keepdims=True)).astype(grad.dtype, copy=False)
 
 
-def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
+def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction, check):
     """Loss of softmax cross-entropy over rows of ``logits`` (N, C) with int64 ``target`` (N,).
 
-    Returns ``(loss, lse)``: ``loss`` per row (reduction "none", 0 at ignored
+    Returns ``(loss, stats)``: ``loss`` per row (reduction "none", 0 at ignored
     rows) or a 0-d sum/mean over the rows that are not ignored, in the logits'
-    dtype; ``lse`` is each row's log-sum-exp in the accumulation dtype, saved
-    for the backward. With smoothing eps and C classes, row i's loss is
-    ``lse_i - (1 - eps) * x[i, t_i] - eps / C * sum_c x[i, c]``.
+    dtype; ``stats`` (N + 1,) in the accumulation dtype, saved for the backward:
+    each row's log-sum-exp, then the count of rows not ignored. With smoothing eps
+    and C classes, row i's loss is ``lse_i - (1 - eps) * x[i, t_i] - eps / C *
+    sum_c x[i, c]``. Targets out of range raise ``check``'s error first.
     """
+    check_range(target, check)
     acc = _acc(logits)
     x = logits.astype(acc, copy=False)
     n, c = x.shape
     valid = target != ignore_index
     all_valid = bool(valid.all())
+    count = n if all_valid else np.count_nonzero(valid)
     safe_t = target if all_valid else np.where(valid, target, 0)
+    stats = np.empty(n + 1, acc)
+    lse = stats[:n]
     # 1. log-sum-exp per row, shifted by the row maximum (all -inf rows: lse = -inf, not NaN)
     m = x.max(axis=1)
     if not np.isfinite(m).all():
         m = np.where(np.isfinite(m), m, 0)
     e = x - m[:, None]
     np.exp(e, out=e)
-    lse = m + np.log(e.sum(axis=1))
+    np.add(m, np.log(e.sum(axis=1)), out=lse)
+    stats[n] = count
     # 2. minus the (smoothed) target logit
     picked = x[np.arange(n), safe_t]
     if label_smoothing:
@@ -77,29 +83,29 @@ def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, red
     if not all_valid:
         loss = np.where(valid, loss, 0).astype(acc, copy=False)
     if reduction == "none":
-        return loss.astype(logits.dtype), lse
+        return loss.astype(logits.dtype), stats
     total = loss.sum(dtype=acc)
     if reduction == "mean":
-        count = n if all_valid else np.count_nonzero(valid)
         total = total / acc(count) if count else acc(np.nan)
-    return np.asarray(total, dtype=logits.dtype), lse
+    return np.asarray(total, dtype=logits.dtype), stats
 
 
-def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, label_smoothing,
+def softmax_cross_entropy_bwd(grad_loss, logits, target, stats, ignore_index, label_smoothing,
                               reduction, inplace):
     """d loss / d logits = (softmax - (1 - eps) * onehot - eps / C) * scale per row.
 
-    ``scale`` is the upstream gradient (divided by the count of rows not
-    ignored for "mean"); ignored rows get 0. With ``inplace`` the result is
-    written into ``logits`` itself and returned (the tape allows this only when
-    nothing else holds those logits).
+    ``scale`` is the upstream gradient (None: 1), divided by the count of rows not
+    ignored (``stats[N]``) for "mean"; ignored rows get 0. With ``inplace`` the
+    result is written into ``logits`` itself and returned (the tape allows this only
+    when nothing else holds those logits).
     """
     acc = _acc(logits)
     n, c = logits.shape
+    lse, count = stats[:n], int(stats[n])
     valid = target != ignore_index
     all_valid = bool(valid.all())
     safe_t = target if all_valid else np.where(valid, target, 0)
-    g = np.asarray(grad_loss, dtype=acc)
+    g = np.asarray(1 if grad_loss is None else grad_loss, dtype=acc)
     d = logits.astype(acc, copy=False) - lse[:, None].astype(acc, copy=False)
     np.exp(d, out=d)
     if label_smoothing:
@@ -108,7 +114,6 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
     if reduction == "none":
         d *= (g.reshape(n) if all_valid else np.where(valid, g.reshape(n), 0))[:, None]
     else:
-        count = n if all_valid else np.count_nonzero(valid)
         d *= (g / acc(count) if count else g) if reduction == "mean" else g
         if not all_valid:
             d[~valid] = 0
@@ -116,13 +121,6 @@ def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, labe
         logits[...] = d
         return logits
     return d.astype(logits.dtype, copy=False)
-
-
-def first_bad_target(target, num_classes, ignore_index):
-    """The first target neither in [0, num_classes) nor ``ignore_index`` (a Python int), or None."""
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-    hits = np.flatnonzero(bad)
-    return int(target.reshape(-1)[hits[0]]) if hits.size else None
 
 
 def bce_with_logits_fwd(x, y, reduction):
@@ -237,13 +235,14 @@ def _lce_rounded(x, dtype):
 
 
 def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
-                             need_dh, need_dw, need_db):
+                             need_dh, need_dw, need_db, check):
     """Cross-entropy of ``h @ w.T + b`` against ``target``, chunk by chunk of rows.
 
     Returns ``(loss, lse, dh, dw, db)``; for "sum"/"mean" the gradients asked for
     (upstream 1) come from the same pass: each chunk's softmax is at hand once its
-    log-sum-exp is known.
+    log-sum-exp is known. Targets out of range raise ``check``'s error first.
     """
+    check_range(target, check)
     acc = _acc(h)
     n, hidden = h.shape
     v = w.shape[0]

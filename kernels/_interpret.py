@@ -2,6 +2,8 @@
 
 ``INTERPRET`` is ``tritonnn.device.interpreting()`` read at import; every other
 module of the package uses this constant and none reads the setting again.
+``SYNC_CHECKS`` is the other setting of the environment the kernels read
+(``TRITONNN_SYNC_CHECKS``), here too.
 Triton reads ``TRITON_INTERPRET`` when a function is decorated with
 ``@triton.jit``, so this module sets it before any kernel module is imported
 (``kernels/__init__.py`` imports it first, and every kernel module is imported
@@ -20,6 +22,11 @@ import sys
 from ..device import interpreting
 
 INTERPRET = interpreting()
+
+SYNC_CHECKS = os.environ.get("TRITONNN_SYNC_CHECKS", "") not in ("", "0")
+"""``TRITONNN_SYNC_CHECKS=1``: errors only the device sees (a class target or an index out of
+range) are raised by the op that met them, at the cost of a host sync after each such
+launch, instead of at the next synchronization (``buffers.set_sync_checks`` changes it)."""
 
 
 def _interpret_triton_helpers():

@@ -4,7 +4,8 @@ Computing dtypes (``up``), rounding for a store (``cast_to``, ``_bf16_rne``),
 exact float scalars passed as int64 bits (``f64_from_bits``), addressing a
 collapsed strided layout (``strided_offset``, the device half of
 ``_launch.layout``), the IEEE-rounded division and square root numpy gives
-(``div_rn``, ``sqrt_rn``) and an overflow-free ``sigmoid``. Helpers are inlined
+(``div_rn``, ``sqrt_rn``), an overflow-free ``sigmoid``, and the device half of
+a deferred range check (``report_out_of_range``). Helpers are inlined
 into the kernels that call them: they cost nothing at run time.
 """
 import triton
@@ -114,3 +115,32 @@ def sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: exp(-|x|) and the two stable forms by sign."""
     e = tl.exp(-tl.abs(x))
     return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# ----------------------------------------------------------------------------------------------
+# values only the device sees (issue 12): reported to the host, raised at its next sync
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def report_out_of_range(err_ptr, site, value, below, above):
+    """Record the 1-D block's bad ``value``s for the host (``buffers.raise_deferred``).
+
+    ``below`` and ``above`` mask the values under and over the range the op needs.
+    ``err_ptr`` is the int64 record ``[claim, lowest below, highest above, 0]``: the first
+    launch that meets a bad value claims it by writing its ``site`` (the launch's claim, a
+    number unique to the launch with the check's site in its low bits) over the 0 (an atomic
+    compare-and-swap), and only that launch's programs add to the two extremes (atomic min
+    and max: the same result in any order). Programs without a bad value touch nothing.
+    """
+    bad = below | above
+    if tl.max(bad.to(tl.int32), axis=0) > 0:
+        zero = tl.full((), 0, tl.int64)
+        me = zero + site
+        owner = tl.atomic_cas(err_ptr, zero, me)
+        if (owner == 0) | (owner == me):
+            value = value.to(tl.int64)
+            low = tl.min(tl.where(below, value, 9223372036854775807), axis=0)
+            high = tl.max(tl.where(above, value, -9223372036854775807 - 1), axis=0)
+            tl.atomic_min(err_ptr + 1, low)
+            tl.atomic_max(err_ptr + 2, high)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import dtypes as D
-from ._interpret import INTERPRET
+from ._interpret import INTERPRET, SYNC_CHECKS
 
 DEVICE = torch.device("cpu") if INTERPRET else torch.device("cuda")
 
@@ -44,6 +44,7 @@ def synchronize() -> None:
     COUNTS["host_syncs"] += 1
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
+    raise_deferred()
 
 
 # -- counters: what the host asked of the device (tn.cuda.stats) --------------------------------
@@ -132,10 +133,92 @@ def download(buf) -> np.ndarray:
     if t.device.type != "cpu":
         t = t.cpu()
     if t.dtype == torch.bfloat16:
-        return t.contiguous().view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
-    if t.dtype == torch.uint32:
-        return t.contiguous().view(torch.int32).numpy().copy().view(np.uint32)
-    return t.contiguous().numpy().copy() if t.device.type == DEVICE.type else t.numpy()
+        out = t.contiguous().view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
+    elif t.dtype == torch.uint32:
+        out = t.contiguous().view(torch.int32).numpy().copy().view(np.uint32)
+    else:
+        out = t.contiguous().numpy().copy() if t.device.type == DEVICE.type else t.numpy()
+    raise_deferred()            # the device is done with everything queued before: report it
+    return out
+
+
+# -- errors only the device sees: class targets and index values out of range -------------------
+# A kernel that reads such values checks them itself (``_jitlib.report_out_of_range``, for
+# one ``contract.RangeCheck``, its *site*): the first launch in stream order that meets a bad
+# value claims the record ``[claim, lowest value below the range, highest value above it, 0]``
+# with an atomic compare-and-swap of its claim (the launch's number, then its site, in one
+# int64), and only that launch's programs add their values to it, so the record is the same
+# whatever the scheduling. The host reads the record at its next synchronization (every
+# download, ``synchronize``), when the device has run every earlier launch, and raises the
+# site's error; nothing is read when no checking kernel ran since. Sites are numbered once
+# per distinct check (its bounds and message), so the table stays as small as the program.
+
+_NO_LOW, _NO_HIGH = (1 << 63) - 1, -(1 << 63)
+_RECORD_INIT = (0, _NO_LOW, _NO_HIGH, 0)
+_SITE_BITS = 24                     # a claim: 2**62 | (launch number << 24) | site: never 0,
+                                    # and always an int64 kernel argument (one compiled variant)
+_RECORD = []                        # the int64 (4,) record, allocated by the first check
+_SITES = {}                         # RangeCheck -> its site number (1, 2, ...)
+_CHECKS = [None]                    # site number -> RangeCheck
+_LAUNCHES = [0]                     # checking launches numbered (mod 2**38)
+_ARMED = [False]                    # a checking kernel ran since the host last read the record
+_SYNC_CHECKS = [SYNC_CHECKS]
+
+
+def error_args(check, unused):
+    """The launch arguments ``(record, claim, CHECK)`` of a kernel that checks values as
+    ``check`` (a ``contract.RangeCheck``) says; for None, ``(unused, 0, False)``: nothing to
+    check (``unused`` stands in for the record pointer)."""
+    if check is None:
+        return unused, 0, False
+    return (*error_site(check), True)
+
+
+def error_site(check):
+    """``(record buffer, claim)`` for a launch that checks values as ``check`` says: the claim
+    numbers the launch and names the check's site."""
+    site = _SITES.get(check)
+    if site is None:
+        if len(_CHECKS) == 1 << _SITE_BITS:         # (a program with 16M distinct messages)
+            _SITES.clear()
+            del _CHECKS[1:]
+        site = _SITES[check] = len(_CHECKS)
+        _CHECKS.append(check)
+    if not _RECORD:
+        COUNTS["uploads"] += 1
+        _RECORD.append(_track(torch.tensor(_RECORD_INIT, dtype=torch.int64, device=DEVICE)))
+    _ARMED[0] = True
+    launch = _LAUNCHES[0] = (_LAUNCHES[0] + 1) & ((1 << 38) - 1)
+    return _RECORD[0], (1 << 62) | (launch << _SITE_BITS) | site
+
+
+def checked_launch() -> None:
+    """After a launch that checked values: with sync checks on, raise its error now."""
+    if _SYNC_CHECKS[0]:
+        COUNTS["host_syncs"] += 1
+        raise_deferred()
+
+
+def raise_deferred() -> None:
+    """Raise the error a kernel recorded since the last look, and clear the record (call it
+    when the device has finished the launches queued so far)."""
+    if not _ARMED[0]:
+        return
+    _ARMED[0] = False
+    claim, below, above, _ = _RECORD[0].tolist()
+    if claim == 0:
+        return
+    _RECORD[0].copy_(torch.tensor(_RECORD_INIT, dtype=torch.int64))
+    raise _CHECKS[claim & ((1 << _SITE_BITS) - 1)].exception(None if below == _NO_LOW else below,
+                                  None if above == _NO_HIGH else above)
+
+
+def set_sync_checks(enabled: bool) -> None:
+    _SYNC_CHECKS[0] = bool(enabled)
+
+
+def sync_checks() -> bool:
+    return _SYNC_CHECKS[0]
 
 
 # -- views and metadata ------------------------------------------------------------------------

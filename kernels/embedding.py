@@ -4,7 +4,8 @@ Twins of ``fallback_cpu/embedding.py``; on ``memory`` (its ``reshape``: index an
 buffers of any layout seen as the 1-D and 2-D operands the kernels take).
 
 * ``_embedding_fwd_kernel``: ``out[t, :] = weight[idx[t], :]``, each program a tile of
-  (tokens, columns); one gather, the index loaded once per token.
+  (tokens, columns); one gather, the index loaded once per token and checked there (an
+  index out of range reads nothing and is reported to the host, raised at its next sync).
 * ``_embedding_bwd_kernel``: the table's gradient without atomics. The positions of the
   tokens are grouped by row in CSR form, ``order`` (the positions, stably sorted by their
   index) and ``starts`` (row v's positions are ``order[starts[v]:starts[v + 1]]``); each
@@ -28,20 +29,27 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers, memory
-from ._jitlib import cast_to
+from ._jitlib import cast_to, report_out_of_range
 from ._launch import aot_entry, cdiv, launch, numel
 
 
-@triton.jit
-def _embedding_fwd_kernel(idx_ptr, w_ptr, out_ptr, n_tok, dim, num, stride_idx,
-                          stride_w0, stride_w1, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """out[t, d] = w[idx[t], d] for a (BLOCK_M tokens, BLOCK_N columns) tile; out row-major."""
+@triton.jit(do_not_specialize=["site"])
+def _embedding_fwd_kernel(idx_ptr, w_ptr, out_ptr, err_ptr, n_tok, dim, num, site, stride_idx,
+                          stride_w0, stride_w1, CHECK: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr):
+    """out[t, d] = w[idx[t], d] for a (BLOCK_M tokens, BLOCK_N columns) tile; out row-major.
+
+    An index outside ``[0, num)`` reads nothing (its row is 0); CHECK: the programs of
+    column block 0 report it to the host (``report_out_of_range``).
+    """
     t = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     d = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     t_mask = t < n_tok
     d_mask = d < dim
     row = tl.load(idx_ptr + t * stride_idx, mask=t_mask, other=0).to(tl.int64)
-    # the op checked every index; a bad one still never reads outside the table
+    if CHECK:
+        if tl.program_id(1) == 0:
+            report_out_of_range(err_ptr, site, row, t_mask & (row < 0), t_mask & (row >= num))
     inside = t_mask & (row >= 0) & (row < num)
     v = tl.load(w_ptr + row[:, None] * stride_w0 + d[None, :] * stride_w1,
                 mask=inside[:, None] & d_mask[None, :], other=0)
@@ -76,14 +84,18 @@ def _embedding_bwd_kernel(g_ptr, order_ptr, starts_ptr, out_ptr, num, dim, paddi
              mask=v_mask[:, None] & d_mask[None, :])
 
 
-@triton.jit
-def _one_hot_kernel(idx_ptr, out_ptr, n, num_classes, stride_idx, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr):
-    """out[t, c] = (idx[t] == c) as int64, out row-major (n, num_classes)."""
+@triton.jit(do_not_specialize=["site"])
+def _one_hot_kernel(idx_ptr, out_ptr, err_ptr, n, num_classes, site, stride_idx,
+                    CHECK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out[t, c] = (idx[t] == c) as int64, out row-major (n, num_classes); CHECK: values outside
+    ``[0, num_classes)`` reported to the host by the programs of column block 0."""
     t = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     c = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     t_mask = t < n
     v = tl.load(idx_ptr + t * stride_idx, mask=t_mask, other=-1).to(tl.int64)
+    if CHECK:
+        if tl.program_id(1) == 0:
+            report_out_of_range(err_ptr, site, v, t_mask & (v < 0), t_mask & (v >= num_classes))
     hit = (v[:, None] == c[None, :]).to(tl.int64)
     tl.store(out_ptr + t[:, None] * num_classes + c[None, :], hit,
              mask=t_mask[:, None] & (c < num_classes)[None, :])
@@ -94,19 +106,24 @@ def _flat(idx):
     return memory.reshape(idx, (numel(buffers.shape(idx)),))
 
 
-def embedding_fwd(idx, weight):
-    """``weight[idx]``: ``idx.shape + (dim,)``, a new row-major buffer."""
+def embedding_fwd(idx, weight, check):
+    """``weight[idx]``: ``idx.shape + (dim,)``, a new row-major buffer (indices checked as
+    ``check`` says, in the same launch)."""
     num, dim = buffers.shape(weight)
     shape = buffers.shape(idx)
     out = buffers.empty(shape + (dim,), buffers.dtype_of(weight))
     n = numel(shape)
-    if n == 0 or dim == 0:
+    if n == 0:
         return out
     flat = _flat(idx)
-    bt, bd, warps = _launch.rows(n, dim)
+    bt, bd, warps = _launch.rows(n, max(dim, 1))
     sw0, sw1 = buffers.strides(weight)
-    launch(_embedding_fwd_kernel, (cdiv(n, bt), cdiv(dim, bd)), flat, weight, out, n, dim, num,
-           buffers.strides(flat)[0], sw0, sw1, BLOCK_M=bt, BLOCK_N=bd, num_warps=warps)
+    err, site, checking = buffers.error_args(check, out)
+    launch(_embedding_fwd_kernel, (cdiv(n, bt), max(cdiv(dim, bd), 1)), flat, weight, out, err,
+           n, dim, num, site, buffers.strides(flat)[0], sw0, sw1, CHECK=checking, BLOCK_M=bt,
+           BLOCK_N=bd, num_warps=warps)
+    if checking:
+        buffers.checked_launch()
     return out
 
 
@@ -137,17 +154,21 @@ def embedding_bwd(grad, idx, num, padding_idx):
     return out
 
 
-def one_hot(idx, num_classes):
-    """int64 ``idx[..., None] == arange(num_classes)``."""
+def one_hot(idx, num_classes, check):
+    """int64 ``idx[..., None] == arange(num_classes)`` (values checked as ``check`` says)."""
     shape = buffers.shape(idx)
     out = buffers.empty(shape + (num_classes,), D.int64)
     n = numel(shape)
-    if n == 0 or num_classes == 0:
+    if n == 0:
         return out
     flat = _flat(idx)
-    bt, bc, warps = _launch.rows(n, num_classes)
-    launch(_one_hot_kernel, (cdiv(n, bt), cdiv(num_classes, bc)), flat, out, n, num_classes,
-           buffers.strides(flat)[0], BLOCK_M=bt, BLOCK_N=bc, num_warps=warps)
+    bt, bc, warps = _launch.rows(n, max(num_classes, 1))
+    err, site, checking = buffers.error_args(check, out)
+    launch(_one_hot_kernel, (cdiv(n, bt), max(cdiv(num_classes, bc), 1)), flat, out, err, n,
+           num_classes, site, buffers.strides(flat)[0], CHECK=checking, BLOCK_M=bt,
+           BLOCK_N=bc, num_warps=warps)
+    if checking:
+        buffers.checked_launch()
     return out
 
 
@@ -156,15 +177,16 @@ def _kernels():
     out = []
     for idt, wdt in (("i64", "fp32"), ("i32", "bf16"), ("i64", "fp64")):
         out.append(aot_entry(f"embedding_fwd_{idt}_{wdt}", _embedding_fwd_kernel,
-                             {"idx_ptr": idt, "w_ptr": wdt, "out_ptr": wdt},
-                             {"BLOCK_M": 8, "BLOCK_N": 512}))
+                             {"idx_ptr": idt, "w_ptr": wdt, "out_ptr": wdt, "err_ptr": "i64"},
+                             {"CHECK": True, "BLOCK_M": 8, "BLOCK_N": 512}))
     for odt, wdt, acc in (("i32", "fp32", tl.float32), ("i32", "bf16", tl.float32),
                           ("i64", "fp64", tl.float64)):
         out.append(aot_entry(f"embedding_bwd_{wdt}", _embedding_bwd_kernel,
                              {"g_ptr": wdt, "order_ptr": odt, "starts_ptr": "i64",
                               "out_ptr": wdt},
                              {"ACC": acc, "BLOCK_M": 8, "BLOCK_N": 512}))
-    out.append(aot_entry("one_hot", _one_hot_kernel, "i64", {"BLOCK_M": 4, "BLOCK_N": 1024}))
+    out.append(aot_entry("one_hot", _one_hot_kernel, "i64",
+                         {"CHECK": True, "BLOCK_M": 4, "BLOCK_N": 1024}))
     return out
 
 

@@ -14,7 +14,11 @@ device moves in a kernel here:
   one int64 element offset per index position (-1 where out of range, which
   every later access masks off), then ``_gather_kernel`` reads, and
   ``_scatter_kernel`` writes or adds, each program on a tile of (index
-  position, element of the rest) (``_index_tile``). ``index_add`` with repeated positions
+  position, element of the rest) (``_index_tile``). With a single index buffer
+  (``x[idx]``, a DataLoader's batch) the gather or scatter computes the offsets
+  itself: one launch. Index values the op table left to check (a
+  ``contract.RangeCheck``) are checked where they are read and reported to the
+  host, raised at its next sync. ``index_add`` with repeated positions
   sums each position's contributions in a fixed order (``_segment_add_kernel``
   over a stable sort of the offsets): deterministic, no atomics.
 """
@@ -28,7 +32,7 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from ._jitlib import cast_to, f64_from_bits, strided_offset, up
+from ._jitlib import cast_to, f64_from_bits, report_out_of_range, strided_offset, up
 from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch, launch_strided, numel,
                       strided_pieces)
 
@@ -87,22 +91,28 @@ def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
     tl.store(dst_ptr + dst_off, cast_to(v, dst_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _index_offsets_kernel(idx_ptr, offs_ptr, dim_size, dim_stride, base, n, size1, size2, size3,
+@triton.jit(do_not_specialize=["site"])
+def _index_offsets_kernel(idx_ptr, offs_ptr, err_ptr, dim_size, dim_stride, base, site, n,
+                          size1, size2, size3,
                           stride_idx_0, stride_idx_1, stride_idx_2, stride_idx_3,
                           stride_offs_0, stride_offs_1, stride_offs_2, stride_offs_3,
-                          FIRST: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                          FIRST: tl.constexpr, CHECK: tl.constexpr, NDIM: tl.constexpr,
+                          BLOCK: tl.constexpr):
     """offs += wrap(idx) * dim_stride (offs = base + ... when FIRST); -1 marks an index out of range.
 
     ``idx`` is one advanced index buffer broadcast to the index shape; negative
-    indices count from the end of the dim, as in numpy.
+    indices count from the end of the dim, as in numpy. CHECK: indices outside
+    ``[-dim_size, dim_size)`` are also reported to the host (``report_out_of_range``).
     """
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = lin < n
     idx_off = strided_offset(lin, size1, size2, size3, stride_idx_0, stride_idx_1, stride_idx_2,
                              stride_idx_3, NDIM)
-    i = tl.load(idx_ptr + idx_off, mask=mask, other=0).to(tl.int64)
-    i = tl.where(i < 0, i + dim_size, i)
+    raw = tl.load(idx_ptr + idx_off, mask=mask, other=0).to(tl.int64)
+    if CHECK:
+        report_out_of_range(err_ptr, site, raw, mask & (raw < -dim_size),
+                            mask & (raw >= dim_size))
+    i = tl.where(raw < 0, raw + dim_size, raw)
     bad = (i < 0) | (i >= dim_size)
     offs_off = strided_offset(lin, size1, size2, size3, stride_offs_0, stride_offs_1,
                               stride_offs_2, stride_offs_3, NDIM)
@@ -115,28 +125,48 @@ def _index_offsets_kernel(idx_ptr, offs_ptr, dim_size, dim_stride, base, n, size
 
 
 @triton.jit
-def _index_tile(offs_ptr, nb, nr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+def _index_tile(idx_ptr, err_ptr, nb, nr, stride_idx, dim_size, dim_stride, base, site,
+                DIRECT: tl.constexpr, CHECK: tl.constexpr, BLOCK_B: tl.constexpr,
+                BLOCK_R: tl.constexpr):
     """This program's tile of index positions ``b`` (axis 0) by rest elements ``r`` (axis 1).
 
     Returns ``(b, r, off, inside, valid)``: ``off[b]`` the element offset of each
     position (-1: out of range), ``inside`` the [BLOCK_B, BLOCK_R] mask of the
-    tile's tails, ``valid`` that and ``off >= 0``.
+    tile's tails, ``valid`` that and ``off >= 0``. The offsets come from ``idx_ptr``:
+    precomputed (``_index_offsets_kernel``), or with DIRECT computed here from the one
+    index buffer (``stride_idx`` apart) along a dim of ``dim_size`` elements
+    ``dim_stride`` apart, plus ``base``, as ``_index_offsets_kernel`` does: one launch
+    instead of two. CHECK: the programs of rest block 0 report the indices out of range.
     """
     b = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     r = tl.program_id(1).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     b_mask = b < nb
     inside = b_mask[:, None] & (r < nr)[None, :]
-    off = tl.load(offs_ptr + b, mask=b_mask, other=-1)
+    if DIRECT:
+        raw = tl.load(idx_ptr + b * stride_idx, mask=b_mask, other=0).to(tl.int64)
+        if CHECK:
+            if tl.program_id(1) == 0:
+                report_out_of_range(err_ptr, site, raw, b_mask & (raw < -dim_size),
+                                    b_mask & (raw >= dim_size))
+        i = tl.where(raw < 0, raw + dim_size, raw)
+        off = tl.where((i >= 0) & (i < dim_size), base + i * dim_stride, -1)
+    else:
+        off = tl.load(idx_ptr + b, mask=b_mask, other=-1)
     return b, r, off, inside, inside & (off >= 0)[:, None]
 
 
-@triton.jit
-def _gather_kernel(src_ptr, offs_ptr, out_ptr, nb, nr, stride_out_b, size1, size2, size3,
+@triton.jit(do_not_specialize=["site"])
+def _gather_kernel(src_ptr, idx_ptr, out_ptr, err_ptr, nb, nr, stride_out_b, stride_idx, dim_size,
+                   dim_stride, base, site, size1, size2, size3,
                    stride_src_0, stride_src_1, stride_src_2, stride_src_3,
                    stride_out_0, stride_out_1, stride_out_2, stride_out_3,
-                   NDIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
-    """out[b, r] = src[offs[b] + r] for index positions b and the (strided) rest r; 0 where offs < 0."""
-    b, r, off, inside, valid = _index_tile(offs_ptr, nb, nr, BLOCK_B, BLOCK_R)
+                   DIRECT: tl.constexpr, CHECK: tl.constexpr, NDIM: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """out[b, r] = src[off[b] + r] for index positions b and the (strided) rest r; 0 where
+    off < 0 (``_index_tile`` gives ``off``)."""
+    b, r, off, inside, valid = _index_tile(idx_ptr, err_ptr, nb, nr, stride_idx, dim_size,
+                                           dim_stride, base, site, DIRECT, CHECK, BLOCK_B,
+                                           BLOCK_R)
     src_off = strided_offset(r, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
                              stride_src_3, NDIM)
     out_off = strided_offset(r, size1, size2, size3, stride_out_0, stride_out_1, stride_out_2,
@@ -145,14 +175,17 @@ def _gather_kernel(src_ptr, offs_ptr, out_ptr, nb, nr, stride_out_b, size1, size
     tl.store(out_ptr + b[:, None] * stride_out_b + out_off[None, :], v, mask=inside)
 
 
-@triton.jit
-def _scatter_kernel(dst_ptr, offs_ptr, val_ptr, nb, nr, stride_val_b, size1, size2, size3,
+@triton.jit(do_not_specialize=["site"])
+def _scatter_kernel(dst_ptr, idx_ptr, val_ptr, err_ptr, nb, nr, stride_val_b, stride_idx,
+                    dim_size, dim_stride, base, site, size1, size2, size3,
                     stride_dst_0, stride_dst_1, stride_dst_2, stride_dst_3,
                     stride_val_0, stride_val_1, stride_val_2, stride_val_3,
-                    ADD: tl.constexpr, NDIM: tl.constexpr, BLOCK_B: tl.constexpr,
-                    BLOCK_R: tl.constexpr):
-    """dst[offs[b] + r] = val[b, r] (ADD: +=; positions must be distinct then); skips offs < 0."""
-    b, r, off, inside, valid = _index_tile(offs_ptr, nb, nr, BLOCK_B, BLOCK_R)
+                    ADD: tl.constexpr, DIRECT: tl.constexpr, CHECK: tl.constexpr,
+                    NDIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
+    """dst[off[b] + r] = val[b, r] (ADD: +=; positions must be distinct then); skips off < 0."""
+    b, r, off, inside, valid = _index_tile(idx_ptr, err_ptr, nb, nr, stride_idx, dim_size,
+                                           dim_stride, base, site, DIRECT, CHECK, BLOCK_B,
+                                           BLOCK_R)
     dst_off = strided_offset(r, size1, size2, size3, stride_dst_0, stride_dst_1, stride_dst_2,
                              stride_dst_3, NDIM)
     val_off = strided_offset(r, size1, size2, size3, stride_val_0, stride_val_1, stride_val_2,
@@ -324,20 +357,25 @@ class _Plan:
     ``rest``; ``src`` is ``view`` with the advanced dims taken at 0 (the rest).
     """
 
-    def __init__(self, x, index):
-        comps = []
-        for i in index:
+    def __init__(self, x, index, checks):
+        comps, comp_checks = [], []
+        for i, check in zip(index, checks or (None,) * len(index)):
             if _is_buffer(i) and buffers.dtype_of(i) is D.bool_:
-                comps.extend(buffers.upload(np.ascontiguousarray(a, dtype=np.int64), D.int64)
-                             for a in np.nonzero(buffers.download(i)))
+                # a mask's positions (a host read: the result's shape depends on them)
+                found = [buffers.upload(np.ascontiguousarray(a, dtype=np.int64), D.int64)
+                         for a in np.nonzero(buffers.download(i))]
+                comps.extend(found)
+                comp_checks.extend([None] * len(found))
             elif isinstance(i, (list, np.ndarray)):
                 comps.append(from_numpy(np.asarray(i), D.int64))
+                comp_checks.append(check)
             else:
                 comps.append(i)
+                comp_checks.append(check)
         ndim = len(buffers.shape(x))
         explicit = sum(1 for c in comps if c is not None and c is not Ellipsis)
-        view_index, adv_dims, adv_idx = [], [], []
-        for c in comps:
+        view_index, adv_dims, adv_idx, adv_checks = [], [], [], []
+        for c, check in zip(comps, comp_checks):
             if c is Ellipsis:
                 view_index.extend([slice(None)] * (ndim - explicit))
             elif c is None or isinstance(c, slice):
@@ -345,10 +383,12 @@ class _Plan:
             else:
                 adv_dims.append(len(view_index))
                 adv_idx.append(c)
+                adv_checks.append(check if _is_buffer(c) else None)
                 view_index.append(slice(None))
         view = buffers.view_index(x, tuple(view_index))
         vshape, vstrides = buffers.shape(view), buffers.strides(view)
-        self.adv = [(vshape[d], vstrides[d], i) for d, i in zip(adv_dims, adv_idx)]
+        self.adv = [(vshape[d], vstrides[d], i, check)
+                    for d, i, check in zip(adv_dims, adv_idx, adv_checks)]
         self.bshape = broadcast_shape(*(buffers.shape(i) for i in adv_idx if _is_buffer(i)))
         rest_dims = [d for d in range(len(vshape)) if d not in adv_dims]
         self.rest = tuple(vshape[d] for d in rest_dims)
@@ -373,44 +413,77 @@ class _Plan:
         return v if v is not None else buffers.view_shape(contiguous(p), shape)
 
     def offsets(self):
-        """int64 element offsets into ``view`` of every index position (-1: out of range)."""
+        """int64 element offsets into ``view`` of every index position (-1: out of range),
+        the index buffers checked as their ``RangeCheck`` says on the way."""
         base = 0
-        for size, stride, i in self.adv:
+        for size, stride, i, _ in self.adv:
             if not _is_buffer(i):
                 base += (int(i) % size if size else 0) * stride
         offs = buffers.empty(self.bshape, D.int64)
         first = True
-        for size, stride, i in self.adv:
+        for size, stride, i, check in self.adv:
             if _is_buffer(i):
+                err, site, checking = buffers.error_args(check, offs)
                 launch_strided(_index_offsets_kernel, [buffers.expand(i, self.bshape), offs],
-                               (size, stride, base), FIRST=first)
+                               (err, size, stride, base, site), FIRST=first, CHECK=checking)
+                if checking:
+                    buffers.checked_launch()
                 first = False
         return buffers.view_shape(offs, (self.nb,))
 
+    def source(self):
+        """What the gather and scatter kernels read their offsets from, as ``_launch_tiles``
+        takes it: the one index buffer itself when only one advanced component is a buffer
+        and it lays out flat (the offsets computed in the same launch), else the offsets of
+        ``offsets()``."""
+        comps = [a for a in self.adv if _is_buffer(a[2])]
+        flat = buffers.view_shape(comps[0][2], (self.nb,)) if len(comps) == 1 else None
+        if flat is None:
+            return (self.offsets(), False, 1, 0, 0, 0, None)
+        base = 0
+        for size, stride, i, _ in self.adv:
+            if not _is_buffer(i):
+                base += (int(i) % size if size else 0) * stride
+        size, stride, _, check = comps[0]
+        return (flat, True, buffers.strides(flat)[0], size, stride, base, check)
 
-def _plan(x, index):
+    def check_only(self):
+        """An empty result still checks its index buffers (nothing is read or written)."""
+        if self.nb and any(check is not None for *_, check in self.adv):
+            self.offsets()
+
+
+def _plan(x, index, checks):
     if not isinstance(index, tuple):
         index = (index,)
     if not any(_is_buffer(i) or isinstance(i, (list, np.ndarray)) for i in index):
         return None
-    return _Plan(x, index)
+    return _Plan(x, index, checks)
 
 
-def _launch_tiles(kernel, rest, offs, compact, nb, **meta):
+def _launch_tiles(kernel, rest, source, compact, nb, **meta):
     """Launch a gather or scatter kernel over tiles of (index position, rest element).
 
     ``rest`` is the indexed buffer with its advanced dims taken at 0 (``_Plan.src``);
+    ``source`` where the offsets come from (``_Plan.source()``, or an offsets buffer);
     ``compact`` the (nb, *rest) buffer on the other side (the gathered output, the
     scattered values): the kernel gets its view at position 0 and its position stride.
     """
+    if _is_buffer(source):
+        source = (source, False, 1, 0, 0, 0, None)
+    idx, direct, stride_idx, dim_size, dim_stride, base, check = source
+    err, site, checking = buffers.error_args(check, idx)
     stride_b = buffers.strides(compact)[0]
     for (first, second), ndim, sizes, (s1, s2) in strided_pieces(
             [rest, buffers.view_index(compact, (0,))]):
         nr = numel(sizes)
         bm, bn, warps = _launch.rows(nb, nr)
         launch(kernel, (cdiv(nb, bm), cdiv(nr, bn)),
-            first, offs, second, nb, nr, stride_b, sizes[1], sizes[2], sizes[3], *s1, *s2,
+            first, idx, second, err, nb, nr, stride_b, stride_idx, dim_size, dim_stride, base,
+            site, sizes[1], sizes[2], sizes[3], *s1, *s2, DIRECT=direct, CHECK=checking,
             NDIM=ndim, BLOCK_B=bm, BLOCK_R=bn, num_warps=warps, **meta)
+    if checking:
+        buffers.checked_launch()
 
 
 def _launch_segments(rest, offs, src_c, order_b, seg_b, n_seg, acc):
@@ -429,19 +502,21 @@ def _launch_segments(rest, offs, src_c, order_b, seg_b, n_seg, acc):
             ACC=acc, NDIM=ndim, BLOCK_R=bn, num_warps=warps)
 
 
-def getitem(x, index):
-    """Basic indexing (ints, slices, None, Ellipsis) as a view; int64/bool index buffers gather."""
-    plan = _plan(x, index)
+def getitem(x, index, checks=None):
+    """Basic indexing (ints, slices, None, Ellipsis) as a view; int64/bool index buffers gather
+    (their values checked as ``checks`` say)."""
+    plan = _plan(x, index, checks)
     if plan is None:
         return buffers.view_index(x, index)
     out = buffers.empty(plan.final, buffers.dtype_of(x))
     if plan.empty:
+        plan.check_only()
         return out
-    _launch_tiles(_gather_kernel, plan.src, plan.offsets(), plan.compact(out), plan.nb)
+    _launch_tiles(_gather_kernel, plan.src, plan.source(), plan.compact(out), plan.nb)
     return out
 
 
-def setitem(x, index, value):
+def setitem(x, index, value, checks=None):
     """``x[index] = value`` in place (value a buffer or a Python number, broadcast).
 
     With repeated advanced indices, which of the values lands is unspecified on a GPU
@@ -452,19 +527,20 @@ def setitem(x, index, value):
         value = full((), value, dt)
     elif buffers.dtype_of(value) is not dt or buffers.shares_memory(x, value):
         value = cast(value, dt)        # (a private copy when it views x: no read/write race)
-    plan = _plan(x, index)
+    plan = _plan(x, index, checks)
     if plan is None:
         copy_(buffers.view_index(x, index), value)
         return
     if plan.empty:
+        plan.check_only()
         return
     val_c = plan.compact(buffers.expand(value, plan.final))
-    _launch_tiles(_scatter_kernel, plan.src, plan.offsets(), val_c, plan.nb, ADD=False)
+    _launch_tiles(_scatter_kernel, plan.src, plan.source(), val_c, plan.nb, ADD=False)
 
 
 def index_add(dst, index, src):
     """``dst[index] += src`` in place (repeated advanced indices accumulate); returns dst."""
-    plan = _plan(dst, index)
+    plan = _plan(dst, index, None)
     if plan is None:
         accumulate_(buffers.view_index(dst, index), src)
         return dst
@@ -535,13 +611,24 @@ def _kernels():
     out.append(aot_entry("accumulate_bf16", _copy_kernel, "bf16",
                          {"ADD": True, "NDIM": 2, "BLOCK": 1024}))
     out.append(aot_entry("index_offsets", _index_offsets_kernel, "i64",
-                         {"FIRST": False, "NDIM": 2, "BLOCK": 1024}))
+                         {"FIRST": False, "CHECK": True, "NDIM": 2, "BLOCK": 1024}))
     out.append(aot_entry("gather_bf16", _gather_kernel,
-                         {"src_ptr": "bf16", "offs_ptr": "i64", "out_ptr": "bf16"},
-                         {"NDIM": 2, "BLOCK_B": 8, "BLOCK_R": 512}))
+                         {"src_ptr": "bf16", "idx_ptr": "i64", "out_ptr": "bf16", "err_ptr": "i64"},
+                         {"DIRECT": False, "CHECK": False, "NDIM": 2, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
+    # a DataLoader batch: rows of a float32 table gathered at a checked int64 index
+    out.append(aot_entry("gather_rows_fp32_direct", _gather_kernel,
+                         {"src_ptr": "fp32", "idx_ptr": "i64", "out_ptr": "fp32", "err_ptr": "i64"},
+                         {"DIRECT": True, "CHECK": True, "NDIM": 1, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
     out.append(aot_entry("scatter_add_fp16", _scatter_kernel,
-                         {"dst_ptr": "fp16", "offs_ptr": "i64", "val_ptr": "fp16"},
-                         {"ADD": True, "NDIM": 1, "BLOCK_B": 8, "BLOCK_R": 512}))
+                         {"dst_ptr": "fp16", "idx_ptr": "i64", "val_ptr": "fp16", "err_ptr": "i64"},
+                         {"ADD": True, "DIRECT": False, "CHECK": False, "NDIM": 1, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
+    out.append(aot_entry("scatter_fp32_direct", _scatter_kernel,
+                         {"dst_ptr": "fp32", "idx_ptr": "i32", "val_ptr": "fp32", "err_ptr": "i64"},
+                         {"ADD": False, "DIRECT": True, "CHECK": True, "NDIM": 2, "BLOCK_B": 8,
+                          "BLOCK_R": 512}))
     out.append(aot_entry("segment_add_fp32", _segment_add_kernel,
                          {"dst_ptr": "fp32", "offs_ptr": "i64", "src_ptr": "fp32",
                           "order_ptr": "i64", "seg_ptr": "i64"},

@@ -12,22 +12,30 @@ Softmax along any dim views the operand as (outer, K, inner) through its
 strides (the softmax dim in the middle); only a layout that does not collapse
 to that is copied first.
 
-Cross-entropy (``softmax_cross_entropy_fwd``):
+Cross-entropy (``softmax_cross_entropy_fwd``), one launch of ``_ce_fwd_kernel``
+and no host sync:
 
-1. ``_ce_fwd_kernel``, one pass per row: ``lse = m + log(s)``, the target
-   logit read directly, and for label smoothing eps the row sum of the
-   logits; ``loss = lse - (1 - eps) * x[t] - eps / C * sum(x)`` (PyTorch's
-   smoothing), 0 on rows whose target is ``ignore_index``.
-2. ``_ce_total_kernel`` for "sum"/"mean": one program adds the per-row
-   losses in row order (deterministic, no atomics) and, for "mean", divides by
-   the count of rows not ignored.
+1. Targets outside ``[0, C)`` (and not ``ignore_index``) are reported to the
+   host (``_jitlib.report_out_of_range``, raised at its next sync) and never
+   used as an offset; their rows lose NaN.
+2. One pass per row: ``lse = m + log(s)``, the target logit read directly,
+   and for label smoothing eps the row sum of the logits; ``loss = lse - (1 -
+   eps) * x[t] - eps / C * sum(x)`` (PyTorch's smoothing), 0 on rows whose
+   target is ``ignore_index``.
+3. The last program to finish (the only one, or the holder of the last ticket
+   of an atomic counter) adds the per-row losses in row order (deterministic:
+   the atomic orders programs, it adds no floats) and, for "mean", divides by
+   the count of rows not ignored, which it also stores after the rows'
+   log-sum-exps for the backward.
 
-The backward writes ``(softmax - (1 - eps) * onehot - eps / C) * scale`` with
-``softmax = exp(x - lse)`` from the saved lse; into the logits buffer itself
-when the tape says nobody else holds it.
+The backward, one launch, writes ``(softmax - (1 - eps) * onehot - eps / C) *
+scale`` with ``softmax = exp(x - lse)`` from the saved lse, the upstream
+gradient 1 of ``loss.backward()`` folded in (nothing to fill or load); into
+the logits buffer itself when the tape says nobody else holds it.
 """
 from __future__ import annotations
 
+import numpy as np
 import triton
 import triton.language as tl
 
@@ -35,7 +43,8 @@ from .. import dtypes as D
 from ..precision import allow_tf32
 from . import _launch, buffers
 from ._interpret import INTERPRET
-from ._jitlib import cast_to, div_rn, f64_from_bits, sigmoid, strided_offset, up
+from ._jitlib import (cast_to, div_rn, f64_from_bits, report_out_of_range, sigmoid,
+                      strided_offset, up)
 from ._launch import aot_entry, cdiv, float_bits, launch, launch_strided, numel
 from .matmul import linear_fwd, matmul
 from .memory import cast, contiguous, copy_, full
@@ -234,23 +243,66 @@ def log_softmax_bwd(grad, y, dim):
 
 
 @triton.jit
-def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_xn, stride_xc, stride_t,
-                   ignore_index, one_minus_eps, eps_over_c,
-                   SMOOTH: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Per row i of logits x (N, C): lse_i and loss_i = lse_i - (1-eps) x[i, t_i] - eps/C sum_c x[i, c].
+def _ce_total(loss_ptr, t_ptr, out_ptr, count_ptr, N, stride_t, ignore_index,
+              MODE: tl.constexpr, ACC: tl.constexpr, VOLATILE: tl.constexpr, BLOCK: tl.constexpr):
+    """One program, rows in a fixed order: the count of rows not ignored into ``count_ptr``
+    (unless None) and into ``out_ptr``: MODE "sum" the per-row losses' sum, "mean" that over
+    the count, "count" the count alone. ``VOLATILE``: the losses were stored by other programs
+    of the same launch (read past the caches)."""
+    idx0 = tl.arange(0, BLOCK).to(tl.int64)
+    total = tl.zeros((BLOCK,), ACC)
+    count = tl.zeros((BLOCK,), tl.int64)
+    for k0 in range(0, N, BLOCK):
+        idx = k0 + idx0
+        mask = idx < N
+        if MODE != "count":
+            total += tl.load(loss_ptr + idx, mask=mask, other=0, volatile=VOLATILE).to(ACC)
+        t = tl.load(t_ptr + idx * stride_t, mask=mask, other=ignore_index)
+        count += (t != ignore_index).to(tl.int64)
+    n = tl.sum(count, axis=0).to(ACC)
+    if MODE == "sum":
+        r = tl.sum(total, axis=0)
+    elif MODE == "mean":
+        r = div_rn(tl.sum(total, axis=0), n)
+    else:
+        r = n
+    tl.store(out_ptr, cast_to(r, out_ptr.dtype.element_ty))
+    if count_ptr is not None:
+        tl.store(count_ptr, cast_to(n, count_ptr.dtype.element_ty))
 
-    loss_i is 0 where t_i == ignore_index. ``loss`` is stored in its buffer's
-    dtype (the logits' for reduction "none", the accumulator's otherwise).
+
+@triton.jit(do_not_specialize=["site"])
+def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, out_ptr, ticket_ptr, err_ptr, N, C,
+                   stride_xn, stride_xc, stride_t, ignore_index, one_minus_eps, eps_over_c, site,
+                   SMOOTH: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr,
+                   ONE_PROGRAM: tl.constexpr, CHECK: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Per row i of logits x (N, C): lse_i and loss_i = lse_i - (1-eps) x[i, t_i] - eps/C sum_c x[i, c];
+    then the count of rows not ignored into ``lse[N]`` (for the backward of "mean") and, for
+    MODE "sum"/"mean", the rows' total into ``out`` ("count": the count again): one launch
+    for the whole loss.
+
+    loss_i is 0 where t_i == ignore_index and NaN where t_i is out of range (CHECK: that
+    target is recorded at ``err_ptr`` for the host, ``_jitlib.report_out_of_range``).
+    ``loss`` is stored in its buffer's dtype (the logits' for reduction "none", the
+    accumulator's otherwise). The total is taken by the last program to finish: each
+    program stores its rows, then takes a ticket (an atomic add on ``ticket_ptr``, which
+    orders its stores before it); the one holding the last ticket adds every row in
+    order, as a single program would (deterministic), and puts the ticket counter back
+    to 0 for the next launch. With ONE_PROGRAM the only program does it without a ticket.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < N
     base = rows * stride_xn                     # int64: rows * vocab may pass 2**31
     t = tl.load(t_ptr + rows * stride_t, mask=row_mask, other=ignore_index)
-    valid = row_mask & (t != ignore_index)
+    counted = row_mask & (t != ignore_index)
+    # 0. targets outside [0, C) (and not ignore_index) are reported and never used as offsets
+    if CHECK:
+        report_out_of_range(err_ptr, site, t, counted & (t < 0), counted & (t >= C))
+    valid = counted & (t >= 0) & (t < C)
     one_minus_eps = f64_from_bits(one_minus_eps).to(ACC)     # float64 bits: no fp32 rounding
     eps_over_c = f64_from_bits(eps_over_c).to(ACC)
-    # 1. the target logit, read directly (targets were range-checked by ops.py)
+    # 1. the target logit, read directly
     picked = tl.load(x_ptr + base + tl.where(valid, t, 0) * stride_xc, mask=valid,
                      other=0).to(ACC)
     # 2. online log-sum-exp over vocabulary blocks, and the plain row sum for smoothing
@@ -271,46 +323,45 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_xn, stride_xc, 
     loss = lse - one_minus_eps * picked
     if SMOOTH:
         loss = loss - eps_over_c * tl.sum(row_sum, axis=1)
-    loss = tl.where(valid, loss, 0.0)
+    loss = tl.where(valid, loss, tl.where(counted, float("nan"), 0.0))
     tl.store(loss_ptr + rows, cast_to(loss, loss_ptr.dtype.element_ty), mask=row_mask)
     tl.store(lse_ptr + rows, cast_to(lse, lse_ptr.dtype.element_ty), mask=row_mask)
+    # 4. the total (MODE "count", for reduction "none": the count alone), in row order, by
+    #    the last program to get here (every program's rows stored first)
+    #    (MODE "rows": none of it, the rows are a chunk of a longer loss)
+    if MODE != "rows":
+        tl.debug_barrier()                     # this program's threads have stored their rows
+        if ONE_PROGRAM:
+            _ce_total(loss_ptr, t_ptr, out_ptr, lse_ptr + N, N, stride_t, ignore_index,
+                      MODE, ACC, False, BLOCK_T)
+        else:
+            ticket = tl.atomic_add(ticket_ptr, 1, sem="acq_rel")
+            if ticket == tl.num_programs(0) - 1:
+                _ce_total(loss_ptr, t_ptr, out_ptr, lse_ptr + N, N, stride_t, ignore_index,
+                          MODE, ACC, True, BLOCK_T)
+                tl.atomic_xchg(ticket_ptr, 0)
 
 
 @triton.jit
 def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
                      MODE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program, rows in a fixed order. MODE "sum": out = sum(loss); "mean": that over the
-    count of rows not ignored; "count": out = that count alone (for the backward of "mean")."""
-    idx0 = tl.arange(0, BLOCK).to(tl.int64)
-    total = tl.zeros((BLOCK,), ACC)
-    count = tl.zeros((BLOCK,), tl.int64)
-    for k0 in range(0, N, BLOCK):
-        idx = k0 + idx0
-        mask = idx < N
-        if MODE != "count":
-            total += tl.load(loss_ptr + idx, mask=mask, other=0).to(ACC)
-        if MODE != "sum":
-            t = tl.load(t_ptr + idx * stride_t, mask=mask, other=ignore_index)
-            count += (t != ignore_index).to(tl.int64)
-    if MODE == "sum":
-        r = tl.sum(total, axis=0)
-    elif MODE == "mean":
-        r = div_rn(tl.sum(total, axis=0), tl.sum(count, axis=0).to(ACC))
-    else:
-        r = tl.sum(count, axis=0).to(ACC)
-    tl.store(out_ptr, cast_to(r, out_ptr.dtype.element_ty))
+    count of rows not ignored; "count": out = that count alone (for the backward of "mean").
+    (The chunked linear cross-entropy's; the plain one totals in ``_ce_fwd_kernel``.)"""
+    _ce_total(loss_ptr, t_ptr, out_ptr, None, N, stride_t, ignore_index, MODE, ACC, False, BLOCK)
 
 
 @triton.jit
 def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_xn, stride_xc,
                    stride_t, stride_g, stride_dx_n, stride_dx_c, ignore_index, one_minus_eps,
-                   eps_over_c, SMOOTH: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   eps_over_c, count_at, SMOOTH: tl.constexpr, MEAN: tl.constexpr, UNIT: tl.constexpr,
+                   ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dx[i, c] = (exp(x[i, c] - lse_i) - eps/C - (1-eps) [c == t_i]) * scale_i.
 
-    scale_i is the upstream gradient of row i (over the count of rows not
-    ignored, for "mean"), 0 on ignored rows. ``dx`` may be ``x`` itself: each
-    element is read before the same program overwrites it.
+    scale_i is the upstream gradient of row i (UNIT: 1, nothing loaded; over the count of
+    rows not ignored at ``count_ptr + count_at``, for "mean"), 0 on ignored rows. ``dx`` may be ``x``
+    itself: each element is read before the same program overwrites it. A target out of
+    range matches no column.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < N
@@ -319,9 +370,12 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
     one_minus_eps = f64_from_bits(one_minus_eps).to(ACC)
     eps_over_c = f64_from_bits(eps_over_c).to(ACC)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0).to(ACC)
-    g = tl.load(g_ptr + rows * stride_g, mask=row_mask, other=0).to(ACC)
+    if UNIT:
+        g = tl.full((BLOCK_M,), 1.0, ACC)
+    else:
+        g = tl.load(g_ptr + rows * stride_g, mask=row_mask, other=0).to(ACC)
     if MEAN:
-        g = div_rn(g, tl.load(count_ptr).to(ACC))
+        g = div_rn(g, tl.load(count_ptr + count_at).to(ACC))
     scale = tl.where(valid, g, 0.0)
     x_base = rows * stride_xn
     d_base = rows * stride_dx_n
@@ -340,24 +394,6 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
                  cast_to(d, dx_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _first_bad_target_kernel(t_ptr, out_ptr, N, stride_t, num_classes, ignore_index,
-                             BLOCK: tl.constexpr):
-    """out = [index of the first target outside [0, C) that is not ignore_index (N if none), its value]."""
-    idx0 = tl.arange(0, BLOCK).to(tl.int64)
-    first = tl.full((BLOCK,), N, tl.int64)
-    for k0 in range(0, N, BLOCK):
-        idx = k0 + idx0
-        mask = idx < N
-        t = tl.load(t_ptr + idx * stride_t, mask=mask, other=ignore_index)
-        bad = mask & (t != ignore_index) & ((t < 0) | (t >= num_classes))
-        first = tl.minimum(first, tl.where(bad, idx, N))
-    where = tl.min(first, axis=0)
-    value = tl.load(t_ptr + tl.minimum(where, N - 1) * stride_t)
-    tl.store(out_ptr, where)
-    tl.store(out_ptr + 1, value.to(tl.int64))
-
-
 def _ce_launch_args(logits, target, label_smoothing):
     n, c = buffers.shape(logits)
     sn, sc = buffers.strides(logits)
@@ -366,75 +402,68 @@ def _ce_launch_args(logits, target, label_smoothing):
         float_bits(label_smoothing / c)
 
 
-def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
+_TICKET = []         # the multi-program cross-entropy's ticket counter: int32 (1,), 0 between launches
+
+
+def _ticket():
+    if not _TICKET:
+        _TICKET.append(buffers.upload(np.zeros(1, np.int32), D.int32))
+    return _TICKET[0]
+
+
+def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction, check):
     """Loss of softmax cross-entropy over rows of ``logits`` (N, C) with int64 ``target`` (N,).
 
-    Returns ``(loss, lse)``: ``loss`` per row (reduction "none", 0 at ignored
+    Returns ``(loss, stats)``: ``loss`` per row (reduction "none", 0 at ignored
     rows) or a 0-d sum/mean over the rows that are not ignored, in the logits'
-    dtype; ``lse`` is each row's log-sum-exp in the accumulation dtype, saved
-    for the backward.
+    dtype; ``stats`` (N + 1,) in the accumulation dtype, saved for the backward:
+    each row's log-sum-exp, then the count of rows not ignored. One launch; targets
+    out of range are reported as ``check`` says (``_jitlib.report_out_of_range``).
     """
     dt = buffers.dtype_of(logits)
     acc_dt = D.float64 if dt is D.float64 else D.float32
     n, c, sn, sc, ts, smooth, one_minus_eps, eps_over_c = _ce_launch_args(
         logits, target, label_smoothing)
-    lse = buffers.empty((n,), acc_dt)
+    stats = buffers.empty((n + 1,), acc_dt)
     rows = buffers.empty((n,), dt if reduction == "none" else acc_dt)
+    # "none" has no total: the count alone goes to stats[N] (twice, as total and as count)
+    out = buffers.view_index(stats, slice(n, n + 1)) if reduction == "none" else \
+        buffers.empty((), dt)
     bm, bn, warps = _launch.rows(n, c)
-    launch(_ce_fwd_kernel, (cdiv(n, bm),),
-        logits, target, rows, lse, n, c, sn, sc, ts, ignore_index, one_minus_eps, eps_over_c,
-        SMOOTH=smooth, ACC=_acc(dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
-    if reduction == "none":
-        return rows, lse
-    out = buffers.empty((), dt)
-    block, _ = _launch.rows(1, n)[1:]
-    launch(_ce_total_kernel, (1,), rows, target, out, n, ts, ignore_index, MODE=reduction,
-           ACC=_acc(dt), BLOCK=block, num_warps=_launch.warps(block))
-    return out, lse
+    grid = cdiv(n, bm)
+    err, site, checking = buffers.error_args(check, stats)
+    launch(_ce_fwd_kernel, (grid,),
+        logits, target, rows, stats, out, _ticket(), err, n, c, sn, sc, ts, ignore_index,
+        one_minus_eps, eps_over_c, site, SMOOTH=smooth, ACC=_acc(dt),
+        MODE="count" if reduction == "none" else reduction, ONE_PROGRAM=grid == 1,
+        CHECK=checking, BLOCK_M=bm, BLOCK_N=bn, BLOCK_T=_launch.rows(1, n)[1], num_warps=warps)
+    if checking:
+        buffers.checked_launch()
+    return (rows if reduction == "none" else out), stats
 
 
-def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, label_smoothing,
+def softmax_cross_entropy_bwd(grad_loss, logits, target, stats, ignore_index, label_smoothing,
                               reduction, inplace):
     """d loss / d logits = (softmax - (1 - eps) * onehot - eps / C) * scale per row.
 
-    ``scale`` is the upstream gradient (divided by the count of rows not
-    ignored for "mean"); ignored rows get 0. With ``inplace`` the result is
-    written into ``logits`` itself and returned.
+    ``scale`` is the upstream gradient (None: 1, folded into the kernel), divided by
+    the count of rows not ignored (``stats[N]``) for "mean"; ignored rows get 0. With
+    ``inplace`` the result is written into ``logits`` itself and returned. One launch.
     """
     dt = buffers.dtype_of(logits)
     n, c, sn, sc, ts, smooth, one_minus_eps, eps_over_c = _ce_launch_args(
         logits, target, label_smoothing)
-    acc = _acc(dt)
-    count = lse                                 # any pointer: unused unless "mean"
-    if reduction == "mean":
-        count = buffers.empty((1,), D.float64 if dt is D.float64 else D.float32)
-        block = _launch.rows(1, n)[1]
-        launch(_ce_total_kernel, (1,), lse, target, count, n, ts, ignore_index, MODE="count",
-               ACC=acc, BLOCK=block, num_warps=_launch.warps(block))
-    g_stride = buffers.strides(grad_loss)[0] if reduction == "none" else 0
+    unit = grad_loss is None
+    g_stride = buffers.strides(grad_loss)[0] if reduction == "none" and not unit else 0
     dx = logits if inplace else buffers.empty((n, c), dt)
     dsn, dsc = buffers.strides(dx)
     bm, bn, warps = _launch.rows(n, c)
     launch(_ce_bwd_kernel, (cdiv(n, bm),),
-        logits, target, lse, grad_loss, count, dx, n, c, sn, sc, ts, g_stride, dsn, dsc,
-        ignore_index, one_minus_eps, eps_over_c, SMOOTH=smooth, MEAN=reduction == "mean",
-        ACC=acc, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+        logits, target, stats, stats if unit else grad_loss, stats, dx, n, c, sn, sc, ts,
+        g_stride, dsn, dsc, ignore_index, one_minus_eps, eps_over_c, n, SMOOTH=smooth,
+        MEAN=reduction == "mean", UNIT=unit, ACC=_acc(dt), BLOCK_M=bm, BLOCK_N=bn,
+        num_warps=warps)
     return dx
-
-
-def first_bad_target(target, num_classes, ignore_index):
-    """The first target neither in [0, num_classes) nor ``ignore_index`` (a Python int), or None."""
-    n = numel(buffers.shape(target))
-    if n == 0:
-        return None
-    if len(buffers.shape(target)) != 1:
-        target = buffers.view_shape(contiguous(target), (n,))
-    out = buffers.empty((2,), D.int64)
-    block = _launch.rows(1, n)[1]
-    launch(_first_bad_target_kernel, (1,), target, out, n, buffers.strides(target)[0], num_classes,
-           ignore_index, BLOCK=block, num_warps=_launch.warps(block))
-    where, value = (int(v) for v in buffers.download(out))
-    return None if where >= n else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -542,20 +571,38 @@ def _kernels():
                                   "BLOCK_N": 512}))
         acc_dt = "fp64" if dt == "fp64" else "fp32"
         for smooth in (False, True):
-            out.append(aot_entry(f"ce_fwd_{dt}_smooth{int(smooth)}", _ce_fwd_kernel,
+            # the loss of a training step: a "mean" in one program (a batch of short rows) or
+            # over many, its total taken by the last one (a long vocabulary)
+            mode, one = ("mean", True) if smooth else ("sum", False)
+            out.append(aot_entry(f"ce_fwd_{dt}_smooth{int(smooth)}_{mode}", _ce_fwd_kernel,
                                  {"x_ptr": dt, "t_ptr": "i64", "loss_ptr": acc_dt,
-                                  "lse_ptr": acc_dt},
-                                 {"SMOOTH": smooth, "ACC": acc, "BLOCK_M": 1, "BLOCK_N": 4096}))
+                                  "lse_ptr": acc_dt, "out_ptr": dt, "ticket_ptr": "i32",
+                                  "err_ptr": "i64"},
+                                 {"SMOOTH": smooth, "ACC": acc, "MODE": mode,
+                                  "ONE_PROGRAM": one, "CHECK": True, "BLOCK_M": 1,
+                                  "BLOCK_N": 4096, "BLOCK_T": 4096}))
             out.append(aot_entry(f"ce_bwd_{dt}_smooth{int(smooth)}", _ce_bwd_kernel,
                                  {"x_ptr": dt, "t_ptr": "i64", "lse_ptr": acc_dt, "g_ptr": dt,
                                   "count_ptr": acc_dt, "dx_ptr": dt},
-                                 {"SMOOTH": smooth, "MEAN": not smooth, "ACC": acc, "BLOCK_M": 1,
-                                  "BLOCK_N": 4096}))
+                                 {"SMOOTH": smooth, "MEAN": not smooth, "UNIT": not smooth,
+                                  "ACC": acc, "BLOCK_M": 1, "BLOCK_N": 4096}))
+    # the MLP's loss: (128, 10) float32 rows, one program of 128 x 16
+    out.append(aot_entry("ce_fwd_fp32_batch_mean", _ce_fwd_kernel,
+                         {"x_ptr": "fp32", "t_ptr": "i64", "loss_ptr": "fp32", "lse_ptr": "fp32",
+                          "out_ptr": "fp32", "ticket_ptr": "i32", "err_ptr": "i64"},
+                         {"SMOOTH": False, "ACC": tl.float32, "MODE": "mean",
+                          "ONE_PROGRAM": True, "CHECK": True, "BLOCK_M": 128, "BLOCK_N": 16,
+                          "BLOCK_T": 128}))
+    out.append(aot_entry("ce_fwd_bf16_chunk_rows", _ce_fwd_kernel,
+                         {"x_ptr": "bf16", "t_ptr": "i64", "loss_ptr": "fp32", "lse_ptr": "fp32",
+                          "out_ptr": "fp32", "ticket_ptr": "fp32", "err_ptr": "i64"},
+                         {"SMOOTH": True, "ACC": tl.float32, "MODE": "rows",
+                          "ONE_PROGRAM": True, "CHECK": True, "BLOCK_M": 1, "BLOCK_N": 4096,
+                          "BLOCK_T": 16}))
     for mode in ("sum", "mean", "count"):
         out.append(aot_entry(f"ce_total_{mode}", _ce_total_kernel,
                              {"loss_ptr": "fp32", "t_ptr": "i64", "out_ptr": "bf16"},
                              {"MODE": mode, "ACC": tl.float32, "BLOCK": 1024}))
-    out.append(aot_entry("first_bad_target", _first_bad_target_kernel, "i64", {"BLOCK": 1024}))
     out.append(aot_entry("bce_fwd_bf16", _bce_fwd_kernel,
                          {"x_ptr": "bf16", "y_ptr": "bf16", "out_ptr": "fp32"},
                          {"NDIM": 3, "BLOCK": 1024}))
@@ -739,25 +786,33 @@ class _LceRun:
             yield sl, hc, buffers.view_index(self.target, sl), linear_fwd(hc, self.w, self.b,
                                                                           False)
 
-    def ce_fwd(self, z, tc, loss_rows, lse_rows):
+    def ce_fwd(self, z, tc, loss_rows, lse_rows, check):
+        """The chunk's losses and log-sum-exps (no total), its targets checked as ``check``."""
         rows, c = buffers.shape(z)
         bm, bn, warps = _launch.rows(rows, c)
+        err, site, checking = buffers.error_args(check, lse_rows)
         launch(_ce_fwd_kernel, (cdiv(rows, bm),),
-               z, tc, loss_rows, lse_rows, rows, c, *buffers.strides(z),
-               buffers.strides(tc)[0], self.ignore_index, self.one_minus_eps, self.eps_over_c,
-               SMOOTH=self.smooth, ACC=_acc(self.dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+               z, tc, loss_rows, lse_rows, lse_rows, lse_rows, err, rows, c,
+               *buffers.strides(z), buffers.strides(tc)[0], self.ignore_index,
+               self.one_minus_eps, self.eps_over_c, site, SMOOTH=self.smooth, ACC=_acc(self.dt),
+               MODE="rows", ONE_PROGRAM=True, CHECK=checking, BLOCK_M=bm, BLOCK_N=bn,
+               BLOCK_T=16, num_warps=warps)
+        if checking:
+            buffers.checked_launch()
 
     def dlogits_(self, z, tc, lse_rows, g, g_stride):
-        """z (the chunk's logits) overwritten with d loss / d z, the upstream ``g`` per row."""
+        """z (the chunk's logits) overwritten with d loss / d z, the upstream ``g`` per row
+        (None: 1)."""
         rows, c = buffers.shape(z)
         sn, sc = buffers.strides(z)
         mean = self.reduction == "mean"
         bm, bn, warps = _launch.rows(rows, c)
         launch(_ce_bwd_kernel, (cdiv(rows, bm),),
-               z, tc, lse_rows, g, self.count if mean else lse_rows, z, rows, c, sn, sc,
+               z, tc, lse_rows, lse_rows if g is None else g,
+               self.count if mean else lse_rows, z, rows, c, sn, sc,
                buffers.strides(tc)[0], g_stride, sn, sc, self.ignore_index, self.one_minus_eps,
-               self.eps_over_c, SMOOTH=self.smooth, MEAN=mean, ACC=_acc(self.dt),
-               BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+               self.eps_over_c, 0, SMOOTH=self.smooth, MEAN=mean, UNIT=g is None,
+               ACC=_acc(self.dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
 
     def backprop(self, dz, hc, sl):
         """The chunk's share: dh's rows = dz @ w; dW += dz.T @ h_c and db += dz.sum(0)."""
@@ -774,24 +829,23 @@ class _LceRun:
 
 
 def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
-                             need_dh, need_dw, need_db):
+                             need_dh, need_dw, need_db, check):
     """Cross-entropy of ``h @ w.T + b`` against ``target``, chunk by chunk of rows.
 
     Returns ``(loss, lse, dh, dw, db)``; for "sum"/"mean" the gradients asked for
     (upstream 1) come from the same pass, written over each chunk's logits once its
-    log-sum-exps are known.
+    log-sum-exps are known. Each chunk's targets are checked as ``check`` says.
     """
     grads = reduction != "none" and (need_dh or need_dw or need_db)
     run = _LceRun(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
                   need_dh and grads, need_dw and grads, need_db and grads)
     loss_rows = buffers.empty((run.n,), run.dt if reduction == "none" else run.acc_dt)
     lse = buffers.empty((run.n,), run.acc_dt)
-    unit = full((), 1.0, run.acc_dt) if grads else None
     for sl, hc, tc, z in run.chunks():
         lse_rows = buffers.view_index(lse, sl)
-        run.ce_fwd(z, tc, buffers.view_index(loss_rows, sl), lse_rows)
+        run.ce_fwd(z, tc, buffers.view_index(loss_rows, sl), lse_rows, check)
         if grads:
-            run.dlogits_(z, tc, lse_rows, unit, 0)
+            run.dlogits_(z, tc, lse_rows, None, 0)          # the upstream 1, in the kernel
             run.backprop(z, hc, sl)
         del z                   # the chunk's logits go before the next chunk's come
     if reduction == "none":

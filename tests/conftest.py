@@ -55,3 +55,14 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_device_error_left_pending():
+    """A test that makes a kernel record a bad target or index (raised at the next sync on
+    "cuda") must see that error itself: one left pending would surface in a later test."""
+    yield
+    try:
+        tn.cuda.synchronize()           # nothing (no count, no torch) unless "cuda" was used
+    except tn.IndexOutOfRange as e:
+        pytest.fail(f"the test left a device-side error pending: {e}")

@@ -263,8 +263,26 @@ BAD = [
 ]
 
 
+# index values the kernel checks as it reads them: "cuda" raises at the next synchronization
+CHECKED_ON_THE_DEVICE = {"index past the end", "negative index", "empty table", "one_hot too big",
+                         "one_hot negative"}
+
+
 @pytest.mark.parametrize("name,call,error,match", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_a_clear_error(name, call, error, match, device):
+    if device == "cuda" and name in CHECKED_ON_THE_DEVICE:
+        tn.cuda.reset_stats()
+        call(device)
+        assert tn.cuda.stats()["host_syncs"] == 0
+        with pytest.raises(error, match=match):
+            tn.cuda.synchronize()
+        tn.cuda.set_sync_checks(True)           # or at the op itself, for debugging
+        try:
+            with pytest.raises(error, match=match):
+                call(device)
+        finally:
+            tn.cuda.set_sync_checks(False)
+        return
     with pytest.raises(error, match=match):
         call(device)
 

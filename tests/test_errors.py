@@ -1,5 +1,9 @@
 """Bad input gets a clear tritonnn error, raised before any kernel runs.
 
+Values only the device sees (class targets, index tensors) are the exception: the backend
+checks them as it reads them (numpy before computing, a "cuda" kernel in its own launch),
+and "cuda" raises at the next synchronization.
+
 One row per wrong call: how to build its operands on a device, the call
 itself, the error class it must raise and a regex its message must match (the
 op's name and the offending shapes, dtypes or devices). Every row runs on
@@ -315,17 +319,52 @@ def no_math(monkeypatch):
     return install
 
 
-@pytest.mark.parametrize("build, exc, pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_call_raises_clear_error(device, no_math, build, exc, pattern):
-    bad_call = build(device)
-    calls = no_math(device)
+# values only the device sees (class targets, index tensors): the backend checks them as it
+# reads them, numpy before computing anything, the "cuda" kernels in the launch itself, raised
+# at the next synchronization (or at the op with tn.cuda.set_sync_checks(True))
+CHECKED_BY_THE_BACKEND = {"index_tensor", "ce_target_too_big", "ce_target_negative",
+                          "ce_other_ignore_index"}
+
+
+def _raises_clear_error(bad_call, exc, pattern):
     with pytest.raises(Exception) as info:
         bad_call()
     e = info.value
     assert isinstance(e, tn.TritonnnError), f"bare {type(e).__module__}.{type(e).__name__}: {e}"
     assert isinstance(e, exc), f"expected {exc.__name__}, got {type(e).__name__}: {e}"
     assert re.search(pattern, str(e), re.S), f"message {str(e)!r} does not match {pattern!r}"
+
+
+@pytest.mark.parametrize("build, exc, pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_call_raises_clear_error(request, device, no_math, build, exc, pattern):
+    if request.node.callspec.id.split("-", 1)[1] in CHECKED_BY_THE_BACKEND:
+        pytest.skip("checked by the backend: test_device_checked_values_raise_at_the_next_sync")
+    bad_call = build(device)
+    calls = no_math(device)
+    _raises_clear_error(bad_call, exc, pattern)
     assert calls == [], f"backend ran {calls} before raising"
+
+
+DEVICE_CHECKED = [c for c in CASES if c[0] in CHECKED_BY_THE_BACKEND]
+
+
+@pytest.mark.parametrize("build, exc, pattern", [c[1:] for c in DEVICE_CHECKED],
+                         ids=[c[0] for c in DEVICE_CHECKED])
+def test_device_checked_values_raise_at_the_next_sync(device, build, exc, pattern):
+    bad_call = build(device)
+    if device == "cpu":                             # numpy reads the values: raised at the op
+        _raises_clear_error(bad_call, exc, pattern)
+        return
+    tn.cuda.reset_stats()
+    bad_call()                                      # queued; the op waits for nothing
+    assert tn.cuda.stats()["host_syncs"] == 0
+    _raises_clear_error(tn.cuda.synchronize, exc, pattern)
+    tn.cuda.synchronize()                           # reported once
+    tn.cuda.set_sync_checks(True)
+    try:
+        _raises_clear_error(bad_call, exc, pattern)     # debugging: raised by the op itself
+    finally:
+        tn.cuda.set_sync_checks(False)
 
 
 def test_case_table_is_large_and_unique():
@@ -352,9 +391,21 @@ def test_failed_load_state_dict_changes_nothing(device):
 
 def test_failed_index_assignment_changes_nothing(device):
     x = tn.arange(6, device=device).reshape(2, 3)
-    with pytest.raises(tn.IndexOutOfRange):
-        x[tn.tensor([0, 9], device=device)] = 0
-    np.testing.assert_array_equal(x.numpy(), np.arange(6).reshape(2, 3))
+    if device == "cpu":
+        with pytest.raises(tn.IndexOutOfRange):
+            x[tn.tensor([0, 9], device=device)] = 0
+        np.testing.assert_array_equal(x.numpy(), np.arange(6).reshape(2, 3))
+        return
+    # "cuda" checks the index in the kernel: the error comes at the next read, the rows in
+    # range are written and nothing outside the tensor is
+    x[tn.tensor([0, 9], device=device)] = 0
+    with pytest.raises(tn.IndexOutOfRange, match=r"index 9 .*dimension 0 with size 2"):
+        x.numpy()
+    np.testing.assert_array_equal(x.numpy(), [[0, 0, 0], [3, 4, 5]])
+    # a list index is known on the host: refused before anything is written, on every device
+    with pytest.raises(tn.IndexOutOfRange, match=r"index 9"):
+        x[[1, 9]] = 7
+    np.testing.assert_array_equal(x.numpy(), [[0, 0, 0], [3, 4, 5]])
 
 
 def test_eq_with_other_types_is_not_an_error(device):

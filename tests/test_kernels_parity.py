@@ -16,6 +16,7 @@ import tritonnn as tn
 import tritonnn.nn.functional as Fn
 from tritonnn import dtypes as D
 from tritonnn.backends import backend
+from tritonnn.contract import RangeCheck
 from tritonnn.device import as_device, interpreting
 
 from conftest import cuda_usable
@@ -465,7 +466,7 @@ def _check_ce(n, c, dtype, atol, rtol, reduction, eps, inplace, layout="contiguo
     t = make(target, D.int64)
     # the loss in the logits' dtype; lse, saved for backward, in the accumulation dtype
     acc = D.float64 if dtype is D.float64 else D.float32
-    (loss, lse), _ = _check("softmax_cross_entropy_fwd", [lg, t, -100, eps, reduction],
+    (loss, lse), _ = _check("softmax_cross_entropy_fwd", [lg, t, -100, eps, reduction, None],
                             (dtype, acc), atol, rtol)
     g = rnd((n,), seed + 1) if reduction == "none" else np.float32(1.7)
     g_arg = make(g, dtype)
@@ -499,7 +500,7 @@ def test_cross_entropy_one_row_and_all_ignored():
     target = np.full(3, -100, np.int64)
     for red in ("mean", "sum", "none"):
         _check("softmax_cross_entropy_fwd", [make(logits, D.float32), make(target, D.int64),
-                                             -100, 0.0, red], D.float32, 1e-6, 1e-6)
+                                             -100, 0.0, red, None], D.float32, 1e-6, 1e-6)
 
 
 @pytest.mark.parametrize("vocab,rows", [(50257, 2), (128256, 3)])
@@ -508,10 +509,45 @@ def test_cross_entropy_big_vocabulary(vocab, rows, dtype, atol, rtol):
     _check_ce(rows, vocab, dtype, atol * 10, rtol, "mean", 0.1, True, seed=vocab)
 
 
-def test_first_bad_target():
-    for t in ([1, -100, 40, -3], [0, 1, 2], [-100], [5, 37]):
-        # a plain value: the first bad target (an int), or None
-        _check("first_bad_target", [make(np.array(t, np.int64), D.int64), 37, -100], None, 0, 0)
+@pytest.mark.parametrize("n,c", [(5, 37), (300, 7), (3, 50_000)])
+def test_cross_entropy_many_programs_and_the_upstream_one(n, c):
+    # many programs (the total by the holder of the last ticket, run after run: the ticket
+    # counter goes back to 0) and one; the backward with the upstream 1 folded in (None)
+    logits, target = _ce_case(n, c, D.float32, n)
+    lg, t = make(logits, D.float32), make(target, D.int64)
+    for red in ("mean", "sum", "mean"):
+        (loss, stats), _ = _check("softmax_cross_entropy_fwd", [lg, t, -100, 0.0, red, None],
+                                  (D.float32, D.float32), 1e-5, 1e-5)
+        want = F.softmax_cross_entropy_bwd(None, lg.host.copy(), target, K.to_numpy(stats), -100,
+                                           0.0, red, False)
+        got = K.softmax_cross_entropy_bwd(None, lg.dev, t.dev, stats, -100, 0.0, red, False)
+        compare("softmax_cross_entropy_bwd", got, want, 1e-5, 2e-5)
+
+
+# targets checked as they are read: numpy raises before computing, the kernel records the bad
+# value and the next synchronization raises the same error (the lowest value below the range,
+# else the highest above it)
+TARGET_CASES = [([1, -100, 40, -3], "-3"), ([0, 1, 2], None), ([-100], None), ([5, 37, 40], "40"),
+                ([-7, 99, -9], "-9")]
+
+
+@pytest.mark.parametrize("target,bad", TARGET_CASES, ids=[str(c[0]) for c in TARGET_CASES])
+def test_cross_entropy_checks_targets(target, bad):
+    check = RangeCheck(0, 37, -100, tn.IndexOutOfRange, "cross_entropy: target {} is bad")
+    t = np.array(target, np.int64)
+    logits = rnd((len(t), 37), 3)
+    lg, td = make(logits, D.float32), make(t, D.int64)
+    if bad is None:
+        _check("softmax_cross_entropy_fwd", [lg, td, -100, 0.0, "mean", check], D.float32,
+               1e-5, 1e-5)
+        return
+    with pytest.raises(tn.IndexOutOfRange, match=f"target {bad} is bad"):
+        F.softmax_cross_entropy_fwd(logits, t, -100, 0.0, "mean", check)
+    loss, _ = K.softmax_cross_entropy_fwd(lg.dev, td.dev, -100, 0.0, "none", check)
+    with pytest.raises(tn.IndexOutOfRange, match=f"target {bad} is bad"):
+        K.to_numpy(loss)
+    rows = K.to_numpy(loss)                 # reported once; the rows with a bad target are NaN
+    assert np.isnan(rows[(t != -100) & ((t < 0) | (t >= 37))]).all()
 
 
 @pytest.mark.skipif(interpreting(), reason="needs a GPU with > 5 GB free")
@@ -521,7 +557,7 @@ def test_cross_entropy_row_offsets_past_2_31():
     logits = tn.zeros(n, c, dtype=tn.bfloat16, device="cuda")
     logits[n - 1, 5] = 4.0
     target = tn.full((n,), 5, dtype=tn.int64, device="cuda")
-    loss, lse = K.softmax_cross_entropy_fwd(logits._data, target._data, -100, 0.0, "none")
+    loss, lse = K.softmax_cross_entropy_fwd(logits._data, target._data, -100, 0.0, "none", None)
     last = K.to_numpy(loss)[-1].astype(np.float32)
     want = np.log(np.exp(4.0) + c - 1) - 4.0
     assert abs(last - want) < 2e-2, (last, want)
@@ -678,10 +714,28 @@ def test_getitem_bool_mask_and_out_of_range():
             x[mask], 0, 0)
     compare("getitem", K.getitem(K.from_numpy(x, D.float32),
                                  (slice(None), K.from_numpy(mask[0], D.bool_))), x[:, mask[0]], 0, 0)
-    # an index past the end never reads outside the buffer (the API validates before this)
+    # an index past the end never reads outside the buffer (unchecked: the op checked it)
     got = K.to_numpy(K.getitem(K.from_numpy(x, D.float32),
                                (K.from_numpy(np.array([1, 99]), D.int64),)))
     assert (got[0] == x[1]).all() and (got[1] == 0).all()
+    # checked: numpy raises at once, the kernel at the next read, naming the same index
+    check = RangeCheck(-5, 5, None, tn.IndexOutOfRange, "index {} is out")
+    idx = np.array([1, -8, 99, 7])
+    with pytest.raises(tn.IndexOutOfRange, match="index -8 is out"):
+        F.getitem(x, (slice(None), idx), (None, check))
+    out = K.getitem(K.from_numpy(x, D.float32), (slice(None), K.from_numpy(idx, D.int64)),
+                    (None, check))
+    with pytest.raises(tn.IndexOutOfRange, match="index -8 is out"):
+        K.to_numpy(out)
+    got = K.to_numpy(out)
+    assert (got[:, 0] == x[:, 1]).all() and (got[:, 1:] == 0).all()
+    # setitem writes the positions in range only
+    dst = K.from_numpy(x, D.float32)
+    K.setitem(dst, (K.from_numpy(np.array([0, 9]), D.int64),), 2.0, (check,))
+    with pytest.raises(tn.IndexOutOfRange, match="index 9 is out"):
+        K.to_numpy(dst)
+    got = K.to_numpy(dst)
+    assert (got[0] == 2.0).all() and (got[1:] == x[1:]).all()
 
 
 @pytest.mark.parametrize("dtype", [D.float32, D.bfloat16, D.float16], ids=str)

@@ -11,7 +11,9 @@ interpreter, which runs numpy's).
 import numpy as np
 import pytest
 
+import tritonnn as tn
 from tritonnn import dtypes as D
+from tritonnn.contract import RangeCheck
 from tritonnn.philox import philox
 
 from test_kernels_parity import DTYPES, DTYPE_IDS, LAYOUTS, F, K, compare, make, rnd
@@ -52,7 +54,7 @@ def _indices(shape, num, seed, dtype=D.int64, layout="contiguous", repeats=True)
 def test_embedding_fwd(ishape, ilayout, idtype, wlayout, wdtype):
     w = make(rnd((33, 129), 1) * 4, wdtype, wlayout)
     idx = _indices(ishape, 33, 2, idtype, ilayout)
-    want, got = _both("embedding_fwd", [idx.host, w.host], [idx.dev, w.dev])
+    want, got = _both("embedding_fwd", [idx.host, w.host, None], [idx.dev, w.dev, None])
     assert want.shape == ishape + (129,)
     compare("embedding_fwd", got, want, 0, 0)
 
@@ -97,9 +99,33 @@ def test_embedding_bwd_heavy_repeats_int32_and_empty():
 @pytest.mark.parametrize("num_classes", [1, 13, 129])
 def test_one_hot(num_classes, shape, layout, idtype):
     idx = make(np.random.default_rng(6).integers(0, num_classes, shape), idtype, layout)
-    want, got = _both("one_hot", [idx.host, num_classes], [idx.dev, num_classes])
+    want, got = _both("one_hot", [idx.host, num_classes, None], [idx.dev, num_classes, None])
     assert want.shape == shape + (num_classes,) and want.dtype == np.int64
     compare("one_hot", got, want, 0, 0)
+
+
+@pytest.mark.parametrize("name,num", [("embedding_fwd", 5), ("one_hot", 5), ("embedding_fwd", 0)])
+@pytest.mark.parametrize("idtype", [D.int64, D.int32], ids=str)
+def test_indices_out_of_range_are_reported(name, num, idtype):
+    # numpy raises before computing; the kernel reads nothing for a bad index (its row is 0)
+    # and the next read of any buffer raises the same error (lowest below, else highest above)
+    check = RangeCheck(0, num, None, tn.IndexOutOfRange, "value {} is out")
+    values = np.array([[1, 7, 2], [-4, 9, 0]]) if num else np.array([[3, 1]])
+    bad = "-4" if num else "3"
+    idx = make(values, idtype, "transposed")
+    host_args = [idx.host, rnd((num, 3), 2)] if name == "embedding_fwd" else [idx.host, num]
+    dev_args = [idx.dev, make(host_args[1], D.float32).dev] if name == "embedding_fwd" else \
+        [idx.dev, num]
+    with pytest.raises(tn.IndexOutOfRange, match=f"value {bad} is out"):
+        getattr(F, name)(*host_args, check)
+    out = getattr(K, name)(*dev_args, check)
+    with pytest.raises(tn.IndexOutOfRange, match=f"value {bad} is out"):
+        K.to_numpy(out)
+    got = K.to_numpy(out)
+    inside = (idx.host >= 0) & (idx.host < num)
+    if num:
+        want = getattr(F, name)(np.where(inside, idx.host, 0), host_args[1], None)
+        assert (got[inside] == want[inside]).all() and (got[~inside] == 0).all()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -425,7 +425,7 @@ def test_kernels_match_numpy_mirror(reduction, dtype, atol, rtol):
     K = backend(tn.device("cuda"))
     host, dev = _parity_case(dtype, layout="transposed" if reduction == "sum" else "contiguous")
     budget = 600
-    args = (-100, 0.1, reduction, budget, True, True, True)
+    args = (-100, 0.1, reduction, budget, True, True, True, None)
     want = fallback_cpu.linear_cross_entropy_fwd(*host, *args)
     got = K.linear_cross_entropy_fwd(*dev, *args)
     for i, (g, w_) in enumerate(zip(got, want)):
@@ -458,7 +458,7 @@ def test_eager_gradients_equal_recomputed_ones(dev):
     bufs = [B.from_numpy(a, D.float32) for a in (h, w, b)] + [B.from_numpy(t, D.int64)]
     for reduction in ("mean", "sum"):
         loss, lse, *eager = B.linear_cross_entropy_fwd(*bufs, -100, 0.05, reduction, 500,
-                                                       True, True, True)
+                                                       True, True, True, None)
         one = B.full((), 1.0, D.float32)
         again = B.linear_cross_entropy_bwd(one, *bufs, lse, -100, 0.05, reduction, 500,
                                            True, True, True)
@@ -488,9 +488,11 @@ def test_only_what_is_asked_is_computed():
     for dev in ("cpu", "cuda") if cuda_usable() else ("cpu",):
         B = backend(tn.device(dev))
         bufs = [B.from_numpy(a, D.float32) for a in (h, w, b)] + [B.from_numpy(t, D.int64)]
-        out = B.linear_cross_entropy_fwd(*bufs, -100, 0.0, "mean", 1 << 20, False, True, False)
+        out = B.linear_cross_entropy_fwd(*bufs, -100, 0.0, "mean", 1 << 20, False, True, False,
+                                         None)
         assert out[2] is None and out[3] is not None and out[4] is None
-        out = B.linear_cross_entropy_fwd(*bufs, -100, 0.0, "none", 1 << 20, True, True, True)
+        out = B.linear_cross_entropy_fwd(*bufs, -100, 0.0, "none", 1 << 20, True, True, True,
+                                         None)
         assert out[2:] == (None, None, None), "reduction none: the backward recomputes"
         db_only = B.linear_cross_entropy_bwd(B.full((6,), 1.0, D.float32), *bufs, out[1], -100,
                                              0.0, "none", 1 << 20, False, False, True)
@@ -666,7 +668,25 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("build, exc, pattern", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+# class targets: checked by the backend as it reads them (numpy before computing anything, the
+# "cuda" kernel in its launch, raised at the next synchronization)
+TARGET_VALUES = {"target_too_big", "target_negative", "other_ignore_index"}
+
+
+@pytest.mark.parametrize("build, exc, pattern", [c[1:] for c in BAD if c[0] in TARGET_VALUES],
+                         ids=[c[0] for c in BAD if c[0] in TARGET_VALUES])
+def test_bad_targets_raise_at_the_next_sync(device, build, exc, pattern):
+    bad_call = build(device)
+    if device == "cuda":
+        bad_call()                                  # queued, no wait
+        bad_call = tn.cuda.synchronize
+    with pytest.raises(exc) as info:
+        bad_call()
+    assert re.search(pattern, str(info.value), re.S), str(info.value)
+
+
+@pytest.mark.parametrize("build, exc, pattern", [c[1:] for c in BAD if c[0] not in TARGET_VALUES],
+                         ids=[c[0] for c in BAD if c[0] not in TARGET_VALUES])
 def test_bad_input(device, monkeypatch, build, exc, pattern):
     bad_call = build(device)
     B = backend(tn.device(device))

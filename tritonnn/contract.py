@@ -28,6 +28,48 @@ import inspect
 import types
 
 # ----------------------------------------------------------------------------------------------
+# values only the device can check (issue 12: no host sync inside a training step)
+# ----------------------------------------------------------------------------------------------
+
+
+class RangeCheck:
+    """Integer values an op needs in ``[low, high)`` (``ignore``, if not None, allowed too), and
+    the error for one that is not: ``error`` (an exception class) with ``message``, in which
+    ``{}`` stands for the bad value.
+
+    The op table builds one for each class target or index tensor it hands a backend (the
+    backend reads the bounds and the message; the values stay where they are). A backend
+    whose buffers the host reads for free (numpy) raises before computing anything; one
+    whose buffers live on a device (Triton) checks the values in the kernel that reads them
+    and raises at the next synchronization (``buffers.raise_deferred``). Either way a bad
+    value is never used to address memory, and the error names the same value: the lowest
+    one below the range if there is one, else the highest one at or above ``high``.
+    """
+
+    __slots__ = ("low", "high", "ignore", "error", "message")
+
+    def __init__(self, low, high, ignore, error, message):
+        self.low, self.high, self.ignore, self.error, self.message = \
+            low, high, ignore, error, message
+
+    def _key(self):
+        return (self.low, self.high, self.ignore, self.error, self.message)
+
+    def __eq__(self, other):
+        return type(other) is RangeCheck and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"RangeCheck{self._key()!r}"
+
+    def exception(self, below, above):
+        """The error for the lowest value below the range (None: none was) or, failing that,
+        the highest one above it."""
+        return self.error(self.message.replace("{}", str(above if below is None else below), 1))
+
+# ----------------------------------------------------------------------------------------------
 # memory: creation, conversion, views, indexing, in-place writes, joins
 # ----------------------------------------------------------------------------------------------
 
@@ -95,23 +137,27 @@ def expand(x, shape):
     broadcast dims). Never write through it."""
 
 
-def getitem(x, index):
+def getitem(x, index, checks=None):
     """``x[index]`` with numpy's indexing rules.
 
     ``index`` is an int, slice, None, Ellipsis, an int64 or bool index buffer,
     or a tuple of those. Basic indexing (no index buffer) returns a view;
     advanced indexing (int64 or bool buffers, negative indices counting from
     the end) gathers into a new buffer, index dims placed where numpy places
-    them. Indices are already range-checked.
+    them. ``checks`` (a tuple as long as ``index`` as a tuple, or None) holds a
+    ``RangeCheck`` for each int64 index buffer whose values are still to be checked
+    (None elsewhere); indices not checked are already in range. An index out of
+    range reads nothing (the element is 0) and is reported as ``RangeCheck`` says.
     """
 
 
-def setitem(x, index, value):
-    """``x[index] = value`` in place, with ``getitem``'s indexing; returns None.
+def setitem(x, index, value, checks=None):
+    """``x[index] = value`` in place, with ``getitem``'s indexing and ``checks``; returns None.
 
     ``value`` is a buffer of ``x``'s dtype or a Python number, broadcast to the
     shape of ``x[index]``; it may overlap ``x``. With repeated advanced indices,
-    which value lands is unspecified (numpy keeps the last).
+    which value lands is unspecified (numpy keeps the last). A position whose index
+    is out of range is not written.
     """
 
 
@@ -381,35 +427,32 @@ def log_softmax_bwd(grad, y, dim):
     ``grad``'s dtype."""
 
 
-def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction):
+def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, reduction, check):
     """Softmax cross-entropy of ``logits`` (N, C) against int64 class indices ``target`` (N,).
 
     Row ``i`` loses ``lse_i - (1 - eps) * x[i, t_i] - eps / C * sum_c x[i, c]``
     (``eps = label_smoothing``, PyTorch's smoothing), 0 where ``t_i ==
-    ignore_index``. Returns ``(loss, lse)``: ``loss`` per row for reduction
+    ignore_index``. Returns ``(loss, stats)``: ``loss`` per row for reduction
     "none", else a 0-d sum or mean over the rows not ignored (NaN when all are),
-    in the logits' dtype; ``lse`` (N,) the rows' log-sum-exp in float32 (float64
-    for float64 logits), saved for the backward. Targets are already checked
-    (``first_bad_target``).
+    in the logits' dtype; ``stats`` (N + 1,) in float32 (float64 for float64
+    logits), saved for the backward: the rows' log-sum-exps, then the count of
+    rows not ignored. ``check`` (a ``RangeCheck`` for ``[0, C)`` and
+    ``ignore_index``) reports the targets out of range; a row with one loses NaN
+    and reads no logit at its target.
     """
 
 
-def softmax_cross_entropy_bwd(grad_loss, logits, target, lse, ignore_index, label_smoothing,
+def softmax_cross_entropy_bwd(grad_loss, logits, target, stats, ignore_index, label_smoothing,
                               reduction, inplace):
     """d loss / d logits: ``(softmax(x) - (1 - eps) * onehot(t) - eps / C) * scale`` per row.
 
     ``scale`` is the upstream ``grad_loss`` (per row (N,) for "none", 0-d
-    otherwise), divided by the count of rows not ignored for "mean"; ignored
-    rows get 0. ``lse`` is the forward's. With ``inplace`` the gradient is
-    written into ``logits`` and ``logits`` returned (the tape allows it only
-    when nothing else holds that buffer); otherwise a new (N, C) buffer in the
-    logits' dtype.
+    otherwise; None stands for an upstream 1, as ``loss.backward()`` seeds it),
+    divided by the count of rows not ignored for "mean"; ignored rows get 0.
+    ``stats`` is the forward's. With ``inplace`` the gradient is written into
+    ``logits`` and ``logits`` returned (the tape allows it only when nothing else
+    holds that buffer); otherwise a new (N, C) buffer in the logits' dtype.
     """
-
-
-def first_bad_target(target, num_classes, ignore_index):
-    """The first element of the int64 ``target`` (row-major) that is neither in
-    ``[0, num_classes)`` nor ``ignore_index``, as a Python int; None when there is none."""
 
 
 def bce_with_logits_fwd(x, y, reduction):
@@ -431,15 +474,15 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
 
 
 def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, reduction, budget,
-                             need_dh, need_dw, need_db):
+                             need_dh, need_dw, need_db, check):
     """Cross-entropy of the logits ``h @ w.T + b`` against ``target``, the logits never whole.
 
     ``h`` (N, H), ``w`` (V, H), ``b`` (V,) or None, one float dtype, any strides;
-    ``target`` int64 (N,), already checked (``first_bad_target``). Rows run in
-    chunks, in order, each chunk's (rows, V) working arrays together within
+    ``target`` int64 (N,), its values checked as ``check`` says (as
+    ``softmax_cross_entropy_fwd``'s). Rows run in chunks, in order, each chunk's (rows, V) working arrays together within
     ``budget`` bytes (one row at the least). Returns ``(loss, lse, dh, dw, db)``:
-    ``loss`` and ``lse`` as ``softmax_cross_entropy_fwd`` gives them for the
-    whole logits; for reduction "sum"/"mean", ``dh`` (N, H), ``dw`` (V, H) and
+    ``loss`` as ``softmax_cross_entropy_fwd`` gives it for the whole logits and
+    ``lse`` (N,) the rows' log-sum-exps; for reduction "sum"/"mean", ``dh`` (N, H), ``dw`` (V, H) and
     ``db`` (V,) are the gradients of ``loss`` (upstream 1) computed in the same
     pass where ``need_dh``/``need_dw``/``need_db`` (else None; always None for
     "none"), in h's dtype. ``dw`` and ``db`` add up the chunks in a fixed order in
@@ -552,10 +595,11 @@ def mse_loss_bwd(grad, x, y, reduction, need_dx, need_dy):
 # ----------------------------------------------------------------------------------------------
 
 
-def embedding_fwd(idx, weight):
+def embedding_fwd(idx, weight, check):
     """Rows of the 2-D table ``weight`` (num, dim) at the int32 or int64 indices ``idx`` (any
     shape, any strides): a new row-major buffer of ``idx.shape + (dim,)`` in ``weight``'s dtype.
-    Indices are already checked to lie in ``[0, num)``."""
+    ``check`` (a ``RangeCheck`` for ``[0, num)``, or None when the indices are known to be
+    in range) reports indices out of range; their rows are 0."""
 
 
 def embedding_bwd(grad, idx, num, padding_idx):
@@ -569,9 +613,11 @@ def embedding_bwd(grad, idx, num, padding_idx):
     """
 
 
-def one_hot(idx, num_classes):
+def one_hot(idx, num_classes, check):
     """int64 ``idx[..., None] == arange(num_classes)``: shape ``idx.shape + (num_classes,)``
-    for the integer ``idx`` (any strides), already checked to lie in ``[0, num_classes)``."""
+    for the integer ``idx`` (any strides); ``check`` (a ``RangeCheck`` for ``[0,
+    num_classes)``, or None when the values are known to be in range) reports values out
+    of range (their rows are all 0)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -613,7 +659,7 @@ FAMILIES = {
     "reduction": (reduce, sum_to_shape, argmax, max_bwd),
     "matmul": (matmul, linear_fwd, linear_bwd),
     "softmax": (softmax_fwd, softmax_bwd, log_softmax_fwd, log_softmax_bwd,
-                softmax_cross_entropy_fwd, softmax_cross_entropy_bwd, first_bad_target,
+                softmax_cross_entropy_fwd, softmax_cross_entropy_bwd,
                 bce_with_logits_fwd, bce_with_logits_bwd,
                 linear_cross_entropy_fwd, linear_cross_entropy_bwd,
                 linear_cross_entropy_scale_),

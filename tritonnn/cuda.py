@@ -6,7 +6,7 @@
 import importlib.util
 import sys
 
-from .errors import DeviceError
+from .errors import DeviceError, DTypeError
 
 
 def is_available() -> bool:
@@ -34,10 +34,34 @@ def get_device_name() -> str:
 
 def synchronize() -> None:
     """Wait for the device's queued work (counted as a host sync; nothing without a GPU or
-    interpreted kernels loaded)."""
+    interpreted kernels loaded), then raise any error the kernels recorded meanwhile: a class
+    target or an index out of range (``tn.IndexOutOfRange``, as the op would have raised it),
+    which "cuda" reports at the next synchronization instead of syncing inside the op."""
     buffers = _loaded_buffers()
     if buffers is not None:
         buffers.synchronize()
+
+
+def set_sync_checks(enabled: bool) -> None:
+    """With ``True``, an op on "cuda" that meets a bad class target or index raises itself, as
+    on "cpu" (a host sync after each such kernel: for debugging); with ``False`` (the default,
+    unless ``TRITONNN_SYNC_CHECKS=1``) the error is raised at the next synchronization
+    (``item()``, ``numpy()``, ``tolist()``, printing, ``tn.cuda.synchronize()``, any copy to
+    the host), so a training step never waits for the device."""
+    if not isinstance(enabled, bool):
+        raise DTypeError(f"cuda.set_sync_checks: expected True or False, got {enabled!r}")
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
+        return                              # no "cuda" device can run here: nothing to check
+    from .kernels import buffers
+    buffers.set_sync_checks(enabled)
+
+
+def sync_checks() -> bool:
+    """Whether ops on "cuda" raise bad targets and indices themselves (``set_sync_checks``)."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
+        return False
+    from .kernels import buffers
+    return buffers.sync_checks()
 
 
 _ZERO_STATS = {"launches": 0, "host_syncs": 0, "allocations": 0, "uploads": 0,

@@ -29,10 +29,10 @@ from .backends import backend
 from .checks import (INT_RANGE, broadcast_shapes, flag, floating, is_scalar, norm_dim, norm_dims,
                      possible_shape, reduction as check_reduction, same_device, same_float_dtype,
                      scalar_fits, scalar_type)
-from .contract import COMPARISONS
+from .contract import COMPARISONS, RangeCheck
 from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .amp import low_dtype, open_regions as autocast_regions
-from .tape import Node, TensorBase, backward_rule, grad_mode, no_grad
+from .tape import ImplicitOnes, Node, TensorBase, backward_rule, grad_mode, no_grad
 
 # ==============================================================================================
 # recording
@@ -915,19 +915,33 @@ def _identity_backward(node, g):
     return (g,)
 
 
-def _index_buffer(x, values):
-    """A Python list used as an index, as an int64 or bool buffer on ``x``'s device."""
+def _index_buffer(x, values, dim):
+    """A Python list used as an index, as an int64 or bool buffer on ``x``'s device; its
+    values are on the host, so they are checked here (on every device)."""
     try:
         a = np.asarray(values)
     except ValueError as e:
         raise ShapeError(f"index: nested index lists must be rectangular ({e})") from None
     if a.size == 0 or a.dtype.kind in "iu":
         dt = D.int64
+        if a.size:
+            check = _index_check(x, dim)
+            lo, hi = int(a.min()), int(a.max())
+            if lo < check.low or hi >= check.high:
+                raise check.exception(lo if lo < check.low else None, hi)
     elif a.dtype.kind == "b":
         dt = D.bool_
     else:
         raise DTypeError(f"index: index lists must hold ints or bools, got {a.dtype}")
     return x._backend.from_numpy(a, dt), dt
+
+
+def _index_check(x, dim):
+    """The values an integer index along ``dim`` of ``x`` may take, and the error for others."""
+    size = x.shape[dim]
+    return RangeCheck(-size, size, None, IndexOutOfRange,
+                      f"index: index {{}} is out of bounds for dimension {dim} with size {size} "
+                      f"(shape {x.shape})")
 
 
 def _consumed(i):
@@ -940,7 +954,10 @@ def _consumed(i):
 
 
 def _norm_index(x, index):
-    """Check basic/advanced indices against ``x``'s shape; return what the backend takes."""
+    """Check basic/advanced indices against ``x``'s shape; return what the backend takes:
+    ``(index, checks)``, ``checks`` None or a ``RangeCheck`` per component for the integer
+    index tensors, whose values the backend checks (on "cuda" in the kernel that reads
+    them, raised at the next synchronization: reading them here would be a host sync)."""
     if not isinstance(index, tuple):
         index = (index,)
     if sum(1 for i in index if i is Ellipsis) > 1:
@@ -951,6 +968,7 @@ def _norm_index(x, index):
         raise IndexOutOfRange(f"index: too many indices ({n_explicit}) for a tensor of shape "
                               f"{x.shape}")
     out = []
+    checks = None
     advanced = []           # the integer index buffers' shapes: they must broadcast together
     dim = 0
     for i in index:
@@ -964,14 +982,18 @@ def _norm_index(x, index):
         size = x.shape[dim]
         if isinstance(i, (list, TensorBase)):
             if isinstance(i, list):
-                buf, dt = _index_buffer(x, i)
+                buf, dt = _index_buffer(x, i, dim)
             elif i.dtype is D.bool_ or i.dtype.is_integer:
                 if i.device != x.device:
                     raise DeviceError(f"index: index tensor on {i.device}, tensor on {x.device}")
                 buf, dt = i._data, i.dtype
+                if dt is not D.bool_:
+                    checks = checks or [None] * len(index)
+                    checks[len(out)] = _index_check(x, dim)
             else:
                 raise DTypeError(f"index: index tensors must be integer or bool, got {i.dtype}")
-            _check_index_values(x, buf, dt, dim)
+            if dt is D.bool_:
+                _check_mask_shape(x, buf, dim)
             out.append(buf)
             if dt is D.bool_:
                 dim += max(len(buf.shape), 1) - 1   # a k-D mask consumes k dims
@@ -1005,26 +1027,16 @@ def _norm_index(x, index):
             raise ShapeError(f"index: index lists or tensors of shapes "
                              f"{', '.join(str(a) for a in advanced)} cannot be broadcast "
                              f"together (tensor of shape {x.shape})") from None
-    return tuple(out)
+    return tuple(out), (None if checks is None else tuple(checks))
 
 
-def _check_index_values(x, buf, dt, dim):
-    """An index buffer's values (or a mask's shape) against ``x``'s dims, read on the host."""
+def _check_mask_shape(x, buf, dim):
+    """A boolean mask's shape against the dims of ``x`` it covers."""
     shape = tuple(buf.shape)
-    if dt is D.bool_:
-        covered = x.shape[dim:dim + len(shape)]
-        if shape and shape != covered:
-            raise IndexOutOfRange(f"index: boolean mask of shape {shape} does not match "
-                                  f"dims {dim}.. of the indexed tensor of shape {x.shape}")
-        return
-    vals = x._backend.to_numpy(buf)
-    if vals.size == 0:
-        return
-    size = x.shape[dim]
-    lo, hi = int(vals.min()), int(vals.max())
-    if lo < -size or hi >= size:
-        raise IndexOutOfRange(f"index: index {lo if lo < -size else hi} is out of bounds for "
-                              f"dimension {dim} with size {size} (shape {x.shape})")
+    covered = x.shape[dim:dim + len(shape)]
+    if shape and shape != covered:
+        raise IndexOutOfRange(f"index: boolean mask of shape {shape} does not match "
+                              f"dims {dim}.. of the indexed tensor of shape {x.shape}")
 
 
 def _is_advanced(index, buf_type):
@@ -1033,10 +1045,10 @@ def _is_advanced(index, buf_type):
 
 def getitem(x, index):
     """``x[index]``: basic indexing is a view; index tensors and lists gather."""
-    idx = _norm_index(x, index)
+    idx, checks = _norm_index(x, index)
     B = x._backend
     xb = x._data
-    out = x._new(B.getitem(xb, idx), x.dtype)
+    out = x._new(B.getitem(xb, idx, checks), x.dtype)
     if not _is_advanced(idx, type(xb)):
         _view(out, x)
     if not x.dtype.is_floating:
@@ -1055,7 +1067,7 @@ def setitem(x, index, value):
     while recording, ``x`` carries the write into its graph (the value's gradient is its
     slice of ``x``'s, the overwritten elements get none)."""
     _check_writable("setitem", x)
-    idx = _norm_index(x, index)
+    idx, checks = _norm_index(x, index)
     B = x._backend
     if isinstance(value, TensorBase):
         if value.device != x.device:
@@ -1073,17 +1085,17 @@ def setitem(x, index, value):
         scalar_fits("setitem", value, x.dtype)         # 2**40 into int32, NaN into int64
     if _recording(x, value):
         _sole_owner("setitem", x)
-        _assign("setitem", x, _index_put(clone(x), idx, value))
+        _assign("setitem", x, _index_put(clone(x), idx, value, checks))
         return
-    B.setitem(x._data, idx, value._data if isinstance(value, TensorBase) else value)
+    B.setitem(x._data, idx, value._data if isinstance(value, TensorBase) else value, checks)
     x._version[0] += 1
 
 
-def _index_put(c, idx, value):
+def _index_put(c, idx, value, checks):
     """``c`` (a private copy) with ``value`` written at ``idx``, recorded as one op."""
     B = c._backend
     tensor_value = isinstance(value, TensorBase)
-    B.setitem(c._data, idx, value._data if tensor_value else value)
+    B.setitem(c._data, idx, value._data if tensor_value else value, checks)
     out = c._new(c._data, c.dtype)
     return _record(out, "index_put", (c, value if tensor_value else None),
                    attrs=(idx, value.shape if tensor_value else None))
@@ -1513,22 +1525,6 @@ def _to_backward(node, g):
 # ==============================================================================================
 
 
-def _first_out_of_range(idx, size):
-    """The first value (row-major) of the integer tensor ``idx`` outside ``[0, size)``, or None.
-
-    The backend's target check (``first_bad_target``, one small kernel and two ints read
-    back on "cuda"), with an ignore value inside the range so that it hides nothing.
-    """
-    n = idx.numel()
-    if n == 0:
-        return None
-    B = idx._backend
-    if size == 0:                               # every value is out of range: say the first
-        return int(B.to_numpy(idx._data).reshape(-1)[0])
-    flat = idx._data if idx.dtype is D.int64 else B.cast(idx._data, D.int64)
-    return B.first_bad_target(B.reshape(flat, (n,)), size, 0)
-
-
 def embedding(idx, weight, padding_idx=None):
     """Rows of the 2-D table ``weight`` (num, dim) at the int64 or int32 indices ``idx`` (any
     shape): a tensor of ``idx.shape + (dim,)``.
@@ -1552,13 +1548,13 @@ def embedding(idx, weight, padding_idx=None):
                                   f"{num} embeddings (weight {weight.shape})")
         padding_idx %= num
     possible_shape(op, idx.shape + (dim,), weight.dtype.itemsize)
-    bad = _first_out_of_range(idx, num)
-    if bad is not None:
-        raise IndexOutOfRange(f"{op}: index {bad} is out of range for a table of {num} rows "
-                              f"(weight {weight.shape}, indices {idx.shape}); indices must "
-                              f"lie in [0, {num})")
+    # the indices are checked by the backend as it reads them ("cuda": in the kernel, raised
+    # at the next synchronization, so the step needs no host sync)
+    check = RangeCheck(0, num, None, IndexOutOfRange,
+                       f"{op}: index {{}} is out of range for a table of {num} rows (weight "
+                       f"{weight.shape}, indices {idx.shape}); indices must lie in [0, {num})")
     B = weight._backend
-    out = weight._new(B.embedding_fwd(idx._data, weight._data), weight.dtype)
+    out = weight._new(B.embedding_fwd(idx._data, weight._data, check), weight.dtype)
     if not weight.dtype.is_floating:
         return out
     return _record(out, op, (weight,), (idx._data,), (idx,), (num, padding_idx))
@@ -1606,14 +1602,15 @@ def one_hot(idx, num_classes=-1):
     """int64 one-hot codes of the integer class indices ``idx``: ``idx.shape + (num_classes,)``.
 
     ``num_classes=-1`` counts the classes as the largest value + 1, which reads the values
-    back to the host (a sync on "cuda"); a given ``num_classes`` checks the range with one
-    small read back instead.
+    back to the host (a sync on "cuda"); with a given ``num_classes`` the backend checks the
+    range as it reads them (on "cuda" raised at the next synchronization).
     """
     op = "one_hot"
     if not idx.dtype.is_integer:
         raise DTypeError(f"{op}: expected a tensor of integer class indices, got {idx.dtype} "
                          f"{idx.shape}; convert with .long()")
     B = idx._backend
+    check = None
     if num_classes == -1:
         if idx.numel() == 0:
             raise TritonnnError(f"{op}: can't infer the number of classes from an empty "
@@ -1628,13 +1625,11 @@ def one_hot(idx, num_classes=-1):
         raise TritonnnError(f"{op}: num_classes must be -1 (infer it) or >= 0, got "
                             f"{num_classes}")
     else:
-        bad = _first_out_of_range(idx, num_classes)
-        if bad is not None:
-            raise IndexOutOfRange(f"{op}: class value {bad} is out of range for {num_classes} "
-                                  f"classes (indices {idx.shape}); values must lie in "
-                                  f"[0, {num_classes})")
+        check = RangeCheck(0, num_classes, None, IndexOutOfRange,
+                           f"{op}: class value {{}} is out of range for {num_classes} classes "
+                           f"(indices {idx.shape}); values must lie in [0, {num_classes})")
     possible_shape(op, idx.shape + (num_classes,), D.int64.itemsize)
-    return idx._new(B.one_hot(idx._data, num_classes), D.int64)
+    return idx._new(B.one_hot(idx._data, num_classes, check), D.int64)
 
 
 def multinomial(probs, num_samples, replacement=False):
@@ -1741,12 +1736,11 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
     tgt = cast(target, D.int64)
     B = logits._backend
     lb, tb = logits._data, tgt._data
-    bad = B.first_bad_target(tb, c, ignore_index)
-    if bad is not None:
-        raise IndexOutOfRange(f"{op}: target {bad} is out of range for {c} classes "
-                              f"(and is not ignore_index={ignore_index})")
     smoothing = float(label_smoothing)
-    loss_b, lse = B.softmax_cross_entropy_fwd(lb, tb, ignore_index, smoothing, reduction)
+    # the targets are checked by the backend as it reads them ("cuda": in the kernel, raised at
+    # the next synchronization, so the step needs no host sync)
+    check = _target_check(op, c, ignore_index)
+    loss_b, lse = B.softmax_cross_entropy_fwd(lb, tb, ignore_index, smoothing, reduction, check)
     out = logits._new(loss_b, logits.dtype)
     # the rule may write the gradient into the logits buffer (saved[0]) when the walk finds
     # that buffer is no one else's: no other node saved it, no view, no user tensor holds it
@@ -1754,11 +1748,20 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean", label_smo
                    (ignore_index, smoothing, reduction), donate=0)
 
 
-@backward_rule("cross_entropy")
+@backward_rule("cross_entropy", implicit_ones=True)
 def _cross_entropy_backward(node, g):
     (lb, tb, lse), (ignore_index, smoothing, reduction) = node.saved, node.attrs
+    # ``loss.backward()``'s upstream 1 is folded into the kernel (None): nothing to fill
+    g = None if type(g) is ImplicitOnes else g
     return (node.backend.softmax_cross_entropy_bwd(g, lb, tb, lse, ignore_index, smoothing,
                                                    reduction, node.last_use), None)
+
+
+def _target_check(op, classes, ignore_index):
+    """The values a class target may take (``ignore_index`` too), and the error for others."""
+    return RangeCheck(0, classes, ignore_index, IndexOutOfRange,
+                      f"{op}: target {{}} is out of range for {classes} classes (and is not "
+                      f"ignore_index={ignore_index})")
 
 
 def binary_cross_entropy_with_logits(x, y, reduction="mean"):
@@ -1899,17 +1902,13 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
     B = h._backend
     hb, wb, tb = h2._data, weight._data, tgt._data
     bb = None if bias is None else bias._data
-    bad = B.first_bad_target(tb, v, ignore_index)
-    if bad is not None:
-        raise IndexOutOfRange(f"{op}: target {bad} is out of range for {v} classes "
-                              f"(and is not ignore_index={ignore_index})")
     budget = lce_budget(n, v, h.dtype)
     needs = tuple(grad_mode.enabled and t is not None and t.requires_grad
                   for t in (h2, weight, bias))
     eager = reduction != "none" and any(needs)
     loss_b, lse, dh, dw, db = B.linear_cross_entropy_fwd(
         hb, wb, bb, tb, ignore_index, smoothing, reduction, budget,
-        *(needs if eager else (False, False, False)))
+        *(needs if eager else (False, False, False)), _target_check(op, v, ignore_index))
     out = h._new(loss_b, h.dtype)
     if eager:
         # the gradients for an upstream 1 are ready: the rule only scales them, in place when
@@ -1926,15 +1925,20 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
     return cast(out, D.float32) if low and out.dtype is not D.float32 else out
 
 
-@backward_rule("linear_cross_entropy")
+@backward_rule("linear_cross_entropy", implicit_ones=True)
 def _linear_cross_entropy_backward(node, g):
     B = node.backend
     if node.attrs is None:            # "sum"/"mean": d(g L) = g dL, dL from the forward
+        if type(g) is ImplicitOnes:   # ``loss.backward()``: dL itself (copies if it is kept)
+            return tuple(d if d is None or node.last_use else B.cast(d, B.dtype_of(d))
+                         for d in node.saved)
         if node.last_use:
             return B.linear_cross_entropy_scale_(g, *node.saved)
         return tuple(None if d is None else B.binary(d, g, "mul") for d in node.saved)
     hb, wb, bb, tb, lse = node.saved
     ignore_index, smoothing, reduction, budget = node.attrs
+    if type(g) is ImplicitOnes:
+        g = g.materialize(B)
     return B.linear_cross_entropy_bwd(g, hb, wb, bb, tb, lse, ignore_index, smoothing,
                                       reduction, budget, node.needs(0), node.needs(1),
                                       node.needs(2))

@@ -141,16 +141,40 @@ class TensorBase:
 RULES: dict = {}
 """op name -> its backward rule ``rule(node, grad) -> tuple of input gradients (or None)``."""
 
+TAKES_IMPLICIT_ONES: set = set()
+"""The ops whose rule accepts an ``ImplicitOnes`` gradient (the losses: they fold it in)."""
 
-def backward_rule(*names):
-    """Register the decorated function as the backward rule of the ops ``names``."""
+
+def backward_rule(*names, implicit_ones=False):
+    """Register the decorated function as the backward rule of the ops ``names``; with
+    ``implicit_ones`` the rule, run first in a walk from ``loss.backward()``, gets the
+    ``ImplicitOnes`` seed itself instead of a buffer of ones."""
     def register(fn):
         for name in names:
             if name in RULES:
                 raise TritonnnError(f"backward rule for op '{name}' defined twice")
             RULES[name] = fn
+            if implicit_ones:
+                TAKES_IMPLICIT_ONES.add(name)
         return fn
     return register
+
+
+class ImplicitOnes:
+    """The gradient 1 that ``loss.backward()`` seeds a one-element loss with, not yet a buffer.
+
+    A loss's rule that knows it (``backward_rule(..., implicit_ones=True)``) folds the 1
+    into its kernel: the walk then needs no launch to fill a buffer of ones. Anywhere else
+    the walk turns it into that buffer first (``materialize``).
+    """
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    def materialize(self, backend):
+        return backend.full(self.shape, 1, self.dtype)
 
 
 class Node:
@@ -249,7 +273,8 @@ def _sum(B, a, b):
 def walk(root, seed, retain_graph=False, keep=()):
     """Walk back from node ``root`` seeded with the gradient buffer ``seed``.
 
-    Returns ``(leaf_grads, kept)``: ``leaf_grads`` maps ``id(leaf)`` to
+    ``seed`` may be an ``ImplicitOnes`` (``loss.backward()``): only a root whose rule takes
+    it gets it as is. Returns ``(leaf_grads, kept)``: ``leaf_grads`` maps ``id(leaf)`` to
     ``[leaf, gradient buffer]`` for every leaf reached; ``kept`` maps each node
     of ``keep`` (non-leaf tensors whose gradient is wanted) to its gradient
     buffer. Unless ``retain_graph``, every walked node is freed.
@@ -257,6 +282,8 @@ def walk(root, seed, retain_graph=False, keep=()):
     consumers = _reachable(root)
     leaf_grads = {}
     kept = {}
+    if type(seed) is ImplicitOnes and (root.name not in TAKES_IMPLICIT_ONES or root in keep):
+        seed = seed.materialize(root.backend)
     pending = {root: seed}
     ready = [root]
     while ready:

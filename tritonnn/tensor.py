@@ -21,7 +21,7 @@ from .checks import (INT_RANGE, array_fits, dtype_and_device, flag, integer, is_
                      scalar_fits, scalar_type, sizes)
 from .device import as_device
 from .errors import DeviceError, DTypeError, ShapeError, TritonnnError
-from .tape import TensorBase, freed_error, is_freed, walk
+from .tape import ImplicitOnes, TensorBase, freed_error, is_freed, walk
 
 
 class Tensor(TensorBase):
@@ -1036,7 +1036,8 @@ class Gradients(Mapping):
 
 
 def _seed(t, gradient, op):
-    """The buffer that starts a backward walk from ``t``: ones for a scalar, else ``gradient``."""
+    """What starts a backward walk from ``t``: ``ImplicitOnes`` for a one-element ``t`` (a
+    buffer of ones only if the first rule needs one), else ``gradient``'s buffer."""
     if not t.requires_grad:
         raise TritonnnError(f"{op}: the tensor of shape {t.shape} does not require grad and "
                             f"has no graph (call requires_grad_() on a leaf it depends on)")
@@ -1046,7 +1047,7 @@ def _seed(t, gradient, op):
         if t.numel() != 1:
             raise ShapeError(f"{op}: gradient can be implicitly created only for a scalar "
                              f"output, got shape {t.shape}; pass gradient= of that shape")
-        return t._backend.full(t.shape, 1, t.dtype)
+        return ImplicitOnes(t.shape, t.dtype)       # a loss's rule folds the 1 in (no fill)
     if not isinstance(gradient, Tensor):
         raise DTypeError(f"{op}: gradient must be a tensor, got {type(gradient).__name__}")
     if gradient.shape != t.shape:
@@ -1059,6 +1060,8 @@ def _seed(t, gradient, op):
 def _walk(root, seed, retain_graph, keep=()):
     """The tape's walk from tensor ``root``; a leaf root is its own gradient."""
     if root._node is None:
+        if type(seed) is ImplicitOnes:
+            seed = seed.materialize(root._backend)
         return {id(root): [root, seed]}, {}
     return walk(root._node, seed, retain_graph, keep)
 
