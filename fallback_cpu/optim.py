@@ -112,16 +112,19 @@ def write_table(table, values):
 
 def _runs(chunks, rows, steps):
     """``(start, end, row, step, first chunk, end chunk)`` for each run of live chunks."""
-    n = len(rows)
-    if n == 0:
-        return []
-    cut = np.ones(n, dtype=bool)
-    cut[1:] = (rows[1:] != rows[:-1]) | (steps[1:] != steps[:-1]) | \
-        (chunks[1:, 0] != chunks[:-1, 1])
-    heads = np.flatnonzero(cut).tolist()
-    tails = heads[1:] + [n]
-    return [(int(chunks[a, 0]), int(chunks[b - 1, 1]), int(rows[a]), int(steps[a]), a, b)
-            for a, b in zip(heads, tails) if rows[a] >= 0]
+    out = []
+    run = None
+    for c, ((lo, hi), row, step) in enumerate(zip(chunks.tolist(), rows.tolist(),
+                                                  steps.tolist())):
+        if run is not None and row == run[2] and step == run[3] and lo == run[1]:
+            run[1], run[5] = hi, c + 1
+            continue
+        if run is not None and run[2] >= 0:
+            out.append(run)
+        run = [lo, hi, row, step, c, c + 1]
+    if run is not None and run[2] >= 0:
+        out.append(run)
+    return out
 
 
 def sgd_flat_step(param, grad, momentum_buf, chunks, rows, steps, hyper):

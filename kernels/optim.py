@@ -291,9 +291,20 @@ def _adam_flat_kernel(p_ptr, g_ptr, m_ptr, v_ptr, chunk_ptr, row_ptr, step_ptr, 
     tl.store(v_ptr + offs, cast_to(v, v_ptr.dtype.element_ty), mask=mask)
 
 
+_CHUNK = elementwise(1 << 40)[0]        # 1024 on a GPU, the interpreter's big block under it
+
+
 def flat_layout(dtype):
     """Segments on 128-byte boundaries; a chunk is one elementwise block."""
-    return max(1, 128 // dtype.itemsize), elementwise(1 << 40)[0]
+    return max(1, 128 // dtype.itemsize), _CHUNK
+
+
+def _block(flat):
+    """A program's block: the chunk size (one compiled variant on a GPU); under the
+    interpreter no wider than the whole flat buffer, whose chunks are no longer."""
+    if INTERPRET:
+        return max(16, min(_CHUNK, next_pow2(buffers.shape(flat)[0])))
+    return _CHUNK
 
 
 def write_table(table, values):
@@ -303,7 +314,7 @@ def write_table(table, values):
 def _flat_launch(kernel, chunks, *args, **meta):
     n_chunks = buffers.shape(chunks)[0]
     if n_chunks:
-        block = elementwise(1 << 40)[0]
+        block = _block(args[0])
         launch(kernel, (n_chunks,), *args, BLOCK=block, num_warps=_warps(block), **meta)
 
 
@@ -414,7 +425,7 @@ def grad_norm_partials(grad, chunks, select, norm_type, partials):
     """Launch 1 of a flat clip_grad_norm_: one partial per program."""
     n_chunks = buffers.shape(chunks)[0]
     n_parts = buffers.shape(partials)[0]
-    block = elementwise(1 << 40)[0]
+    block = _block(grad)
     power = float_bits(norm_type if math.isfinite(norm_type) else 1.0)
     launch(_norm_partials_kernel, (n_parts,), grad, chunks, select, partials, n_chunks, power,
            KIND=_norm_kind(norm_type), BLOCK=block, num_warps=_warps(block))
@@ -426,7 +437,7 @@ def clip_grads_(grad, chunks, select, partials, norm_type, max_norm, total):
     if not n_chunks:
         return
     n_parts = buffers.shape(partials)[0]
-    block = elementwise(1 << 40)[0]
+    block = _block(grad)
     inv_power = float_bits(1.0 / norm_type if math.isfinite(norm_type) else 1.0)
     launch(_clip_kernel, (n_chunks,), grad, chunks, select, partials, total, n_parts,
            inv_power, float_bits(max_norm), KIND=_norm_kind(norm_type),
@@ -448,6 +459,24 @@ def _kernels():
                                   "NDIM": 1, "BLOCK": 1024}))
         out.append(aot_entry(f"adamw_{dt}", _adamw_kernel, dt,
                              {"WEIGHT_DECAY": True, "NDIM": 1, "BLOCK": 1024}))
+        # flat storage: one launch per dtype, tables in device memory
+        tables = {"chunk_ptr": "i64", "row_ptr": "i32", "step_ptr": "i32", "hyper_ptr": "fp64"}
+        for has_buf in (True, False):
+            out.append(aot_entry(f"sgd_flat_{dt}_buf{int(has_buf)}", _sgd_flat_kernel,
+                                 {"p_ptr": dt, "g_ptr": dt, "buf_ptr": dt, **tables},
+                                 {"HAS_BUF": has_buf, "BLOCK": 1024}))
+        out.append(aot_entry(f"adam_flat_{dt}", _adam_flat_kernel,
+                             {"p_ptr": dt, "g_ptr": dt, "m_ptr": dt, "v_ptr": dt,
+                              "bias_ptr": "fp64", **tables}, {"BLOCK": 1024}))
+        acc = "fp64" if dt == "fp64" else "fp32"
+        flat = {"g_ptr": dt, "chunk_ptr": "i64", "select_ptr": "i32", "part_ptr": acc}
+        for kind, label in ((_INF, "inf"), (_L2, "l2"), (_LP, "lp")):
+            out.append(aot_entry(f"norm_partials_{dt}_{label}", _norm_partials_kernel, flat,
+                                 {"KIND": kind, "BLOCK": 1024}, scalars={"n_chunks": "i32"}))
+            out.append(aot_entry(f"clip_{dt}_{label}", _clip_kernel,
+                                 {**flat, "total_ptr": dt}, {"KIND": kind, "PARTS": 1024,
+                                                             "BLOCK": 1024},
+                                 scalars={"n_parts": "i32"}))
     return out
 
 

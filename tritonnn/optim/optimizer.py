@@ -274,10 +274,9 @@ class Optimizer:
                         raise self._mismatch(p, g)
                     flat.backend.copy_(home.grad, g._data)
                 rows.append(flat.group_index[i])
+                p._version[0] += 1
                 live.append((flat, i, groups[i]))
             flat.set_rows(rows)
-        for flat, i, _ in live:
-            flat.params[i]._version[0] += 1
         return live
 
     def _refresh(self, group):
