@@ -44,25 +44,36 @@ def _relu_mask(g, out):
     return masked_grad(g, mask, out=scratch(g, 2))
 
 
-def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
+def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db, dw_into=None,
+               db_into=None):
     """Gradients of ``linear_fwd``: returns ``(dx, dw, db)``, None where not needed.
 
     With ``relu`` the saved forward output ``out`` is the mask: the upstream
     gradient is zeroed where out <= 0 as it is read (PyTorch's convention at 0).
+    ``dw``/``db`` are written into ``dw_into``/``db_into`` when given.
     """
     g = up(grad_out)
     if relu:
         g = _relu_mask(g, out)
+    low = grad_out.dtype in LOW
     dx = dw = db = None
     if need_dx:
         dx = np.matmul(g, up(w))
     if need_dw:
-        dw = np.matmul(g.T, up(x))
+        dw = np.matmul(g.T, up(x), out=None if low else dw_into)
     if need_db:
-        db = g.sum(axis=0)
-    if grad_out.dtype in LOW:
+        db = g.sum(axis=0, out=None if low else db_into)
+    if low:
         dt = grad_out.dtype
         dx = None if dx is None else dx.astype(dt)
-        dw = None if dw is None else dw.astype(dt)
-        db = None if db is None else db.astype(dt)
+        dw = None if dw is None else _into(dw.astype(dt), dw_into)
+        db = None if db is None else _into(db.astype(dt), db_into)
     return dx, dw, db
+
+
+def _into(a, dst):
+    """``a`` itself, or copied into ``dst`` (and ``dst`` returned) when ``dst`` is given."""
+    if dst is None:
+        return a
+    dst[...] = a
+    return dst

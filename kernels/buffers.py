@@ -126,6 +126,20 @@ def upload(a: np.ndarray, dtype):
     return _track(host.to(DEVICE, non_blocking=False))
 
 
+def upload_into(dst, a: np.ndarray) -> None:
+    """Copy host array ``a`` (``dst``'s shape and dtype, not bfloat16) into the device buffer
+    ``dst`` without waiting for the device: through pinned memory, queued on the current
+    stream (torch's pinned-memory allocator keeps the staging block until the copy ran), so
+    kernels queued later read the new values and the host does not stop. Counted as an
+    upload."""
+    host = torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape))
+    COUNTS["uploads"] += 1
+    if DEVICE.type == "cpu":
+        dst.copy_(host)
+    else:
+        dst.copy_(host.pin_memory(), non_blocking=True)
+
+
 def download(buf) -> np.ndarray:
     """A host numpy copy of a device buffer (bfloat16 as ml_dtypes.bfloat16)."""
     COUNTS["host_syncs"] += 1

@@ -351,14 +351,16 @@ def linear_fwd(x, w, b, relu):
     return out
 
 
-def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
+def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db, dw_into=None,
+               db_into=None):
     """Gradients of ``linear_fwd``: ``(dx, dw, db)`` with None where not needed.
 
     g = grad_out (M, N), read through the mask ``out > 0`` when ``relu`` (the saved
     forward output; PyTorch's convention: no gradient at 0).
       dx = g @ w          (M, K)   A = g,   B = w
       dw = g.T @ x        (N, K)   A = g.T, B = x;  db = row sums of A = g.sum(0)
-    All three come back in grad_out's dtype.
+    All three come back in grad_out's dtype; ``dw``/``db`` are written into
+    ``dw_into``/``db_into`` (row-major, a parameter's gradient home) when given.
     """
     (m, k), n = buffers.shape(x), buffers.shape(w)[0]
     dtype = buffers.dtype_of(grad_out)
@@ -372,9 +374,9 @@ def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
             _gemm(grad_out, w, dx, m, k, n, gs, buffers.strides(w), buffers.strides(dx),
                   keep=keep, keep_strides=ks)
     if need_db:
-        db = buffers.empty((n,), dtype)
+        db = db_into if db_into is not None else buffers.empty((n,), dtype)
     if need_dw:
-        dw = buffers.empty((n, k), dtype)
+        dw = dw_into if dw_into is not None else buffers.empty((n, k), dtype)
         if n and k:
             xs = buffers.strides(x)
             _gemm(grad_out, x, dw, n, k, m, (gs[1], gs[0]), xs, buffers.strides(dw),

@@ -1,8 +1,9 @@
 """Optimizer steps: one SGD-momentum step and one AdamW step over a 4-layer MLP's parameters.
 
 Parameters shaped like a 4-layer MLP of width W (four W x W weights and four W biases,
-float32): W = 1024 on cpu, 8192 on cuda (1 GiB of parameters). Gradients are set once;
-every call is one ``opt.step()`` (tritonnn: one fused kernel per parameter) against
+float32): W = 1024 on cpu, 8192 on cuda (1 GiB of parameters). Gradients are set once (for
+tritonnn into the optimizer's flat gradient buffer, where ``backward()`` writes them);
+every call is one ``opt.step()`` (tritonnn: one launch over the flat buffers) against
 ``torch.optim`` with ``foreach=True`` (the baseline), and on the GPU also AdamW with
 ``fused=True``, beside. Hyper-parameters: SGD lr 0.01, momentum 0.9; AdamW lr 1e-3,
 betas (0.9, 0.999), eps 1e-8, weight decay 0.01. Check: the change of the parameters over
@@ -101,6 +102,12 @@ def run(device="auto", quick=False, out=None):
             ("adamw step", tn.optim.AdamW, torch.optim.AdamW, ADAMW_KW, 7)):
         tp, pp = tn_params(), torch_params()
         opt, topt = tn_opt(tp, **kw), torch_opt(pp, foreach=True, **kw)
+        # the gradients into the flat buffer (zero_grad(set_to_none=False) makes each one
+        # its view), as backward() leaves them: no copy per parameter at each step
+        mine = [p.grad for p in tp]
+        opt.zero_grad(set_to_none=False)
+        for p, g in zip(tp, mine):
+            p.grad.copy_(g)
         impls = [(pp, topt.step), (tp, opt.step)]
         fns = {"torch (foreach)": topt.step, "tritonnn": opt.step}
         fused = None

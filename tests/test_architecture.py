@@ -42,6 +42,7 @@ LAYERS = [
     ("tritonnn.backends", "tritonnn.random", "tritonnn.cuda", "tritonnn.tape", "tritonnn.amp"),
     ("tritonnn.ops",),
     ("tritonnn.tensor",),
+    ("tritonnn.flat",),             # flat parameter storage (optimizers, clipping)
     ("tritonnn.nn", "tritonnn.optim", "tritonnn.data", "tritonnn.io", "tritonnn.datasets"),
     ("tritonnn",),                  # the package's __init__: the public names
     ("tritonnn.perf",),             # the benchmark sweeps (torch is their baseline)

@@ -394,12 +394,15 @@ def linear_fwd(x, w, b, relu):
     (M, N) in ``x``'s dtype, the bias and ReLU applied before the single rounding."""
 
 
-def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db):
+def linear_bwd(grad_out, x, w, out, relu, need_dx, need_dw, need_db, dw_into=None,
+               db_into=None):
     """The gradients ``(dx, dw, db)`` of ``linear_fwd``, None where not needed.
 
     With ``g = grad_out`` (M, N), zeroed where the saved output ``out`` is <= 0
     when ``relu``: ``dx = g @ w`` (M, K), ``dw = g.T @ x`` (N, K), ``db = g.sum(0)``
-    (N,), all in ``grad_out``'s dtype.
+    (N,), all in ``grad_out``'s dtype. ``dw_into``/``db_into``: None, or a row-major
+    buffer of ``dw``'s/``db``'s shape and dtype (a parameter's gradient home) that the
+    gradient is written into, in place, and returned as it.
     """
 
 
@@ -646,6 +649,95 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     """
 
 
+# -- flat storage: every parameter of one device and dtype in one buffer, one launch per step --
+# A flat buffer holds parameters end to end (each segment starting at a multiple of
+# ``flat_layout``'s alignment); the gradients and each optimizer state use the same layout.
+# ``chunks`` (int64, (C, 2)) cuts the segments into ``[start, end)`` ranges of at most
+# ``flat_layout``'s chunk size, each within one parameter; ``rows`` (int32, (C,)) gives each
+# chunk its parameter group's row of ``hyper`` (float64, (R, len(columns))), or -1: skip the
+# chunk this step (its parameter has no gradient); ``steps`` (int32, (C,)) counts each chunk's
+# steps on the device, so a captured CUDA graph keeps counting. Values that change from step
+# to step (the learning rate a scheduler sets, step counts, bias corrections) are read from
+# these tables in device memory, never passed as kernel arguments.
+
+SGD_COLUMNS = ("lr", "momentum", "weight_decay", "dampening", "one_minus_dampening",
+               "nesterov", "maximize")
+"""The columns of an ``sgd_flat_step`` hyper row (flags as 0.0 / 1.0)."""
+
+ADAM_COLUMNS = ("lr", "beta1", "beta2", "eps", "weight_decay", "decay", "one_minus_beta1",
+                "one_minus_beta2", "l2", "maximize", "bias1_at", "bias1_len", "bias2_at",
+                "bias2_len", "log_beta1", "log_beta2")
+"""The columns of an ``adam_flat_step`` hyper row: ``decay = 1 - lr * weight_decay`` (AdamW;
+1.0 for Adam), ``l2`` Adam's L2 weight decay (0.0 for AdamW), ``bias*_at``/``bias*_len``
+where the group's bias-correction tables start in ``bias`` and how long they are,
+``log_beta*`` the natural logarithms of the betas (-inf for 0)."""
+
+
+def flat_layout(dtype):
+    """``(align, chunk)`` for flat storage of ``dtype``: each parameter's segment starts at a
+    multiple of ``align`` elements, and is cut into chunks of at most ``chunk`` elements
+    (a chunk is one program of the flat kernels)."""
+
+
+def write_table(table, values):
+    """Write the host ``numpy.ndarray`` ``values`` (``table``'s shape and dtype) into the
+    buffer ``table`` in place, without waiting for the device (a non-blocking upload on a
+    GPU, ordered before the kernels queued after it); returns None."""
+
+
+def sgd_flat_step(param, grad, momentum_buf, chunks, rows, steps, hyper):
+    """One ``sgd_step`` of every chunk whose row is >= 0, over the flat buffers ``param``,
+    ``grad`` and ``momentum_buf`` (1-D, one float dtype; ``momentum_buf`` None when no row
+    has momentum), with the hyper-parameters of its ``hyper`` row (``SGD_COLUMNS``); in
+    place, returns None.
+
+    The gradient is negated first when ``maximize``. With ``momentum != 0`` the chunk's
+    buffer is set to ``d`` when its ``steps`` entry is 0, else updated, and the entry is
+    incremented; without momentum the entry is left as it is. Each element's arithmetic is
+    ``sgd_step``'s with the row's values as Python floats: the same bits.
+    """
+
+
+def adam_flat_step(param, grad, exp_avg, exp_avg_sq, chunks, rows, steps, hyper, bias):
+    """One Adam/AdamW step of every chunk whose row is >= 0 over the flat buffers ``param``,
+    ``grad``, ``exp_avg`` and ``exp_avg_sq`` (1-D, one float dtype), with the hyper-parameters
+    of its ``hyper`` row (``ADAM_COLUMNS``); in place, returns None.
+
+    The chunk's ``steps`` entry is incremented to ``t``. The gradient is negated when
+    ``maximize``, then gets Adam's L2 term ``g + l2 * p`` (each of the two ops rounded to the
+    parameter's dtype, as two elementwise ops would), then ``adamw_step`` runs with step ``t``
+    and ``weight_decay`` (AdamW) or 0: the same bits. Its bias corrections ``1 - beta1^t`` and
+    ``sqrt(1 - beta2^t)`` come from the float64 ``bias`` tables (entry ``at + t - 1`` for ``t
+    <= len``, computed on the host with Python's ``**``); past a table's end they are
+    computed on the device (``exp(t * log_beta)``; 1.0 once ``beta^t`` is below float64's
+    resolution, where the tables stop).
+    """
+
+
+def grad_norm_partials(grad, chunks, select, norm_type, partials):
+    """Partial results of the ``norm_type``-norm of the chunks of the flat gradient ``grad``
+    whose ``select`` entry is >= 0; writes ``partials`` (1-D, float32, or float64 for float64
+    norms: the accumulation dtype) in place, returns None.
+
+    Entry ``i`` of ``partials`` (of length ``P``) covers the chunks ``i, i + P, i + 2P, ...``:
+    the sum of ``|g|^norm_type`` over them (``|g|`` for 1, ``g * g`` for 2), or for
+    ``math.inf`` their largest ``|g|`` (0 when none).
+    """
+
+
+def clip_grads_(grad, chunks, select, partials, norm_type, max_norm, total):
+    """Scale the selected chunks of the flat gradient ``grad`` by ``min(1, max_norm / (norm +
+    1e-6))``, ``norm`` the total ``norm_type``-norm that ``partials`` (all the partial
+    results ``grad_norm_partials`` wrote, from every flat buffer of the clipping) add up to;
+    in place, returns None.
+
+    ``norm = (sum of partials)^(1/norm_type)`` (their max for ``math.inf``) in the partials'
+    dtype, rounded to ``total``'s dtype; the coefficient is computed in ``total``'s dtype
+    (each operation rounded to it), then rounded to ``grad``'s dtype and multiplied in.
+    ``total`` (a 0-d buffer) receives ``norm``. ``chunks`` has at least one chunk.
+    """
+
+
 # ----------------------------------------------------------------------------------------------
 # the op list, and checking a backend against it
 # ----------------------------------------------------------------------------------------------
@@ -666,7 +758,8 @@ FAMILIES = {
     "norm": (layer_norm_fwd, layer_norm_bwd, var_mean, var_bwd, vector_norm, vector_norm_bwd,
              mse_loss_fwd, mse_loss_bwd),
     "embedding": (embedding_fwd, embedding_bwd, one_hot),
-    "optim": (sgd_step, adamw_step),
+    "optim": (sgd_step, adamw_step, flat_layout, write_table, sgd_flat_step, adam_flat_step,
+              grad_norm_partials, clip_grads_),
 }
 """Each op family (one module per backend) and the functions it owns."""
 

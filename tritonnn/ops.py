@@ -782,8 +782,11 @@ def linear(x, weight, bias=None, activation=None):
 @backward_rule("linear", "linear_relu")
 def _linear_backward(node, g):
     xb, wb, yb = node.saved
+    into = node.into          # the weight's and bias's gradient homes, if the walk offers them
     return node.backend.linear_bwd(g, xb, wb, yb, node.name == "linear_relu", node.needs(0),
-                                   node.needs(1), node.needs(2))
+                                   node.needs(1), node.needs(2),
+                                   None if into is None else into[1],
+                                   None if into is None else into[2])
 
 
 # ==============================================================================================

@@ -109,11 +109,13 @@ class TensorBase:
     ``detach()``, a ``Parameter`` made from a tensor): ``[0]`` counts in-place writes,
     and the walk refuses to run a rule whose saved inputs changed since the
     forward; ``[1]``, once a view exists, holds the tensors related by views, weakly
-    (``ops._view``).
+    (``ops._view``). ``_home``, set only on a parameter an optimizer keeps in flat storage
+    (``tritonnn.flat``): where its values and its gradient live (``home.data``,
+    ``home.grad``); unset on every other tensor (read it with ``getattr(t, "_home", None)``).
     """
 
     __slots__ = ("_data", "dtype", "device", "requires_grad", "_grad", "_node", "_backend",
-                 "_version", "__weakref__")
+                 "_version", "_home", "__weakref__")
 
     def _new(self, buf, dtype):
         """A new tensor holding ``buf`` (of ``dtype``) on this tensor's device."""
@@ -187,11 +189,13 @@ class Node:
     in-place write in between is an error, not a wrong gradient. ``attrs``:
     whatever else the rule needs (shapes, dims, flags). ``donate``: the index in
     ``saved`` of a buffer the rule may overwrite on its last use, and
-    ``last_use`` whether the walk granted that.
+    ``last_use`` whether the walk granted that. ``into``: while the rule runs, None or
+    per input the buffer its gradient should be written into (a parameter's gradient
+    home, ``walk``'s ``homes``), or None; a rule may ignore it.
     """
 
     __slots__ = ("name", "rule", "next", "saved", "versions", "attrs", "backend", "donate",
-                 "last_use", "__weakref__")
+                 "last_use", "into", "__weakref__")
 
     def __init__(self, name, next_, backend, saved=(), versions=(), attrs=None, donate=None):
         try:
@@ -208,6 +212,7 @@ class Node:
         self.attrs = attrs
         self.donate = donate
         self.last_use = False
+        self.into = None
 
     def needs(self, i) -> bool:
         """Whether input ``i`` wants a gradient."""
@@ -270,7 +275,27 @@ def _sum(B, a, b):
 
 
 
-def walk(root, seed, retain_graph=False, keep=()):
+def _destinations(nexts, reached):
+    """Per input of a node, the gradient home its gradient may be written into, or None for
+    all: a leaf's home when the leaf still lives there, has no ``.grad`` yet and has had no
+    gradient from this walk (``reached``); a leaf that is two inputs at once gets it once."""
+    into = None
+    for i, nxt in enumerate(nexts):
+        if nxt is None or type(nxt) is Node:
+            continue
+        home = getattr(nxt, "_home", None)
+        if home is None or nxt._grad is not None or home.data is not nxt._data \
+                or id(nxt) in reached:
+            continue
+        if into is None:
+            into = [None] * len(nexts)
+        elif any(b is home.grad for b in into):
+            continue
+        into[i] = home.grad
+    return into
+
+
+def walk(root, seed, retain_graph=False, keep=(), homes=False):
     """Walk back from node ``root`` seeded with the gradient buffer ``seed``.
 
     ``seed`` may be an ``ImplicitOnes`` (``loss.backward()``): only a root whose rule takes
@@ -278,9 +303,16 @@ def walk(root, seed, retain_graph=False, keep=()):
     ``[leaf, gradient buffer]`` for every leaf reached; ``kept`` maps each node
     of ``keep`` (non-leaf tensors whose gradient is wanted) to its gradient
     buffer. Unless ``retain_graph``, every walked node is freed.
+
+    With ``homes`` (``backward()``, which fills ``.grad``), a leaf with a gradient home
+    (``TensorBase._home``, flat storage an optimizer keeps) and no ``.grad`` gets its
+    gradient written straight there: the rule that produces it is offered the home
+    (``node.into``), and later contributions are added into it in place. Its entry in
+    ``leaf_grads`` is then the home itself.
     """
     consumers = _reachable(root)
     leaf_grads = {}
+    in_home = set()         # ids of the leaves whose gradient is being summed in their home
     kept = {}
     if type(seed) is ImplicitOnes and (root.name not in TAKES_IMPLICIT_ONES or root in keep):
         seed = seed.materialize(root.backend)
@@ -294,16 +326,20 @@ def walk(root, seed, retain_graph=False, keep=()):
         if node in keep:
             kept[node] = g
         _check_versions(node)
+        into = None
         if g is None:
             in_grads = (None,) * len(nexts)
         else:
             node.last_use = (node.donate is not None and not retain_graph
                              and B.exclusively_owned(node.saved[node.donate], 1))
+            if homes:
+                into = node.into = _destinations(nexts, leaf_grads)
             in_grads = node.rule(node, g)
+            node.into = None
         if not retain_graph:
             node.rule = _freed
             node.next = node.saved = node.attrs = ()
-        for nxt, gi in zip(nexts, in_grads):
+        for i, (nxt, gi) in enumerate(zip(nexts, in_grads)):
             if nxt is None:
                 continue
             if type(nxt) is Node:
@@ -316,7 +352,15 @@ def walk(root, seed, retain_graph=False, keep=()):
             elif gi is not None:
                 slot = leaf_grads.get(id(nxt))
                 if slot is None:
+                    home = into[i] if into is not None else None
+                    if home is not None and gi is not home:
+                        nxt._backend.copy_(home, gi)        # the rule did not write it there
+                        gi = home
+                    if home is not None:
+                        in_home.add(id(nxt))
                     leaf_grads[id(nxt)] = [nxt, gi]
+                elif id(nxt) in in_home:
+                    nxt._backend.accumulate_(slot[1], gi)
                 else:
                     slot[1] = _sum(nxt._backend, slot[1], gi)
     return leaf_grads, kept

@@ -1057,13 +1057,13 @@ def _seed(t, gradient, op):
     return gradient.to(t.dtype)._data
 
 
-def _walk(root, seed, retain_graph, keep=()):
+def _walk(root, seed, retain_graph, keep=(), homes=False):
     """The tape's walk from tensor ``root``; a leaf root is its own gradient."""
     if root._node is None:
         if type(seed) is ImplicitOnes:
             seed = seed.materialize(root._backend)
         return {id(root): [root, seed]}, {}
-    return walk(root._node, seed, retain_graph, keep)
+    return walk(root._node, seed, retain_graph, keep, homes)
 
 
 class _Wrapper:
@@ -1086,18 +1086,33 @@ class _Wrapper:
 
 
 def _backward(root, gradient, retain_graph):
-    """``root.backward()``: every leaf's gradient, added into its ``.grad`` too."""
+    """``root.backward()``: every leaf's gradient, added into its ``.grad`` too.
+
+    A parameter an optimizer keeps in flat storage has a gradient home (``_home``): the
+    walk writes its gradient there when its ``.grad`` is None, and a gradient that is
+    already that home's view is added to in place (one launch, no new buffer), so that
+    ``.grad`` stays a view of the optimizer's flat gradient buffer.
+    """
     seed = _seed(root, gradient, "backward")
-    leaf_grads, _ = _walk(root, seed, retain_graph)
+    leaf_grads, _ = _walk(root, seed, retain_graph, homes=True)
     wrap = _Wrapper(seed)
     grads = Gradients()
     for leaf, buf in leaf_grads.values():
+        home = getattr(leaf, "_home", None)
+        if home is not None and buf is home.grad:       # written there by the walk
+            wrap.handed.add(id(buf))
+            gt = leaf._grad = Tensor._make(buf, leaf.dtype, leaf.device, leaf._backend)
+            grads._put(leaf, gt)
+            continue
         gt = wrap(leaf, buf)
         grads._put(leaf, gt)
-        if leaf.grad is None:
+        old = leaf._grad
+        if old is None:
             leaf.grad = gt
+        elif home is not None and old._data is home.grad and home.data is leaf._data:
+            leaf._backend.accumulate_(home.grad, gt._data)
         else:
-            leaf.grad = Tensor._make(leaf._backend.binary(leaf.grad._data, gt._data, "add"),
+            leaf.grad = Tensor._make(leaf._backend.binary(old._data, gt._data, "add"),
                                      leaf.dtype, leaf.device, leaf._backend)
     return grads
 

@@ -12,6 +12,7 @@ import numpy as np
 from .. import dtypes as D
 from ..checks import as_int, dtype_and_device, flag, shown
 from ..errors import DTypeError, IndexOutOfRange, ShapeError, TritonnnError
+from ..flat import home_of
 from ..tensor import Tensor, rand, tensor
 from ..tape import no_grad
 from . import functional as F
@@ -353,13 +354,20 @@ class Module:
         return self.to(D.bfloat16)
 
     def zero_grad(self, set_to_none=True):
-        """Drop every parameter's gradient (the default, as torch), or fill it with zeros."""
+        """Drop every parameter's gradient (the default, as torch), or fill it with zeros (in
+        an optimizer's flat gradient buffer when the parameter lives in one)."""
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None
-            else:
+                continue
+            home = home_of(p)
+            if home is None:
                 p.grad = Tensor._make(p._backend.full(p.shape, 0, p.dtype), p.dtype, p.device,
                                       p._backend)
+            else:
+                p._backend.setitem(home.grad, (Ellipsis,), 0)
+                if p._grad._data is not home.grad:
+                    p._grad = home.flat.grad_tensor(home.index)
 
     def extra_repr(self) -> str:
         return ""

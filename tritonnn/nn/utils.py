@@ -6,6 +6,12 @@ syncs on a GPU. ``clip_grad_norm_`` computes the total norm of all gradients tog
 ``(sum_i sum |g_i|^p)^(1/p)`` (``max |g_i|`` for ``inf``), float16/bfloat16 gradients in
 float32, then scales every gradient in place by ``min(1, max_norm / (norm + 1e-6))``, as
 ``torch.nn.utils.clip_grad_norm_``.
+
+When every gradient is a view of an optimizer's flat gradient buffer (``tritonnn.flat``: the
+parameters of an optimizer, after ``backward()``), the norm and the scaling take two launches
+per flat buffer (``grad_norm_partials`` into a few partial results, then ``clip_grads_``,
+whose every program adds those up in one fixed order, and scales its chunk); otherwise a few
+tensor ops per gradient.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from collections.abc import Iterable
 from .. import dtypes as D
 from ..checks import number, shown
 from ..errors import DeviceError, DTypeError, TritonnnError
+from ..flat import home_of
 from ..tape import no_grad
 from ..tensor import Tensor, stack, zeros
 
@@ -81,6 +88,12 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return zeros((), device=device or "cpu")
     out_dtype = _promoted(g.dtype for g in grads)
     acc = D.float64 if out_dtype is D.float64 else D.float32
+    flats = _flat_grads(params)
+    if flats is not None:
+        total = _clip_flat(flats, max_norm, norm_type, out_dtype, acc)
+        if error_if_nonfinite and not math.isfinite(total.item()):
+            raise _nonfinite(op, norm_type, total)
+        return total
     with no_grad():
         parts = []
         for g in grads:
@@ -108,9 +121,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         if total.dtype is not out_dtype:
             total = total.to(out_dtype)
         if error_if_nonfinite and not math.isfinite(total.item()):
-            raise TritonnnError(f"{op}: the total norm of order {norm_type} of the gradients is "
-                                f"{total.item()}, so they cannot be clipped (error_if_nonfinite"
-                                f"=True; pass False to scale them anyway)")
+            raise _nonfinite(op, norm_type, total)
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         by_dtype = {coef.dtype: coef}
         for g in grads:
@@ -119,6 +130,57 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                 c = by_dtype[g.dtype] = coef.to(g.dtype)
             g.mul_(c)
     return total
+
+
+def _nonfinite(op, norm_type, total):
+    return TritonnnError(f"{op}: the total norm of order {norm_type} of the gradients is "
+                         f"{total.item()}, so they cannot be clipped (error_if_nonfinite=True; "
+                         f"pass False to scale them anyway)")
+
+
+_PARTS = 1024
+"""The most partial results one flat buffer's norm is split into (one per program)."""
+
+
+def _flat_grads(params):
+    """``{flat: indices}`` when every gradient of ``params`` is its flat gradient home's view
+    (and at least one exists), else None."""
+    flats = {}
+    for p in params:
+        g = p.grad
+        if g is None:
+            continue
+        home = home_of(p)
+        if home is None or g._data is not home.grad:
+            return None
+        flats.setdefault(home.flat, []).append(home.index)
+    return flats or None
+
+
+def _clip_flat(flats, max_norm, norm_type, out_dtype, acc):
+    """``clip_grad_norm_`` over flat gradient buffers: per buffer one launch of partial
+    results, then one that sums them all (every program in the same order) and scales."""
+    first = next(iter(flats))
+    B, device = first.backend, first.device
+    plan = []
+    for flat, indices in flats.items():
+        n = min(flat.n_chunks, _PARTS) or 1
+        plan.append((flat, flat.select(tuple(sorted(indices))), n))
+    size = sum(n for _, _, n in plan)
+    key = ("clip partials", acc, size, tuple(id(flat) for flat in flats))
+    partials = first.cached(key, lambda: B.empty((size,), acc))
+    total = B.empty((), out_dtype)
+    at = 0
+    for flat, select, n in plan:
+        B.grad_norm_partials(flat.grad, flat.chunks, select, norm_type,
+                             B.getitem(partials, slice(at, at + n)))
+        at += n
+    scaled = [(flat, select) for flat, select, _ in plan if flat.n_chunks]
+    if not scaled:                          # only empty gradients: the norm is 0
+        total = B.full((), 0, out_dtype)
+    for flat, select in scaled:
+        B.clip_grads_(flat.grad, flat.chunks, select, partials, norm_type, max_norm, total)
+    return Tensor._make(total, out_dtype, device, B)
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):

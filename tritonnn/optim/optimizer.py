@@ -3,21 +3,38 @@
 Parameters come as one list or as parameter groups (``[{"params": ..., "lr": ...}, ...]``),
 each group a dict holding its parameters and every hyper-parameter, filled from the
 optimizer's defaults; ``opt.param_groups`` is that list, and a change to ``group["lr"]``
-(by the user or a scheduler) takes effect at the next step. Each step is one fused backend
-call per parameter (``sgd_step``/``adamw_step``), numpy on "cpu" and a Triton kernel on
-"cuda" that takes the hyper-parameters as float64 bits, so a new learning rate never
-compiles a new kernel. ``state_dict()``/``load_state_dict()`` use PyTorch's layout.
+(by the user or a scheduler) takes effect at the next step. ``state_dict()``/
+``load_state_dict()`` use PyTorch's layout.
+
+Flat storage (``tritonnn.flat``). An optimizer moves its parameters into one buffer per
+device and dtype (each parameter a view into it, its values kept), with the gradients and
+the optimizer state in buffers of the same layout, and a step is one launch per buffer
+(``sgd_flat_step``/``adam_flat_step``: numpy's one vectorised pass, or one Triton kernel):
+``backward()`` writes the gradients straight into the flat gradient buffer (``p.grad`` is a
+view of it), a parameter whose ``.grad`` is None is skipped, and a gradient the user set
+(``p.grad = t``) is copied in first. The hyper-parameters of every group live in a table in
+device memory, written when a group's value is (``ParamGroup``: a scheduler's new learning
+rate is uploaded at once, without waiting for the device); step counts and Adam's bias
+corrections are counted and looked up on the device. So a step reads no value back, uploads
+nothing in steady state, and a CUDA graph captured around it stays right while the schedule
+moves. Each element's arithmetic is the per-parameter ``sgd_step``/``adamw_step``'s, bit for
+bit. The layout is rebuilt (lazily, at the next step) when a parameter was moved or replaced
+(``model.to(...)``, ``p.data = ...``), after ``add_param_group`` and ``load_state_dict``.
 """
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from .. import dtypes as D
 from ..checks import as_int, number, shown
+from ..contract import ADAM_COLUMNS, SGD_COLUMNS
 from ..errors import DTypeError, ShapeError, TritonnnError
-from ..tensor import Tensor, empty, tensor, zeros_like
+from ..flat import Flat, home_of
+from ..tensor import Tensor, tensor
 
 
 def _check(name, value, what, low=None, high=None, high_open=False):
@@ -31,6 +48,59 @@ def _check(name, value, what, low=None, high=None, high_open=False):
     return value
 
 
+class ParamGroup(dict):
+    """A parameter group: a plain dict, as PyTorch's, that tells its optimizer when one of its
+    values is written (``group["lr"] = ...``, ``update``, ...), so the optimizer's device
+    copy of the hyper-parameters follows at once, before any later launch: a learning rate a
+    scheduler sets between two replays of a captured step reaches the next replay."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner, values):
+        super().__init__(values)
+        self._owner = weakref.ref(owner)
+
+    def _changed(self):
+        owner = self._owner()
+        if owner is not None:
+            owner._group_written(self)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key, default=None):
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    def pop(self, *args):
+        value = super().pop(*args)
+        self._changed()
+        return value
+
+    def popitem(self):
+        item = super().popitem()
+        self._changed()
+        return item
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def __reduce__(self):               # copies and pickles are plain dicts
+        return dict, (dict(self),)
+
+
 # ==============================================================================================
 # the base class: parameter groups, state, state_dict
 # ==============================================================================================
@@ -41,9 +111,15 @@ class Optimizer:
     ``add_param_group``, ``state_dict``, ``load_state_dict``.
 
     Subclasses define ``_hyper(group, where)`` (the group's hyper-parameters checked and
-    normalized, or an error naming ``where``), ``_export(state)``/``_import(p, entry, where)``
-    (one parameter's state to and from PyTorch's layout) and ``step``.
+    normalized, or an error naming ``where``), ``_key(group)`` (its raw values, compared to
+    see a change), ``_row(group)`` (its row of the device hyper table), ``_states`` (the
+    flat state buffers), ``_export(state)``/``_import(p, entry, where)`` (one parameter's
+    state to and from PyTorch's layout), ``_launch(flat)`` and ``_stepped(p, flat, i,
+    group)`` (the host's record of one parameter's step).
     """
+
+    _states = ()
+    _columns = ()
 
     def __init__(self, params, defaults):
         name = type(self).__name__
@@ -57,6 +133,10 @@ class Optimizer:
         self.defaults = self._hyper(defaults, name)
         self.state = {}                 # parameter -> its state (a dict, PyTorch's keys)
         self.param_groups = []
+        self._flats = []                # the flat buffers, one per device and dtype
+        self._stale = True              # the layout must be (re)built before the next step
+        self._keys = []                 # per group: its values when its row was last written
+        self._hyper_host = None         # the rows the device tables hold (float64 array)
         params = list(params)
         if not params:
             raise TritonnnError(f"{name}: got an empty parameter list")
@@ -65,6 +145,7 @@ class Optimizer:
                 self._add(group, f"{name}: param group {k}")
         else:
             self._add({"params": params}, name)
+        self._flatten(pull=False)
 
     # -- groups --------------------------------------------------------------------------------
     def add_param_group(self, param_group):
@@ -72,6 +153,7 @@ class Optimizer:
         the defaults), as PyTorch's: used to unfreeze layers while training."""
         self._add(param_group, f"{type(self).__name__}.add_param_group: param group "
                                f"{len(self.param_groups)}")
+        self._flatten()
 
     def _add(self, group, where):
         if not isinstance(group, Mapping):
@@ -109,18 +191,34 @@ class Optimizer:
                                     f"parameter may be in one group only")
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         full.update(self._hyper(full, where))
-        self.param_groups.append({"params": params, **full})
+        self.param_groups.append(ParamGroup(self, {"params": params, **full}))
+        self._stale = True
 
     # -- stepping ------------------------------------------------------------------------------
     def zero_grad(self, set_to_none=True):
-        """Drop the gradients (the default, as torch), or fill them with zeros."""
+        """Drop the gradients (the default, as torch), or set them to zeros: the flat
+        gradient buffer zeroed in one launch, each gradient that was there its view."""
+        if set_to_none:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            return
+        zeroed = set()
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none or p.grad is None:
-                    p.grad = None
-                else:
+                if p.grad is None:
+                    continue
+                home = home_of(p)
+                if home is None:
                     p.grad = Tensor._make(p._backend.full(p.shape, 0, p.dtype), p.dtype, p.device,
                                           p._backend)
+                    continue
+                flat = home.flat
+                if id(flat) not in zeroed:
+                    zeroed.add(id(flat))
+                    flat.backend.setitem(flat.grad, (slice(None),), 0)
+                if p._grad._data is not home.grad:
+                    p._grad = flat.grad_tensor(home.index)
 
     def backward_step(self, loss):
         """Zero the gradients, backpropagate ``loss`` and take one step (the seed's backward_step)."""
@@ -129,7 +227,57 @@ class Optimizer:
         self.step()
 
     def step(self):
-        raise TritonnnError(f"{type(self).__name__}: step() is not implemented")
+        """One update of every parameter that has a gradient: one launch per flat buffer."""
+        self._check_groups()
+        if self._stale:
+            self._flatten()
+        live = self._gather()
+        if live is None:                 # a parameter moved or was replaced: a new layout
+            self._flatten()
+            live = self._gather()
+        for flat in self._flats:
+            self._launch(flat)
+        for flat, i, group in live:
+            self._stepped(flat.params[i], flat, i, group)
+
+    def _check_groups(self):
+        """Every group's values checked (an error names the group) and, where they changed
+        without a write this optimizer saw (a list mutated in place), the device rows
+        rewritten: nothing is uploaded when nothing changed."""
+        changed = len(self._keys) != len(self.param_groups)
+        for k, group in enumerate(self.param_groups):
+            key = self._key(group)
+            if changed or key != self._keys[k]:
+                group.update(self._hyper(group, f"{type(self).__name__}.step: param group {k}"))
+                changed = True
+        if changed:
+            self._write_rows()
+
+    def _gather(self):
+        """Per flat buffer, the row of each parameter (its group's, or -1 without a gradient)
+        pointed to on the device, user-set gradients copied into their homes, versions
+        bumped; returns the live ``(flat, index, group)``, or None when a parameter no longer
+        lives where the layout put it."""
+        live = []
+        for flat in self._flats:
+            rows = []
+            groups = flat.groups
+            for i, (p, home) in enumerate(zip(flat.params, flat.homes)):
+                if p._data is not home.data:
+                    return None
+                g = p._grad
+                if g is None:
+                    rows.append(-1)
+                    continue
+                if g._data is not home.grad:
+                    if g.dtype is not p.dtype or g.shape != p.shape or g.device != p.device:
+                        raise self._mismatch(p, g)
+                    flat.backend.copy_(home.grad, g._data)
+                rows.append(flat.group_index[i])
+                p._version[0] += 1
+                live.append((flat, i, groups[i]))
+            flat.set_rows(rows)
+        return live
 
     def _refresh(self, group):
         """The group's hyper-parameters checked again (a value changed to a non-float since the
@@ -143,13 +291,106 @@ class Optimizer:
                              f"{g.device} does not match its parameter {p.shape} {p.dtype} on "
                              f"{p.device}")
 
+    # -- flat storage and the device tables ----------------------------------------------------
+    def _group_written(self, group):
+        """A value of ``group`` was written: when the group still checks out, its row goes to
+        the device now (a non-blocking upload, only if it changed); otherwise ``step`` raises
+        the error later, as it would have."""
+        if self._stale or not self._flats:
+            return
+        k = next((i for i, g in enumerate(self.param_groups) if g is group), None)
+        if k is None or k >= len(self._keys):
+            return
+        try:
+            hyper = self._hyper(group, "")
+        except (TritonnnError, TypeError, ValueError, KeyError):
+            return
+        if self._key({**group, **hyper}) != self._keys[k]:
+            try:
+                self._write_rows({k: {**group, **hyper}})
+            except (TritonnnError, TypeError, ValueError, KeyError):
+                return          # another group holds a bad value: step() names it
+
+    def _write_rows(self, values=None):
+        """Compute every group's row (``values``: checked values to use for some groups) and
+        write the tables of every flat buffer when they changed."""
+        groups = [values.get(k, g) if values else g for k, g in enumerate(self.param_groups)]
+        rows = np.array([self._row(g) for g in groups], dtype=np.float64).reshape(
+            len(groups), len(self._columns))
+        self._keys = [self._key(g) for g in groups]
+        if self._hyper_host is not None and self._hyper_host.shape == rows.shape and \
+                np.array_equal(self._hyper_host, rows):
+            return
+        self._hyper_host = rows
+        for flat in self._flats:
+            if flat.hyper is None or tuple(flat.hyper.shape) != rows.shape:
+                flat.hyper = flat.backend.from_numpy(rows, D.float64)
+            else:
+                flat.backend.write_table(flat.hyper, rows)
+        if self._stale is False and self._needs_rebuild():
+            self._stale = True
+
+    def _needs_rebuild(self):
+        return False
+
+    def _flatten(self, pull=True):
+        """Lay the parameters out again: one flat buffer per device and dtype (group order),
+        their values, gradients (those in an old home) and state copied in, the step counts
+        and the hyper rows uploaded."""
+        if pull:
+            self._pull_steps()
+        old = self._flats
+        by_key = {}
+        for k, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                by_key.setdefault((p.device, p.dtype), []).append((p, k))
+        flats = []
+        for members in by_key.values():
+            params = [p for p, _ in members]
+            old_grads = [(p, p._grad) for p in params
+                         if p._grad is not None and getattr(p, "_home", None) is not None
+                         and p._grad._data is p._home.grad]
+            flat = Flat(params, self._states_of(params), rows=[k for _, k in members])
+            flat.group_index = [k for _, k in members]
+            flat.groups = [self.param_groups[k] for k in flat.group_index]
+            flat.hyper = None
+            for p, g in old_grads:
+                i = p._home.index
+                flat.backend.copy_(flat.homes[i].grad, g._data)
+                p._grad = flat.grad_tensor(i)
+            steps = []
+            for i, p in enumerate(params):
+                st = self.state.get(p)
+                if st is not None:
+                    for name in flat.states:
+                        t = st.get(name)
+                        if t is None:
+                            continue
+                        if t._backend is not p._backend:
+                            t = t.to(p.device)
+                        flat.backend.copy_(flat._state_views[name][i], t._data)
+                        st[name] = flat.state_tensor(name, i)
+                steps.append(self._steps_of(st))
+            flat.set_steps(steps)
+            flats.append(flat)
+        for flat in old:
+            flat.release()
+        self._flats = flats
+        self._hyper_host = None
+        self._stale = False
+        self._write_rows()
+        self._stale = False
+
+    def _pull_steps(self):
+        """The host's step counts refreshed from the device's (a graph replay counts steps
+        without the host): one wait for the device per flat buffer."""
+
+    def _states_of(self, params):
+        return self._states
+
     @staticmethod
-    def _follow(p, t):
-        """State tensor ``t`` of parameter ``p`` on ``p``'s device and dtype: state follows
-        its parameter through ``model.to(...)`` after the first step."""
-        if t._backend is not p._backend or t.dtype is not p.dtype:
-            t = t.to(p.device, p.dtype)
-        return t
+    def _steps_of(st):
+        return 0
 
     # -- state_dict ----------------------------------------------------------------------------
     def state_dict(self):
@@ -159,6 +400,7 @@ class Optimizer:
         The state tensors are copies (a later step does not change a state dict already
         taken); the rest are plain numbers, bools, tuples and strings, what ``tn.save`` holds.
         """
+        self._pull_steps()
         index, groups = {}, []
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
@@ -226,6 +468,7 @@ class Optimizer:
             group.clear()
             group.update({"params": params, **merged})
         self.state = new_state
+        self._flatten(pull=False)
 
     def _state_tensor(self, p, value, where, key):
         """A saved state tensor (a tritonnn tensor or numpy array of ``p``'s shape) as a new
@@ -265,6 +508,14 @@ def _flag(value):
     return bool(value)
 
 
+def _key_of(value):
+    """A value and its type, element by element for a tuple or list: what makes a group's
+    values equal to the ones last checked (1 and 1.0 differ: 1 is checked and stored as 1.0)."""
+    if isinstance(value, (tuple, list)):
+        return (type(value),) + tuple(_key_of(v) for v in value)
+    return type(value), value
+
+
 # ==============================================================================================
 # SGD
 # ==============================================================================================
@@ -273,6 +524,9 @@ def _flag(value):
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov, weight decay
     and ``maximize``, PyTorch's update rule."""
+
+    _columns = SGD_COLUMNS
+    _names = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False):
@@ -292,43 +546,35 @@ class SGD(Optimizer):
                                 f"(got momentum {h['momentum']}, dampening {h['dampening']})")
         return h
 
-    def step(self):
-        state = self.state
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            dampening, weight_decay = group["dampening"], group["weight_decay"]
-            if not (type(lr) is float and type(momentum) is float and type(dampening) is float
-                    and type(weight_decay) is float):
-                self._refresh(group)
-                lr, momentum = group["lr"], group["momentum"]
-                dampening, weight_decay = group["dampening"], group["weight_decay"]
-            nesterov, maximize = group["nesterov"], group["maximize"]
-            for p in group["params"]:
-                g = p._grad
-                if g is None:
-                    continue
-                if g.dtype is not p.dtype or g.shape != p.shape or g.device != p.device:
-                    raise self._mismatch(p, g)
-                B = p._backend
-                gb = B.unary(g._data, "neg") if maximize else g._data
-                if momentum:
-                    st = state.get(p)
-                    buf = None if st is None else st["momentum_buffer"]
-                    first = buf is None
-                    if first:
-                        buf = empty(*p.shape, dtype=p.dtype, device=p.device)
-                    elif buf._backend is not B or buf.dtype is not p.dtype:
-                        buf = self._follow(p, buf)
-                    if st is None:
-                        state[p] = {"momentum_buffer": buf}
-                    else:
-                        st["momentum_buffer"] = buf
-                    B.sgd_step(p._data, gb, buf._data, lr, momentum, weight_decay, dampening,
-                               nesterov, first)
-                else:
-                    B.sgd_step(p._data, gb, None, lr, momentum, weight_decay, dampening,
-                               nesterov, True)
-                p._version[0] += 1
+    def _key(self, group):
+        return tuple(_key_of(group.get(n)) for n in self._names)
+
+    def _row(self, group):
+        dampening = group["dampening"]
+        return (group["lr"], group["momentum"], group["weight_decay"], dampening,
+                1.0 - dampening, float(group["nesterov"]), float(group["maximize"]))
+
+    def _states_of(self, params):
+        return ("momentum_buffer",) if any(g["momentum"] for g in self.param_groups) else ()
+
+    def _needs_rebuild(self):
+        return any(g["momentum"] for g in self.param_groups) and \
+            any("momentum_buffer" not in flat.states for flat in self._flats)
+
+    @staticmethod
+    def _steps_of(st):
+        """A chunk's step count says whether its momentum buffer holds anything yet."""
+        return 0 if st is None or st.get("momentum_buffer") is None else 1
+
+    def _launch(self, flat):
+        flat.backend.sgd_flat_step(flat.data, flat.grad, flat.states.get("momentum_buffer"),
+                                   flat.chunks, flat.rows, flat.steps, flat.hyper)
+
+    def _stepped(self, p, flat, i, group):
+        if group["momentum"]:
+            st = self.state.get(p)
+            if st is None or st.get("momentum_buffer") is None:
+                self.state[p] = {"momentum_buffer": flat.state_tensor("momentum_buffer", i)}
 
     @staticmethod
     def _export(st):
@@ -349,6 +595,32 @@ class SGD(Optimizer):
 # Adam and AdamW
 # ==============================================================================================
 
+_BIAS_CAP = 1 << 20
+"""The longest bias-correction table (8 MiB): past it (only for a beta above ~0.99996) the
+device computes ``1 - exp(t * log(beta))`` instead of looking the host's value up."""
+
+_BIAS_TABLES = {}       # (beta, square root?) -> float64 array: 1 - beta ** t, t = 1, 2, ...
+
+
+def _bias_table(beta, root):
+    """``1 - beta ** t`` (its square root when ``root``) for t = 1, 2, ... in Python floats,
+    as ``adamw_step`` computes it, up to the first t where it is exactly 1.0 (from there on it
+    stays 1.0) or ``_BIAS_CAP`` entries."""
+    key = (beta, root)
+    table = _BIAS_TABLES.get(key)
+    if table is None:
+        values, t = [], 1
+        while len(values) < _BIAS_CAP:
+            b = 1.0 - beta ** t
+            if b == 1.0:
+                break
+            values.append(math.sqrt(b) if root else b)
+            t += 1
+        if len(_BIAS_TABLES) >= 16:
+            _BIAS_TABLES.clear()
+        table = _BIAS_TABLES[key] = np.array(values, dtype=np.float64)
+    return table
+
 
 class _AdamBase(Optimizer):
     """Adam's moments and bias correction; ``_decoupled`` picks AdamW's weight decay
@@ -356,8 +628,14 @@ class _AdamBase(Optimizer):
     the gradient before the step, as PyTorch's Adam)."""
 
     _decoupled = True
+    _columns = ADAM_COLUMNS
+    _states = ("exp_avg", "exp_avg_sq")
+    _names = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
 
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, maximize):
+        self._bias_keys = None          # the (beta, root) of each table in the bias buffer
+        self._bias_at = {}              # (beta, root) -> (offset, length) in the bias buffer
+        self._bias_host = None
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
@@ -386,45 +664,71 @@ class _AdamBase(Optimizer):
                     weight_decay=_check(where, group["weight_decay"], "weight_decay", 0.0),
                     amsgrad=False, maximize=_flag(group["maximize"]))
 
-    def step(self):
-        state, decoupled = self.state, self._decoupled
-        for group in self.param_groups:
-            lr, betas, eps, weight_decay = (group["lr"], group["betas"], group["eps"],
-                                            group["weight_decay"])
-            if not (type(lr) is float and type(betas) is tuple and len(betas) == 2
-                    and type(betas[0]) is float and type(betas[1]) is float
-                    and type(eps) is float and type(weight_decay) is float) or group["amsgrad"]:
-                self._refresh(group)
-                lr, betas, eps, weight_decay = (group["lr"], group["betas"], group["eps"],
-                                                group["weight_decay"])
-            beta1, beta2 = betas
-            maximize = group["maximize"]
-            for p in group["params"]:
-                g = p._grad
-                if g is None:
+    def _key(self, group):
+        return tuple(_key_of(group.get(n)) for n in self._names)
+
+    def _write_rows(self, values=None):
+        groups = [values.get(k, g) if values else g for k, g in enumerate(self.param_groups)]
+        self._bias_tables(groups)
+        super()._write_rows(values)
+
+    def _bias_tables(self, groups):
+        """The bias buffer: one table per distinct beta1 (``1 - beta1^t``) and beta2
+        (``sqrt(1 - beta2^t)``) of the groups, rebuilt and uploaded when the betas change
+        (never in steady state)."""
+        keys = sorted({(g["betas"][0], False) for g in groups} |
+                      {(g["betas"][1], True) for g in groups})
+        if keys != self._bias_keys:
+            parts, at, n = [], {}, 0
+            for key in keys:
+                table = _bias_table(*key)
+                at[key] = (n if len(table) else 0, len(table))
+                parts.append(table)
+                n += len(table)
+            self._bias_keys, self._bias_at = keys, at
+            self._bias_host = np.concatenate(parts + [np.ones(1)])      # never empty
+            for flat in self._flats:
+                flat.bias = None
+        for flat in self._flats:
+            if getattr(flat, "bias", None) is None:
+                flat.bias = flat.backend.from_numpy(self._bias_host, D.float64)
+
+    def _row(self, group):
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        at1, n1 = self._bias_at[(beta1, False)]
+        at2, n2 = self._bias_at[(beta2, True)]
+        decoupled = self._decoupled
+        return (lr, beta1, beta2, group["eps"], wd, 1.0 - lr * wd if decoupled else 1.0,
+                1.0 - beta1, 1.0 - beta2, 0.0 if decoupled else wd, float(group["maximize"]),
+                at1, n1, at2, n2, math.log(beta1) if beta1 > 0 else -math.inf,
+                math.log(beta2) if beta2 > 0 else -math.inf)
+
+    @staticmethod
+    def _steps_of(st):
+        return 0 if st is None else st["step"]
+
+    def _pull_steps(self):
+        for flat in self._flats:
+            counts = None
+            for i, p in enumerate(flat.params):
+                st = self.state.get(p)
+                if st is None or flat.first_chunk[i] == flat.first_chunk[i + 1]:
                     continue
-                if g.dtype is not p.dtype or g.shape != p.shape or g.device != p.device:
-                    raise self._mismatch(p, g)
-                B = p._backend
-                st = state.get(p)
-                if st is None:
-                    st = state[p] = {"step": 0, "exp_avg": zeros_like(p),
-                                     "exp_avg_sq": zeros_like(p)}
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-                if m._backend is not B or m.dtype is not p.dtype:
-                    m = st["exp_avg"] = self._follow(p, m)
-                if v._backend is not B or v.dtype is not p.dtype:
-                    v = st["exp_avg_sq"] = self._follow(p, v)
-                st["step"] = n = st["step"] + 1
-                gb = B.unary(g._data, "neg") if maximize else g._data
-                if decoupled:
-                    B.adamw_step(p._data, gb, m._data, v._data, n, lr, beta1, beta2, eps,
-                                 weight_decay)
-                else:
-                    if weight_decay:
-                        gb = B.binary(gb, B.binary(p._data, weight_decay, "mul"), "add")
-                    B.adamw_step(p._data, gb, m._data, v._data, n, lr, beta1, beta2, eps, 0.0)
-                p._version[0] += 1
+                if counts is None:
+                    counts = flat.read_steps()
+                st["step"] = counts[i]
+
+    def _launch(self, flat):
+        flat.backend.adam_flat_step(flat.data, flat.grad, flat.states["exp_avg"],
+                                    flat.states["exp_avg_sq"], flat.chunks, flat.rows,
+                                    flat.steps, flat.hyper, flat.bias)
+
+    def _stepped(self, p, flat, i, group):
+        st = self.state.get(p)
+        if st is None:
+            st = self.state[p] = {"step": 0, "exp_avg": flat.state_tensor("exp_avg", i),
+                                  "exp_avg_sq": flat.state_tensor("exp_avg_sq", i)}
+        st["step"] += 1
 
     @staticmethod
     def _export(st):
