@@ -1,7 +1,19 @@
 """Compiled on a GPU or run by Triton's interpreter: decided once, here, for every kernel module.
 
 ``INTERPRET`` is ``tritonnn.device.interpreting()`` read at import; every other
-module of the package uses this constant and none reads the setting again.
+module of the package uses this constant and none reads the setting again. The
+package's other switches are read here too, once, and nowhere else:
+
+``NOOP_DRIVER`` (``TRITONNN_NOOP_DRIVER=1``, compiled mode only): no GPU, but the
+    real compile and launch path against a Triton driver that launches nothing
+    (``tritonnn.perf.noop_driver`` installs it and sets this before the kernels
+    load): buffers are torch CPU tensors, as under the interpreter, and every
+    kernel is specialised, compiled to a cubin and "launched" as on an sm_90
+    GPU. It measures the host's cost of a step without a GPU.
+``AUTOTUNE`` (``TRITONNN_AUTOTUNE``, default on; ``0`` turns it off): off, an
+    autotuned kernel runs one pinned config per tuning key (the first its prune
+    hook keeps) instead of compiling and timing every candidate, so a cold GPU
+    run compiles one GEMM per key (tests, the GPU check).
 Triton reads ``TRITON_INTERPRET`` when a function is decorated with
 ``@triton.jit``, so this module sets it before any kernel module is imported
 (``kernels/__init__.py`` imports it first, and every kernel module is imported
@@ -20,6 +32,8 @@ import sys
 from ..device import interpreting
 
 INTERPRET = interpreting()
+NOOP_DRIVER = not INTERPRET and os.environ.get("TRITONNN_NOOP_DRIVER", "") not in ("", "0")
+AUTOTUNE = os.environ.get("TRITONNN_AUTOTUNE", "1") not in ("", "0")
 
 
 def _interpret_triton_helpers():
