@@ -14,6 +14,9 @@ package's other switches are read here too, once, and nowhere else:
     autotuned kernel runs one pinned config per tuning key (the first its prune
     hook keeps) instead of compiling and timing every candidate, so a cold GPU
     run compiles one GEMM per key (tests, the GPU check).
+``DIRECT_LAUNCH`` (``TRITONNN_DIRECT_LAUNCH``, default on; ``0`` turns it off): off,
+    every compiled launch goes through Triton's own ``kernel[grid](...)`` path instead of
+    ``_launch``'s direct one (for comparing the two, or a Triton this path misreads).
 Triton reads ``TRITON_INTERPRET`` when a function is decorated with
 ``@triton.jit``, so this module sets it before any kernel module is imported
 (``kernels/__init__.py`` imports it first, and every kernel module is imported
@@ -34,6 +37,7 @@ from ..device import interpreting
 INTERPRET = interpreting()
 NOOP_DRIVER = not INTERPRET and os.environ.get("TRITONNN_NOOP_DRIVER", "") not in ("", "0")
 AUTOTUNE = os.environ.get("TRITONNN_AUTOTUNE", "1") not in ("", "0")
+DIRECT_LAUNCH = os.environ.get("TRITONNN_DIRECT_LAUNCH", "1") not in ("", "0")
 
 
 def _interpret_triton_helpers():

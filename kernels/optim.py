@@ -21,7 +21,7 @@ from ._jitlib import cast_to, div_rn, f64_from_bits, sqrt_rn, strided_offset, up
 from ._launch import aot_entry, float_bits, launch_strided
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("lr", "momentum", "weight_decay", "one_minus_dampening"))
 def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dampening,
                 n, size1, size2, size3,
                 stride_p0, stride_p1, stride_p2, stride_p3,
@@ -72,7 +72,8 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dam
     tl.store(p_ptr + p_off, cast_to(p, p_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("decay", "one_minus_beta1", "beta2", "one_minus_beta2", "step_size",
+                               "bias2_sqrt", "eps"))
 def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one_minus_beta2,
                   step_size, bias2_sqrt, eps, n, size1, size2, size3,
                   stride_p0, stride_p1, stride_p2, stride_p3,

@@ -233,7 +233,7 @@ def log_softmax_bwd(grad, y, dim):
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("ignore_index", "one_minus_eps", "eps_over_c"))
 def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_xn, stride_xc, stride_t,
                    ignore_index, one_minus_eps, eps_over_c,
                    SMOOTH: tl.constexpr, ACC: tl.constexpr,
@@ -276,7 +276,7 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, N, C, stride_xn, stride_xc, 
     tl.store(lse_ptr + rows, cast_to(lse, lse_ptr.dtype.element_ty), mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("ignore_index",))
 def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
                      MODE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program, rows in a fixed order. MODE "sum": out = sum(loss); "mean": that over the
@@ -301,7 +301,7 @@ def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
     tl.store(out_ptr, cast_to(r, out_ptr.dtype.element_ty))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("ignore_index", "one_minus_eps", "eps_over_c"))
 def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_xn, stride_xc,
                    stride_t, stride_g, stride_dx_n, stride_dx_c, ignore_index, one_minus_eps,
                    eps_over_c, SMOOTH: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
@@ -340,7 +340,7 @@ def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride
                  cast_to(d, dx_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("ignore_index",))
 def _first_bad_target_kernel(t_ptr, out_ptr, N, stride_t, num_classes, ignore_index,
                              BLOCK: tl.constexpr):
     """out = [index of the first target outside [0, C) that is not ignore_index (N if none), its value]."""

@@ -190,7 +190,8 @@ def _measure(quick, out):
 
 def _in_child(quick, out):
     """Run ``_measure`` in a fresh process (no interpreter, driver installed first); its rows."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITONNN_INTERPRET", "TRITON_INTERPRET")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRITONNN_INTERPRET", "TRITON_INTERPRET")}
     if quick:                   # a smoke run compiles one GEMM config per key
         env.setdefault("TRITONNN_AUTOTUNE", "0")
     with tempfile.TemporaryDirectory() as tmp:
