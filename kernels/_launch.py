@@ -524,14 +524,39 @@ def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     with four strides per buffer (``stride_<operand>0`` .. ``3``); ``meta`` are its
     other constexprs; ``num_warps`` overrides the elementwise choice.
     """
-    if numel(buffers.shape(bufs[0])) == 0:
+    shape = buffers.shape(bufs[0])
+    plan = _strided_launch(shape, tuple([buffers.strides(b) for b in bufs]))
+    if plan is None:                    # more than MAX_DIMS dims: one launch per piece
+        for views, ndim, sizes, strides in strided_pieces(bufs):
+            _launch_piece(kernel, views, scalars, num_warps, meta,
+                          _piece_args(ndim, sizes, strides))
         return
-    for views, ndim, sizes, strides in strided_pieces(bufs):
-        n = numel(sizes)
-        block, default_warps = elementwise(n)
-        launch(kernel, (cdiv(n, block),), *views, *scalars, n, sizes[1], sizes[2], sizes[3],
-               *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
-                                  num_warps=num_warps or default_warps, **meta)
+    if plan:                            # (nothing to launch for no elements)
+        _launch_piece(kernel, bufs, scalars, num_warps, meta, plan)
+
+
+def _launch_piece(kernel, views, scalars, num_warps, meta, plan):
+    grid, sizes_strides, ndim, block, default_warps = plan
+    launch(kernel, grid, *views, *scalars, *sizes_strides, NDIM=ndim, BLOCK=block,
+           num_warps=num_warps or default_warps, **meta)
+
+
+def _piece_args(ndim, sizes, strides):
+    """``(grid, (n, size1..3, every stride), NDIM, BLOCK, warps)`` of one strided launch."""
+    n = numel(sizes)
+    block, warps = elementwise(n)
+    return ((cdiv(n, block),), (n, *sizes[1:], *(s for st in strides for s in st)), ndim,
+            block, warps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _strided_launch(shape, strides):
+    """``_piece_args`` of the one launch over operands of ``shape`` and ``strides``; () when
+    there are no elements; None when the layout keeps more than ``MAX_DIMS`` dims."""
+    if numel(shape) == 0:
+        return ()
+    geo = layout(shape, strides)
+    return None if geo is None else _piece_args(*geo)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,10 +27,21 @@ whatever the host wrote into them (initial weights, uploads), never a kernel's r
     noop_driver.install()           # before the first use of device "cuda"
     ...                             # run steps on "cuda"
     noop_driver.STATS               # {"binaries": ..., "launches": ...}
+
+Or around any Python program, to count the kernel specialisations it needs (with an empty
+``TRITON_CACHE_DIR``, every one is a fresh compile), e.g. a test stage::
+
+    TRITON_CACHE_DIR=$(mktemp -d) python -m tritonnn.perf.noop_driver -m pytest -q tests/x.py
+    python -m tritonnn.perf.noop_driver script.py args...
+
+which prints the counts when the program ends (results computed on device "cuda" are
+meaningless there: nothing runs; ``TRITONNN_INTERPRET`` is set to 0 for the program).
 """
 from __future__ import annotations
 
+import atexit
 import os
+import runpy
 import sys
 
 from tritonnn.device import interpreting
@@ -211,3 +222,27 @@ def install():
     os.environ["TRITONNN_NOOP_DRIVER"] = "1"
     from triton.runtime import driver
     driver.set_active(_driver_class()())
+
+
+def main(argv=None):
+    """``python -m tritonnn.perf.noop_driver (-m module | script.py) [args...]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):
+        print(main.__doc__)
+        return 2
+    os.environ["TRITONNN_INTERPRET"] = "0"      # (a test suite's conftest would set it)
+    install()
+    atexit.register(lambda: print(f"no-op driver: {STATS['binaries']} kernel binaries loaded "
+                                  f"(compiled, or from TRITON_CACHE_DIR), {STATS['launches']} "
+                                  f"launches", file=sys.stderr))
+    if argv[0] == "-m":
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = argv
+        runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
