@@ -48,7 +48,7 @@ import struct
 import threading
 
 from . import buffers
-from ._interpret import INTERPRET
+from ._interpret import AUTOTUNE, DIRECT_LAUNCH, INTERPRET
 
 MAX_DIMS = 4
 
@@ -220,17 +220,301 @@ def launch(kernel, grid, *args, **kwargs):
 
     Triton's interpreter patches ``triton.language`` while it runs a kernel, so two
     threads interpreting at once break each other: under the interpreter launches
-    take a lock and run one at a time (a GPU launches from any thread).
+    take a lock and run one at a time, through Triton's own path, as always.
+    Compiled, a kernel is launched directly (``_Direct``, below): Triton's launch path
+    runs for a call it has not seen, and afterwards only the compiled kernel's launcher.
+    A callable ``grid`` may read only the kernel's scalar and constexpr arguments (its
+    answer is kept per call key).
     """
     _COUNTS["launches"] += 1
-    if _INTERPRETER_LOCK is None:
-        return kernel[grid](*args, **kwargs)
-    with _INTERPRETER_LOCK:
-        return kernel[grid](*args, **kwargs)
+    if _INTERPRETER_LOCK is not None:
+        with _INTERPRETER_LOCK:
+            return kernel[grid](*args, **kwargs)
+    # by id: a JITFunction's own hash is costly; the kernel kept beside it guards the id
+    known = _DIRECT.get(id(kernel))
+    if known is None or known[0] is not kernel:
+        known = _DIRECT[id(kernel)] = (kernel, _direct_for(kernel))
+    _, launcher = known
+    return launcher(grid, args, kwargs)
 
 
 _INTERPRETER_LOCK = threading.Lock() if INTERPRET else None
 _COUNTS = buffers.COUNTS
+
+
+# ----------------------------------------------------------------------------------------------
+# direct launches (compiled kernels)
+# ----------------------------------------------------------------------------------------------
+# ``kernel[grid](...)`` costs tens of microseconds of host time per launch in Triton's
+# ``JITFunction.run`` (options, hooks, its argument binder, cache-key strings, launch
+# metadata) and as much again in the autotuner's wrapper around it (its key, a dict of every
+# argument): on a GPU, a small model's step is bound by that. ``_Direct`` works each thing
+# out once and keeps it:
+#
+# * for an autotuned kernel, the config of each tuning key (its key arguments' values and
+#   the dtypes of its tensors), tuned once by Triton's autotuner (or, with autotuning off,
+#   pinned: the first config the kernel's prune hook keeps), never tuned again;
+# * the compiled kernel of each specialisation, found by Triton's own argument binder (the
+#   specialisation ``JITFunction.run`` computes: dtypes, 16-byte alignment, ints equal to 1
+#   or divisible by 16, constexprs, launch options);
+# * per call key (``_Direct``'s docstring), that compiled kernel, the grid and the
+#   arguments that follow the positional ones;
+#
+# and in steady state launches the compiled kernel itself, on the current stream, for a few
+# microseconds. A specialisation seen for the first time goes through ``JITFunction.run``
+# (it compiles, or loads from Triton's caches, and launches; it also checks the globals the
+# kernel reads). Scalars that carry values rather than shapes (hyper-parameters as float
+# bits, seeds and offsets, fill values) are ``do_not_specialize`` in their kernels, so a
+# learning rate whose bits happen to be divisible by 16 compiles nothing new.
+# What this relies on in Triton (3.6 to 3.9 have it): ``JITFunction.device_caches[device]``
+# ending in the binder, ``JITFunction.params``, ``JITFunction.run(*args, grid=, warmup=,
+# **kwargs)``, a compiled kernel's ``run``/``function``/``packed_metadata`` and launcher
+# arguments, the autotuner's ``fn``/``keys``/``configs``/``best_config``, ``driver.active``
+# and the launch hooks in ``knobs.runtime``. Where any of it is missing (another Triton), a
+# kernel has hooks this path would skip, or ``TRITONNN_DIRECT_LAUNCH=0``, launches take
+# ``kernel[grid]`` as before.
+
+_DIRECT: dict = {}                  # id(kernel) -> (kernel, its launcher)
+_DIRECT_STATS = {"direct": 0, "through_triton": 0}
+
+
+def direct_stats() -> dict:
+    """Launches made directly and through Triton's path (first sight of a specialisation, or
+    a kernel the direct path does not take) since the process started."""
+    return dict(_DIRECT_STATS)
+
+
+def _triton_launch(kernel, grid, args, kwargs):
+    """Triton's own launch path (``JITFunction.run``, the autotuner's wrapper); with
+    autotuning off, an autotuned kernel runs its pinned config (``_pinned``) instead."""
+    _DIRECT_STATS["through_triton"] += 1
+    if not AUTOTUNE and hasattr(kernel, "configs") and hasattr(kernel, "fn"):
+        config = _pinned(kernel, args, kwargs).all_kwargs()
+        return kernel.fn.run(*args, grid=grid, warmup=False, **kwargs, **config)
+    return kernel[grid](*args, **kwargs)
+
+
+def _pinned(tuner, args, kwargs):
+    """The config an autotuned kernel runs with autotuning off: the first its prune hook keeps
+    (a kernel lists its configs in order of preference, and prunes those that don't fit)."""
+    configs = tuner.configs
+    prune = getattr(tuner, "early_config_prune", None)
+    if prune is not None:
+        configs = prune(configs, dict(zip(tuner.arg_names, args)), **kwargs) or configs
+    return configs[0]
+
+
+def _through_triton(kernel):
+    return lambda grid, args, kwargs: _triton_launch(kernel, grid, args, kwargs)
+
+
+def _direct_for(kernel):
+    """The launcher of ``kernel``: a ``_Direct``, or Triton's own path where it can't be one."""
+    if not DIRECT_LAUNCH:
+        return _through_triton(kernel)
+    try:
+        return _Direct(kernel)
+    except _NotDirect:
+        return _through_triton(kernel)
+
+
+class _NotDirect(Exception):
+    """This kernel (or this Triton) does not offer what a direct launch needs."""
+
+
+def _triton_runtime():
+    """Triton's driver holder and its runtime knobs, whose launch hooks (chains of a
+    profiler's callbacks, empty otherwise) send launches through Triton's path while set."""
+    try:
+        from triton import knobs
+        from triton.runtime.driver import driver
+        runtime = knobs.runtime
+        runtime.launch_enter_hook.calls, runtime.launch_exit_hook.calls
+    except (ImportError, AttributeError) as e:
+        raise _NotDirect(str(e)) from None
+    return driver, runtime
+
+
+class _Direct:
+    """Direct launches of one kernel (a ``@triton.jit`` function, maybe under ``triton.autotune``).
+
+    Two caches. ``compiled``: Triton's specialisation (from its binder) -> the compiled
+    kernel. ``calls``: a cheaper key of a call -> ``(compiled kernel, grid, the arguments
+    after the positional ones)``: the exact values of the scalar and constexpr arguments,
+    each tensor's dtype and 16-byte alignment, and for the scalars Triton does not
+    specialise by value (floats, ``do_not_specialize``) only their width class. The
+    arguments after the positional ones (constexprs, the config) and a callable grid's
+    answer follow from that key, so a hit needs neither the binder nor the grid function:
+    a callable grid may read only the kernel's scalar and constexpr arguments.
+    """
+
+    _MAX_CALLS = 4096       # call keys kept per kernel (scalars that change every call churn)
+
+    def __init__(self, kernel):
+        from triton.runtime.autotuner import Autotuner
+        from triton.runtime.jit import JITFunction
+        self.driver, self.runtime = _triton_runtime()
+        tuner = kernel if isinstance(kernel, Autotuner) else None
+        fn = kernel.fn if tuner is not None else kernel
+        if type(fn) is not JITFunction or not hasattr(fn, "device_caches") \
+                or getattr(fn, "pre_run_hooks", None):
+            raise _NotDirect("not a plain JITFunction")
+        if tuner is not None:
+            needed = ("keys", "configs", "arg_names", "fn")
+            if not all(hasattr(tuner, a) for a in needed) or getattr(tuner, "reset_to_zero", None) \
+                    or getattr(tuner, "restore_value", None) \
+                    or getattr(tuner, "user_defined_pre_hook", False) \
+                    or any(getattr(c, "pre_hook", None) for c in tuner.configs):
+                raise _NotDirect("autotuner with hooks")
+        self.kernel, self.fn, self.tuner = kernel, fn, tuner
+        self.params = list(fn.params)
+        self.names = [p.name for p in self.params]
+        self.binders = {}           # device -> Triton's argument binder of this kernel
+        device = self.driver.active.get_current_device()
+        self.binders[device] = self._binder(device)
+        self.compiled = {}          # (device, specialisation, options) -> compiled kernel
+        self.calls = {}             # call key -> (compiled kernel, grid or None, tail args)
+        self.configs = {}           # tuning key -> the config's kwargs
+        self.plans = {}             # number of positional args -> how to read a call's key
+
+    # -- the call key ---------------------------------------------------------------------------
+    def _plan(self, args):
+        """How to read the key of a call with ``len(args)`` positional arguments (from this
+        call's argument types): which positions are tensors, which scalars count by width
+        only, which by value; and, for an autotuned kernel, where its tuning key lies.
+
+        A later call with another type at a position still gets a correct key (an object's
+        value, or no key: then Triton's binder decides), only a slower one."""
+        n = len(args)
+        tensors, loose, exact = [], [], []
+        for i, (p, a) in enumerate(zip(self.params, args)):
+            if not p.is_constexpr and hasattr(a, "data_ptr") and hasattr(a, "dtype"):
+                tensors.append(i)
+            elif not p.is_constexpr and not isinstance(a, bool) and (
+                    isinstance(a, float) or (isinstance(a, int) and (
+                        p.do_not_specialize or getattr(p, "annotation_type", "")))):
+                loose.append(i)
+            else:
+                exact.append(i)
+        tune = None
+        if self.tuner is not None:
+            pos = {name: i for i, name in enumerate(self.names)}
+            tune = (tuple(pos[k] for k in self.tuner.keys if pos.get(k, n) < n),
+                    tuple(k for k in self.tuner.keys if pos.get(k, n) >= n))
+        plan = self.plans[n] = (_key_function(n, tensors, loose, exact), tuple(tensors), tune)
+        return plan
+
+    # -- the tuning key and its config --------------------------------------------------------
+    def _config(self, grid, args, kwargs):
+        """The config kwargs for this call; None when this call was launched while choosing."""
+        _, tensors, (from_args, from_kwargs) = self.plans.get(len(args)) or self._plan(args)
+        key = (tuple([args[i] for i in from_args]), tuple([kwargs.get(k) for k in from_kwargs]),
+               tuple([args[i].dtype for i in tensors]))
+        cfg = self.configs.get(key)
+        if cfg is not None:
+            return cfg
+        _DIRECT_STATS["through_triton"] += 1
+        if AUTOTUNE:
+            # Triton's autotuner compiles and times every candidate once, then launches
+            self.tuner.run(*args, grid=grid, warmup=False, **kwargs)
+            cfg = self.tuner.best_config.all_kwargs()
+        else:
+            cfg = _pinned(self.tuner, args, kwargs).all_kwargs()
+            self.fn.run(*args, grid=grid, warmup=False, **kwargs, **cfg)
+        self.configs[key] = cfg
+        return None
+
+    # -- a launch ---------------------------------------------------------------------------
+    def __call__(self, grid, args, kwargs):
+        runtime = self.runtime
+        enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+        if getattr(enter, "calls", enter) or getattr(leave, "calls", leave):    # a profiler
+            return _triton_launch(self.kernel, grid, args, kwargs)
+        driver = self.driver.active
+        device = driver.get_current_device()
+        try:
+            key_of, _, _ = self.plans.get(len(args)) or self._plan(args)
+            key = key_of(device, args, kwargs)
+            call = self.calls.get(key)
+        except (AttributeError, TypeError):     # an argument of another type than planned
+            key = call = None
+        if call is None:
+            call = self._resolve(device, grid, args, kwargs)
+            if call is None:                    # launched by Triton's own path
+                return None
+            if key is not None:
+                if len(self.calls) >= self._MAX_CALLS:
+                    self.calls.clear()
+                self.calls[key] = call
+        compiled, fixed_grid, tail = call
+        if fixed_grid is not None:
+            grid = fixed_grid
+        _DIRECT_STATS["direct"] += 1
+        n = len(grid)
+        compiled.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
+                     driver.get_current_stream(device), compiled.function,
+                     compiled.packed_metadata, None, None, None, *args, *tail)
+        return compiled
+
+    def _resolve(self, device, grid, args, kwargs):
+        """``(compiled kernel, grid or None, tail args)`` for a call not seen before, or None
+        when Triton launched it (a new config or specialisation: tuned, compiled or loaded)."""
+        if self.tuner is not None:
+            cfg = self._config(grid, args, kwargs)
+            if cfg is None:
+                return None
+            kwargs = {**kwargs, **cfg}
+        binder = self.binders.get(device)
+        if binder is None:
+            binder = self.binders[device] = self._binder(device)
+        bound, spec, options = binder(*args, **kwargs)
+        key = (device, tuple(spec), tuple(options.items()))
+        compiled = self.compiled.get(key)
+        if compiled is None:
+            _DIRECT_STATS["through_triton"] += 1
+            compiled = self.fn.run(*args, grid=grid, warmup=False, **kwargs)
+            if all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")):
+                self.compiled[key] = compiled
+            return None
+        tail = tuple(bound.values())[len(args):]
+        return compiled, (_grid3(grid(bound)) if callable(grid) else None), tail
+
+    def _binder(self, device):
+        """Triton's binder: ``(bound args, specialisation, options) = binder(*args, **kwargs)``."""
+        entry = self.fn.device_caches[device]
+        binder = entry[-1] if isinstance(entry, tuple) else None
+        if not callable(binder):
+            raise _NotDirect(f"JITFunction.device_caches holds {type(entry).__name__}")
+        return binder
+
+
+def _key_function(n, tensors, loose, exact):
+    """``key(device, args, kwargs)`` for calls with ``n`` positional arguments, as one flat
+    tuple built without loops (written out per layout, as Triton writes its binder): the
+    device, ``n``, the exact values at ``exact``, dtype and 16-byte alignment at
+    ``tensors``, ``_width`` at ``loose``, then the keyword arguments."""
+    names = [f"a{i}" for i in range(n)]
+    parts = ["device", str(n)] + [names[i] for i in exact]
+    parts += [f"{names[i]}.dtype, {names[i]}.data_ptr() % 16 == 0" for i in tensors]
+    parts += [f"_width({names[i]})" for i in loose]
+    unpack = f"    {', '.join(names)}, = args\n" if n else ""
+    src = (f"def key(device, args, kwargs):\n{unpack}"
+           f"    return ({', '.join(parts)}, *kwargs.items())\n")
+    scope = {"_width": _width}
+    exec(src, scope)        # noqa: S102  (source built here from integers alone)
+    return scope["key"]
+
+
+def _width(v):
+    """What Triton's specialisation of a scalar it does not specialise by value depends on:
+    its type, and for an int whether it fits 32 bits (i32), 64 (i64) or only unsigned (u64)."""
+    if type(v) is not int:
+        return type(v)
+    return 0 if -0x80000000 <= v <= 0x7FFFFFFF else (1 if -(1 << 63) <= v < (1 << 63) else 2)
+
+
+def _grid3(grid):
+    return tuple(grid) + (1,) * (3 - len(grid))
 
 
 def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
@@ -240,14 +524,39 @@ def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     with four strides per buffer (``stride_<operand>0`` .. ``3``); ``meta`` are its
     other constexprs; ``num_warps`` overrides the elementwise choice.
     """
-    if numel(buffers.shape(bufs[0])) == 0:
+    shape = buffers.shape(bufs[0])
+    plan = _strided_launch(shape, tuple([buffers.strides(b) for b in bufs]))
+    if plan is None:                    # more than MAX_DIMS dims: one launch per piece
+        for views, ndim, sizes, strides in strided_pieces(bufs):
+            _launch_piece(kernel, views, scalars, num_warps, meta,
+                          _piece_args(ndim, sizes, strides))
         return
-    for views, ndim, sizes, strides in strided_pieces(bufs):
-        n = numel(sizes)
-        block, default_warps = elementwise(n)
-        launch(kernel, (cdiv(n, block),), *views, *scalars, n, sizes[1], sizes[2], sizes[3],
-               *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
-                                  num_warps=num_warps or default_warps, **meta)
+    if plan:                            # (nothing to launch for no elements)
+        _launch_piece(kernel, bufs, scalars, num_warps, meta, plan)
+
+
+def _launch_piece(kernel, views, scalars, num_warps, meta, plan):
+    grid, sizes_strides, ndim, block, default_warps = plan
+    launch(kernel, grid, *views, *scalars, *sizes_strides, NDIM=ndim, BLOCK=block,
+           num_warps=num_warps or default_warps, **meta)
+
+
+def _piece_args(ndim, sizes, strides):
+    """``(grid, (n, size1..3, every stride), NDIM, BLOCK, warps)`` of one strided launch."""
+    n = numel(sizes)
+    block, warps = elementwise(n)
+    return ((cdiv(n, block),), (n, *sizes[1:], *(s for st in strides for s in st)), ndim,
+            block, warps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _strided_launch(shape, strides):
+    """``_piece_args`` of the one launch over operands of ``shape`` and ``strides``; () when
+    there are no elements; None when the layout keeps more than ``MAX_DIMS`` dims."""
+    if numel(shape) == 0:
+        return ()
+    geo = layout(shape, strides)
+    return None if geo is None else _piece_args(*geo)
 
 
 # ----------------------------------------------------------------------------------------------

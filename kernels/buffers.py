@@ -4,7 +4,8 @@ Allocation, host <-> device copies, views (reshape/permute/expand/slicing),
 strides and data pointers, synchronisation and memory statistics. No math:
 every computation on a "cuda" buffer is a Triton kernel. Under
 ``TRITONNN_INTERPRET=1`` buffers are torch CPU tensors and the Triton
-interpreter runs the kernels on them.
+interpreter runs the kernels on them; so they are with the no-op driver
+(``TRITONNN_NOOP_DRIVER=1``), which compiles every kernel and launches nothing.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 
 from .. import dtypes as D
-from ._interpret import INTERPRET, SYNC_CHECKS
+from ._interpret import INTERPRET, NOOP_DRIVER, SYNC_CHECKS
 
-DEVICE = torch.device("cpu") if INTERPRET else torch.device("cuda")
+# host memory stands in for the GPU's under the interpreter and the no-op driver
+DEVICE = torch.device("cpu") if (INTERPRET or NOOP_DRIVER) else torch.device("cuda")
 
 TORCH_DTYPE = {
     D.float32: torch.float32, D.float64: torch.float64, D.float16: torch.float16,
@@ -29,14 +31,16 @@ _FROM_TORCH = {v: k for k, v in TORCH_DTYPE.items()}
 
 
 def gpu_available() -> bool:
-    return torch.cuda.is_available()
+    return NOOP_DRIVER or torch.cuda.is_available()
 
 
 def device_count() -> int:
-    return torch.cuda.device_count()
+    return 1 if NOOP_DRIVER else torch.cuda.device_count()
 
 
 def device_name() -> str:
+    if NOOP_DRIVER:
+        return "no-op driver (sm_90 target, nothing launched)"
     return torch.cuda.get_device_name() if gpu_available() and not INTERPRET else "interpreter"
 
 
@@ -62,9 +66,11 @@ def _freed(nbytes):
 
 
 def _track(t):
-    """Count the new buffer ``t`` (under the interpreter, also its bytes until it dies)."""
+    """Count the new buffer ``t`` (under the interpreter, also its bytes until it dies; not
+    with the no-op driver, which measures the host's cost of a GPU step and so leaves out
+    what a GPU would not do)."""
     COUNTS["allocations"] += 1
-    if DEVICE.type == "cpu":
+    if INTERPRET:
         nbytes = t.untyped_storage().nbytes()
         live = _HOST_BYTES[0] = _HOST_BYTES[0] + nbytes
         if live > _HOST_BYTES[1]:

@@ -353,7 +353,7 @@ def _unary_bwd_kernel(g_ptr, s_ptr, out_ptr, n, size1, size2, size3,
     tl.store(out_ptr + out_off, cast_to(r, out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("b_value",))
 def _binary_kernel(a_ptr, b_ptr, out_ptr, b_value, n, size1, size2, size3,
                    stride_a0, stride_a1, stride_a2, stride_a3,
                    stride_b0, stride_b1, stride_b2, stride_b3,

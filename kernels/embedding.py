@@ -56,7 +56,7 @@ def _embedding_fwd_kernel(idx_ptr, w_ptr, out_ptr, err_ptr, n_tok, dim, num, sit
     tl.store(out_ptr + t[:, None] * dim + d[None, :], v, mask=t_mask[:, None] & d_mask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("padding_idx",))
 def _embedding_bwd_kernel(g_ptr, order_ptr, starts_ptr, out_ptr, num, dim, padding_idx,
                           stride_g0, stride_g1, ACC: tl.constexpr, BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr):

@@ -41,7 +41,7 @@ from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch, laun
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("value",))
 def _fill_kernel(out_ptr, value, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
     """out[:n] = value (contiguous); FLOAT: ``value`` holds a float64's bits, else an integer."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -56,7 +56,7 @@ def _fill_kernel(out_ptr, value, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
              mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("start", "step"))
 def _arange_kernel(out_ptr, start, step, n, FLOAT: tl.constexpr, BLOCK: tl.constexpr):
     """out[i] = start + i * step, in float64 (FLOAT: start/step are float64 bits) or int64."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

@@ -61,7 +61,7 @@ from .reduction import reduce
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("eps_bits",))
 def _ln_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, N, stride_xm, stride_xn,
                    stride_w, stride_b, eps_bits,
                    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ONE_BLOCK: tl.constexpr,
@@ -439,7 +439,7 @@ def layer_norm_bwd(grad, x, weight, mean, rstd, ndim, need_dx, need_dw, need_db)
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("divisor_bits",))
 def _moments_kernel(x_ptr, var_ptr, mean_ptr, M, K, stride_xm, stride_xk, chunk, n_chunks,
                     divisor_bits, FINAL: tl.constexpr, ACC: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -488,7 +488,7 @@ def _moments_kernel(x_ptr, var_ptr, mean_ptr, M, K, stride_xm, stride_xk, chunk,
         tl.store(mean_ptr + rows * n_chunks + split, mean, mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("divisor_bits",))
 def _moments_merge_kernel(m2_ptr, pmean_ptr, var_ptr, mean_ptr, M, K, chunk, n_chunks,
                           divisor_bits, ACC: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -521,7 +521,7 @@ def _moments_merge_kernel(m2_ptr, pmean_ptr, var_ptr, mean_ptr, M, K, chunk, n_c
     tl.store(mean_ptr + rows, cast_to(mean, mean_ptr.dtype.element_ty), mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("scale_bits",))
 def _var_bwd_kernel(g_ptr, x_ptr, mean_ptr, std_ptr, out_ptr, scale_bits, n, size1, size2, size3,
                     stride_g0, stride_g1, stride_g2, stride_g3,
                     stride_x0, stride_x1, stride_x2, stride_x3,
@@ -615,7 +615,7 @@ def var_bwd(grad, x, mean, std, dims, correction):
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("p_bits",))
 def _norm_kernel(x_ptr, ref_ptr, out_ptr, M, K, stride_xm, stride_xk, chunk, n_chunks, p_bits,
                  ORD: tl.constexpr, STAGE: tl.constexpr, ACC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -691,7 +691,7 @@ def _norm_kernel(x_ptr, ref_ptr, out_ptr, M, K, stride_xm, stride_xk, chunk, n_c
         tl.store(out_ptr + rows, cast_to(r, out_ptr.dtype.element_ty), mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("p_bits",))
 def _norm_bwd_kernel(g_ptr, x_ptr, norm_ptr, count_ptr, out_ptr, p_bits, n, size1, size2, size3,
                      stride_g0, stride_g1, stride_g2, stride_g3,
                      stride_x0, stride_x1, stride_x2, stride_x3,

@@ -24,7 +24,7 @@ from ._launch import INTERPRET, aot_entry, cdiv, elementwise, float_bits, launch
     launch_strided, next_pow2
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("lr", "momentum", "weight_decay", "one_minus_dampening"))
 def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dampening,
                 n, size1, size2, size3,
                 stride_p0, stride_p1, stride_p2, stride_p3,
@@ -75,7 +75,8 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, lr, momentum, weight_decay, one_minus_dam
     tl.store(p_ptr + p_off, cast_to(p, p_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("decay", "one_minus_beta1", "beta2", "one_minus_beta2", "step_size",
+                               "bias2_sqrt", "eps"))
 def _adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, decay, one_minus_beta1, beta2, one_minus_beta2,
                   step_size, bias2_sqrt, eps, n, size1, size2, size3,
                   stride_p0, stride_p1, stride_p2, stride_p3,

@@ -33,7 +33,7 @@ from ._launch import aot_entry, cdiv, float_bits, launch, numel, strided_pieces
 _MASK64 = (1 << 64) - 1
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seed", "offset"))
 def _random_kernel(out_ptr, seed, offset, n, NORMAL: tl.constexpr, BLOCK: tl.constexpr):
     """out[i] = U[0, 1) (NORMAL: N(0, 1)) from Philox(seed, offset + i), computed in float32."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -97,7 +97,7 @@ def _mulhi64(a, b):
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seed", "offset", "threshold", "scale_bits"))
 def _dropout_kernel(x_ptr, out_ptr, seed, offset, first, threshold, scale_bits, n, size1, size2,
                     size3, stride_x0, stride_x1, stride_x2, stride_x3,
                     stride_out_0, stride_out_1, stride_out_2, stride_out_3,
@@ -159,7 +159,7 @@ def dropout(x, p, seed, offset):
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seed", "offset", "low", "span"))
 def _randint_kernel(out_ptr, seed, offset, low, span, n, BLOCK: tl.constexpr):
     """out[i] = low + r mod span in uint64 (wrapping), r the 64-bit word of counter offset + i."""
     lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -186,7 +186,7 @@ def randint(shape, low, high, seed, offset):
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seed", "offset"))
 def _randperm_keys_kernel(out_ptr, seed, offset, n, idx_bits, LAST: tl.constexpr,
                           BLOCK: tl.constexpr):
     """key[i] = (r >> (idx_bits + 1)) << idx_bits | i, r the 64-bit word of counter offset + i:
@@ -264,7 +264,7 @@ def randperm(n, seed, offset):
 # ----------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seed", "offset", "scale_bits"))
 def _multinomial_table_kernel(p_ptr, table_ptr, out_ptr, seed, offset, C, num_samples, steps,
                               scale_bits, stride_p0, stride_p1, BLOCK: tl.constexpr):
     """Sampling with replacement, in exact integers.
@@ -314,7 +314,7 @@ def _multinomial_table_kernel(p_ptr, table_ptr, out_ptr, seed, offset, C, num_sa
         tl.store(out_ptr + row * num_samples + s, lo, mask=s_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seed", "offset"))
 def _multinomial_race_kernel(p_ptr, key_ptr, out_ptr, seed, offset, C, num_samples,
                              stride_p0, stride_p1, BLOCK: tl.constexpr):
     """Sampling without replacement: the exponential race, as PyTorch's.

@@ -271,7 +271,7 @@ def _ce_total(loss_ptr, t_ptr, out_ptr, count_ptr, N, stride_t, ignore_index,
         tl.store(count_ptr, cast_to(n, count_ptr.dtype.element_ty))
 
 
-@triton.jit(do_not_specialize=["site"])
+@triton.jit(do_not_specialize=("ignore_index", "one_minus_eps", "eps_over_c", "site"))
 def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, out_ptr, ticket_ptr, err_ptr, N, C,
                    stride_xn, stride_xc, stride_t, ignore_index, one_minus_eps, eps_over_c, site,
                    SMOOTH: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr,
@@ -342,7 +342,7 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, out_ptr, ticket_ptr, err_ptr
                 tl.atomic_xchg(ticket_ptr, 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("ignore_index",))
 def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
                      MODE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program, rows in a fixed order. MODE "sum": out = sum(loss); "mean": that over the
@@ -351,7 +351,7 @@ def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
     _ce_total(loss_ptr, t_ptr, out_ptr, None, N, stride_t, ignore_index, MODE, ACC, False, BLOCK)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("ignore_index", "one_minus_eps", "eps_over_c"))
 def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_xn, stride_xc,
                    stride_t, stride_g, stride_dx_n, stride_dx_c, ignore_index, one_minus_eps,
                    eps_over_c, count_at, SMOOTH: tl.constexpr, MEAN: tl.constexpr, UNIT: tl.constexpr,
