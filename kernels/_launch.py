@@ -215,6 +215,41 @@ def strided_pieces(bufs):
     yield (bufs, *geo)
 
 
+INT32_MAX = (1 << 31) - 1
+
+
+@functools.lru_cache(maxsize=4096)
+def index32(ndim: int, sizes: tuple, strides: tuple, block: int) -> bool:
+    """Whether a strided launch over ``layout``'s ``(ndim, sizes, strides)`` may index in int32.
+
+    The kernels compute linear indices up to the last lane of the last program
+    (``cdiv(n, block) * block - 1``: masked lanes compute too, and an int32 that wraps
+    there would be undefined) and, per operand, ``strided_offset``'s offset of each:
+    the inner real dims' indices stay below their sizes, the outermost one's runs to
+    ``last // (product of the inner sizes)``. With every stride's magnitude counted
+    (torch strides are never negative, but nothing here relies on it), each partial
+    sum is at most the total, so one bound per operand covers every intermediate.
+    """
+    n = numel(sizes)
+    last = cdiv(n, block) * block - 1
+    if last > INT32_MAX or n > INT32_MAX:        # (n itself is compared with the indices)
+        return False
+    real = sizes[MAX_DIMS - ndim:]
+    outer_max = last // numel(real[1:])
+    for st in strides:
+        st = st[MAX_DIMS - ndim:]
+        bound = outer_max * abs(st[0]) + sum((s - 1) * abs(t) for s, t in zip(real[1:], st[1:]))
+        if bound > INT32_MAX:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_index32(kernel) -> bool:
+    """Whether ``kernel`` has the ``INDEX32`` meta-parameter (``_jitlib.linear_index``)."""
+    return "INDEX32" in kernel.arg_names
+
+
 def launch(kernel, grid, *args, **kwargs):
     """Run ``kernel`` over ``grid`` with ``args``: every kernel launch of the package comes here.
 
@@ -238,16 +273,21 @@ def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
 
     ``kernel`` takes ``(*bufs, *scalars, n, size1, size2, size3, *strides, NDIM, BLOCK)``
     with four strides per buffer (``stride_<operand>0`` .. ``3``); ``meta`` are its
-    other constexprs; ``num_warps`` overrides the elementwise choice.
+    other constexprs; ``num_warps`` overrides the elementwise choice. A kernel with an
+    ``INDEX32`` meta-parameter (``_jitlib.linear_index``) gets ``index32``'s answer for
+    each piece: int32 indexing whenever the piece's offsets fit, int64 beyond.
     """
     if numel(buffers.shape(bufs[0])) == 0:
         return
+    narrow = _takes_index32(kernel)
     for views, ndim, sizes, strides in strided_pieces(bufs):
         n = numel(sizes)
         block, default_warps = elementwise(n)
+        if narrow:
+            meta["INDEX32"] = index32(ndim, sizes, strides, block)
         launch(kernel, (cdiv(n, block),), *views, *scalars, n, sizes[1], sizes[2], sizes[3],
                *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
-                                  num_warps=num_warps or default_warps, **meta)
+               num_warps=num_warps or default_warps, **meta)
 
 
 # ----------------------------------------------------------------------------------------------
