@@ -218,7 +218,6 @@ def strided_pieces(bufs):
 INT32_MAX = (1 << 31) - 1
 
 
-@functools.lru_cache(maxsize=4096)
 def index32(ndim: int, sizes: tuple, strides: tuple, block: int) -> bool:
     """Whether a strided launch over ``layout``'s ``(ndim, sizes, strides)`` may index in int32.
 
@@ -244,10 +243,15 @@ def index32(ndim: int, sizes: tuple, strides: tuple, block: int) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=256)
+_TAKES_INDEX32 = {}      # id(kernel) -> whether it has the INDEX32 meta-parameter
+
+
 def _takes_index32(kernel) -> bool:
     """Whether ``kernel`` has the ``INDEX32`` meta-parameter (``_jitlib.linear_index``)."""
-    return "INDEX32" in kernel.arg_names
+    got = _TAKES_INDEX32.get(id(kernel))
+    if got is None:
+        got = _TAKES_INDEX32[id(kernel)] = "INDEX32" in kernel.arg_names
+    return got
 
 
 def launch(kernel, grid, *args, **kwargs):
@@ -268,6 +272,24 @@ _INTERPRETER_LOCK = threading.Lock() if INTERPRET else None
 _COUNTS = buffers.COUNTS
 
 
+@functools.lru_cache(maxsize=4096)
+def _strided_plan(shape: tuple, strides: tuple):
+    """Everything a one-piece strided launch over ``shape`` needs, or None (more pieces).
+
+    ``(n, grid, sizes_and_strides, ndim, block, warps, index32)``: the arguments after
+    the buffers' scalars are ``(n, size1, size2, size3, *strides)``; one cached look-up
+    per launch instead of the layout, the block and the index width one by one.
+    """
+    geo = layout(shape, strides)
+    if geo is None:
+        return None
+    ndim, sizes, per_op = geo
+    n = numel(sizes)
+    block, nwarps = elementwise(n)
+    args = (n, sizes[1], sizes[2], sizes[3], *(s for st in per_op for s in st))
+    return n, (cdiv(n, block),), args, ndim, block, nwarps, index32(ndim, sizes, per_op, block)
+
+
 def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     """Launch ``kernel`` once per ``BLOCK`` elements of the same-shape buffers ``bufs``.
 
@@ -277,17 +299,21 @@ def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     ``INDEX32`` meta-parameter (``_jitlib.linear_index``) gets ``index32``'s answer for
     each piece: int32 indexing whenever the piece's offsets fit, int64 beyond.
     """
-    if numel(buffers.shape(bufs[0])) == 0:
+    shape = buffers.shape(bufs[0])
+    plan = _strided_plan(shape, tuple(tuple(buffers.strides(b)) for b in bufs))
+    if plan is None:
+        # more than MAX_DIMS dims after collapsing: one launch per piece along the leading dim
+        if numel(shape):
+            for views, _, _, _ in strided_pieces(bufs):
+                launch_strided(kernel, views, scalars, num_warps, **meta)
         return
-    narrow = _takes_index32(kernel)
-    for views, ndim, sizes, strides in strided_pieces(bufs):
-        n = numel(sizes)
-        block, default_warps = elementwise(n)
-        if narrow:
-            meta["INDEX32"] = index32(ndim, sizes, strides, block)
-        launch(kernel, (cdiv(n, block),), *views, *scalars, n, sizes[1], sizes[2], sizes[3],
-               *(s for st in strides for s in st), NDIM=ndim, BLOCK=block,
-               num_warps=num_warps or default_warps, **meta)
+    n, grid, args, ndim, block, nwarps, narrow = plan
+    if n == 0:
+        return
+    if _takes_index32(kernel):
+        meta["INDEX32"] = narrow
+    launch(kernel, grid, *bufs, *scalars, *args, NDIM=ndim, BLOCK=block,
+           num_warps=num_warps or nwarps, **meta)
 
 
 # ----------------------------------------------------------------------------------------------
