@@ -230,6 +230,8 @@ def index32(ndim: int, sizes: tuple, strides: tuple, block: int) -> bool:
     sum is at most the total, so one bound per operand covers every intermediate.
     """
     n = numel(sizes)
+    if n == 0:
+        return True                              # (nothing is launched)
     last = cdiv(n, block) * block - 1
     if last > INT32_MAX or n > INT32_MAX:        # (n itself is compared with the indices)
         return False

@@ -88,6 +88,16 @@ def test_the_boundary_is_exact(L):
     assert not decide(L, (4, cols), (cols, 1), (stride + 1, 1), block=1000)
 
 
+def test_empty_layouts_launch_nothing(L):
+    K = backend(as_device("cuda"))
+    assert decide(L, (4, 0), (1, 1), (1, 4))
+    for shape in ((4, 0), (0, 3, 5), (2, 0, 3, 1, 2, 3)):
+        x = K.from_numpy(np.zeros(shape, np.float32), D.float32)
+        xt = K.permute(x, tuple(reversed(range(len(shape)))))
+        assert K.to_numpy(K.contiguous(xt)).shape == tuple(reversed(shape))
+        assert K.to_numpy(K.binary(xt, 1.0, "add")).shape == tuple(reversed(shape))
+
+
 def test_masked_lanes_count(L):
     # 2 x 5 elements with a large row stride: the real offsets end at 2**24 + 4, but a
     # 1024-lane program also computes lanes 10..1023, whose row index runs to 204
