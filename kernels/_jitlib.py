@@ -2,9 +2,9 @@
 
 Computing dtypes (``up``), rounding for a store (``cast_to``, ``_bf16_rne``),
 exact float scalars passed as int64 bits (``f64_from_bits``), addressing a
-collapsed strided layout (``strided_offset``, the device half of
-``_launch.layout``), the IEEE-rounded division and square root numpy gives
-(``div_rn``, ``sqrt_rn``), an overflow-free ``sigmoid``, and the device half of
+collapsed strided layout (``linear_index``, ``strided_offset``: the device half of
+``_launch.layout`` and ``_launch.index32``), the IEEE-rounded division and square root
+numpy gives (``div_rn``, ``sqrt_rn``), an overflow-free ``sigmoid``, and the device half of
 a deferred range check (``report_out_of_range``). Helpers are inlined
 into the kernels that call them: they cost nothing at run time.
 """
@@ -65,12 +65,30 @@ def f64_from_bits(bits):
 
 
 @triton.jit
+def linear_index(BLOCK: tl.constexpr, INDEX32: tl.constexpr):
+    """This program's ``BLOCK`` linear indices: int32 when ``INDEX32``, else int64.
+
+    ``INDEX32`` is the host's promise (``_launch.index32``) that every linear index and
+    element offset the launch computes, masked lanes included, fits int32: then
+    ``strided_offset`` divides in 32 bits (a 64-bit division is a long software
+    sequence on NVIDIA GPUs, and holding int64 offsets doubles their registers).
+    """
+    if INDEX32:
+        lin = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return lin
+
+
+@triton.jit
 def strided_offset(lin, size1, size2, size3, stride0, stride1, stride2, stride3,
                    NDIM: tl.constexpr):
-    """Element offset of linear index ``lin`` (int64) in a (size0, size1, size2, size3) layout.
+    """Element offset of linear index ``lin`` in a (size0, size1, size2, size3) layout.
 
     Only the last ``NDIM`` dims are real (``_launch.layout`` pads on the left),
-    so a collapsed contiguous operand (NDIM 1) costs one multiply.
+    so a collapsed contiguous operand (NDIM 1) costs one multiply, and a contiguous
+    one (stride 1, which the runtime specializes) nothing. The arithmetic runs in
+    ``lin``'s integer type (``linear_index``): int32 or int64.
     """
     if NDIM == 1:
         off = lin * stride3

@@ -215,6 +215,47 @@ def strided_pieces(bufs):
     yield (bufs, *geo)
 
 
+INT32_MAX = (1 << 31) - 1
+
+
+def index32(ndim: int, sizes: tuple, strides: tuple, block: int) -> bool:
+    """Whether a strided launch over ``layout``'s ``(ndim, sizes, strides)`` may index in int32.
+
+    The kernels compute linear indices up to the last lane of the last program
+    (``cdiv(n, block) * block - 1``: masked lanes compute too, and an int32 that wraps
+    there would be undefined) and, per operand, ``strided_offset``'s offset of each:
+    the inner real dims' indices stay below their sizes, the outermost one's runs to
+    ``last // (product of the inner sizes)``. With every stride's magnitude counted
+    (torch strides are never negative, but nothing here relies on it), each partial
+    sum is at most the total, so one bound per operand covers every intermediate.
+    """
+    n = numel(sizes)
+    if n == 0:
+        return True                              # (nothing is launched)
+    last = cdiv(n, block) * block - 1
+    if last > INT32_MAX or n > INT32_MAX:        # (n itself is compared with the indices)
+        return False
+    real = sizes[MAX_DIMS - ndim:]
+    outer_max = last // numel(real[1:])
+    for st in strides:
+        st = st[MAX_DIMS - ndim:]
+        bound = outer_max * abs(st[0]) + sum((s - 1) * abs(t) for s, t in zip(real[1:], st[1:]))
+        if bound > INT32_MAX:
+            return False
+    return True
+
+
+_TAKES_INDEX32 = {}      # id(kernel) -> whether it has the INDEX32 meta-parameter
+
+
+def _takes_index32(kernel) -> bool:
+    """Whether ``kernel`` has the ``INDEX32`` meta-parameter (``_jitlib.linear_index``)."""
+    got = _TAKES_INDEX32.get(id(kernel))
+    if got is None:
+        got = _TAKES_INDEX32[id(kernel)] = "INDEX32" in kernel.arg_names
+    return got
+
+
 def launch(kernel, grid, *args, **kwargs):
     """Run ``kernel`` over ``grid`` with ``args``: every kernel launch of the package comes here.
 
@@ -517,46 +558,48 @@ def _grid3(grid):
     return tuple(grid) + (1,) * (3 - len(grid))
 
 
+@functools.lru_cache(maxsize=4096)
+def _strided_plan(shape: tuple, strides: tuple):
+    """Everything a one-piece strided launch over ``shape`` needs, or None (more pieces).
+
+    ``(n, grid, sizes_and_strides, ndim, block, warps, index32)``: the arguments after
+    the buffers' scalars are ``(n, size1, size2, size3, *strides)``; one cached look-up
+    per launch instead of the layout, the block and the index width one by one.
+    """
+    geo = layout(shape, strides)
+    if geo is None:
+        return None
+    ndim, sizes, per_op = geo
+    n = numel(sizes)
+    block, nwarps = elementwise(n)
+    args = (n, sizes[1], sizes[2], sizes[3], *(s for st in per_op for s in st))
+    return n, (cdiv(n, block),), args, ndim, block, nwarps, index32(ndim, sizes, per_op, block)
+
+
 def launch_strided(kernel, bufs, scalars=(), num_warps=None, **meta):
     """Launch ``kernel`` once per ``BLOCK`` elements of the same-shape buffers ``bufs``.
 
     ``kernel`` takes ``(*bufs, *scalars, n, size1, size2, size3, *strides, NDIM, BLOCK)``
     with four strides per buffer (``stride_<operand>0`` .. ``3``); ``meta`` are its
-    other constexprs; ``num_warps`` overrides the elementwise choice.
+    other constexprs; ``num_warps`` overrides the elementwise choice. A kernel with an
+    ``INDEX32`` meta-parameter (``_jitlib.linear_index``) gets ``index32``'s answer for
+    each piece: int32 indexing whenever the piece's offsets fit, int64 beyond.
     """
     shape = buffers.shape(bufs[0])
-    plan = _strided_launch(shape, tuple([buffers.strides(b) for b in bufs]))
-    if plan is None:                    # more than MAX_DIMS dims: one launch per piece
-        for views, ndim, sizes, strides in strided_pieces(bufs):
-            _launch_piece(kernel, views, scalars, num_warps, meta,
-                          _piece_args(ndim, sizes, strides))
+    plan = _strided_plan(shape, tuple(tuple(buffers.strides(b)) for b in bufs))
+    if plan is None:
+        # more than MAX_DIMS dims after collapsing: one launch per piece along the leading dim
+        if numel(shape):
+            for views, _, _, _ in strided_pieces(bufs):
+                launch_strided(kernel, views, scalars, num_warps, **meta)
         return
-    if plan:                            # (nothing to launch for no elements)
-        _launch_piece(kernel, bufs, scalars, num_warps, meta, plan)
-
-
-def _launch_piece(kernel, views, scalars, num_warps, meta, plan):
-    grid, sizes_strides, ndim, block, default_warps = plan
-    launch(kernel, grid, *views, *scalars, *sizes_strides, NDIM=ndim, BLOCK=block,
-           num_warps=num_warps or default_warps, **meta)
-
-
-def _piece_args(ndim, sizes, strides):
-    """``(grid, (n, size1..3, every stride), NDIM, BLOCK, warps)`` of one strided launch."""
-    n = numel(sizes)
-    block, warps = elementwise(n)
-    return ((cdiv(n, block),), (n, *sizes[1:], *(s for st in strides for s in st)), ndim,
-            block, warps)
-
-
-@functools.lru_cache(maxsize=4096)
-def _strided_launch(shape, strides):
-    """``_piece_args`` of the one launch over operands of ``shape`` and ``strides``; () when
-    there are no elements; None when the layout keeps more than ``MAX_DIMS`` dims."""
-    if numel(shape) == 0:
-        return ()
-    geo = layout(shape, strides)
-    return None if geo is None else _piece_args(*geo)
+    n, grid, args, ndim, block, nwarps, narrow = plan
+    if n == 0:
+        return
+    if _takes_index32(kernel):
+        meta["INDEX32"] = narrow
+    launch(kernel, grid, *bufs, *scalars, *args, NDIM=ndim, BLOCK=block,
+           num_warps=num_warps or nwarps, **meta)
 
 
 # ----------------------------------------------------------------------------------------------

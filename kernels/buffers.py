@@ -44,6 +44,23 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if gpu_available() and not INTERPRET else "interpreter"
 
 
+_SM_COUNT = []
+# an H100's or H200's streaming multiprocessors: what GEMM tiles are sized for without a GPU
+SM_COUNT_DEFAULT = 132
+
+
+def sm_count() -> int:
+    """The current GPU's streaming multiprocessors (``SM_COUNT_DEFAULT`` without one).
+
+    Asked once per process; the GEMM launcher sizes small outputs' tiles by it.
+    """
+    if not _SM_COUNT:
+        on_gpu = DEVICE.type == "cuda" and torch.cuda.is_available()
+        _SM_COUNT.append(torch.cuda.get_device_properties(torch.cuda.current_device())
+                         .multi_processor_count if on_gpu else SM_COUNT_DEFAULT)
+    return _SM_COUNT[0]
+
+
 def synchronize() -> None:
     COUNTS["host_syncs"] += 1
     if DEVICE.type == "cuda":

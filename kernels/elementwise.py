@@ -5,7 +5,8 @@ expanded (stride 0) buffers are read in place, never copied first. A launcher
 expands all operands to the output shape (a view), collapses the shape to at
 most four dims (``_launch.layout``) and launches one program per ``BLOCK``
 output elements; each program turns its linear indices into an element offset
-per operand (``_jitlib.strided_offset``). float16/bfloat16 are computed in
+per operand (``_jitlib.strided_offset``), in int32 whenever every offset of the
+launch fits (``_launch.index32``), else in int64. float16/bfloat16 are computed in
 float32 and rounded once when stored, as the numpy mirror does.
 
 Kernels here: ``_unary_kernel`` (neg exp log sqrt abs tanh sigmoid, relu, and the
@@ -23,7 +24,8 @@ import triton.language as tl
 from .. import dtypes as D
 from ..contract import COMPARISONS
 from . import buffers
-from ._jitlib import cast_to, div_rn, f64_from_bits, sigmoid, sqrt_rn, strided_offset, up
+from ._jitlib import (cast_to, div_rn, f64_from_bits, linear_index, sigmoid, sqrt_rn,
+                      strided_offset, up)
 from ._launch import aot_entry, broadcast_shape, float_bits, launch_strided
 
 # ----------------------------------------------------------------------------------------------
@@ -319,9 +321,10 @@ def _binary_math(a, b, OP: tl.constexpr):
 def _unary_kernel(x_ptr, out_ptr, n, size1, size2, size3,
                   stride_x0, stride_x1, stride_x2, stride_x3,
                   stride_out_0, stride_out_1, stride_out_2, stride_out_3,
-                  OP: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                  OP: tl.constexpr, NDIM: tl.constexpr, INDEX32: tl.constexpr,
+                  BLOCK: tl.constexpr):
     """out = OP(x) elementwise; x and out of one shape, any strides."""
-    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    lin = linear_index(BLOCK, INDEX32)
     mask = lin < n
     x_off = strided_offset(lin, size1, size2, size3, stride_x0, stride_x1, stride_x2, stride_x3,
                            NDIM)
@@ -336,10 +339,11 @@ def _unary_bwd_kernel(g_ptr, s_ptr, out_ptr, n, size1, size2, size3,
                       stride_g0, stride_g1, stride_g2, stride_g3,
                       stride_s0, stride_s1, stride_s2, stride_s3,
                       stride_out_0, stride_out_1, stride_out_2, stride_out_3,
-                      OP: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                      OP: tl.constexpr, NDIM: tl.constexpr, INDEX32: tl.constexpr,
+                      BLOCK: tl.constexpr):
     """out = g * OP'(x) elementwise from the saved s (``_unary_grad_math``); one shape, any
     strides (g is often an expanded 0-d gradient)."""
-    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    lin = linear_index(BLOCK, INDEX32)
     mask = lin < n
     g_off = strided_offset(lin, size1, size2, size3, stride_g0, stride_g1, stride_g2, stride_g3,
                            NDIM)
@@ -359,13 +363,13 @@ def _binary_kernel(a_ptr, b_ptr, out_ptr, b_value, n, size1, size2, size3,
                    stride_b0, stride_b1, stride_b2, stride_b3,
                    stride_out_0, stride_out_1, stride_out_2, stride_out_3,
                    OP: tl.constexpr, B_KIND: tl.constexpr, NDIM: tl.constexpr,
-                   BLOCK: tl.constexpr):
+                   INDEX32: tl.constexpr, BLOCK: tl.constexpr):
     """out = a OP b with broadcasting through strides.
 
     B_KIND 0: ``b`` is read from ``b_ptr``; 1: ``b`` is the float scalar whose
     float64 bits are ``b_value``; 2: ``b`` is the integer scalar ``b_value``.
     """
-    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    lin = linear_index(BLOCK, INDEX32)
     mask = lin < n
     a_off = strided_offset(lin, size1, size2, size3, stride_a0, stride_a1, stride_a2, stride_a3,
                            NDIM)
@@ -396,9 +400,9 @@ def _where_kernel(cond_ptr, a_ptr, b_ptr, out_ptr, n, size1, size2, size3,
                   stride_a0, stride_a1, stride_a2, stride_a3,
                   stride_b0, stride_b1, stride_b2, stride_b3,
                   stride_out_0, stride_out_1, stride_out_2, stride_out_3,
-                  NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                  NDIM: tl.constexpr, INDEX32: tl.constexpr, BLOCK: tl.constexpr):
     """out = a where cond else b, all three broadcast through strides."""
-    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    lin = linear_index(BLOCK, INDEX32)
     mask = lin < n
     cond_off = strided_offset(lin, size1, size2, size3, stride_cond_0, stride_cond_1,
                               stride_cond_2, stride_cond_3, NDIM)
@@ -501,7 +505,7 @@ def _kernels():
                    ("abs", "fp64"), ("tanh", "fp32"), ("sigmoid", "bf16"), ("relu", "fp32"),
                    ("neg", "i64")):
         out.append(aot_entry(f"unary_{op}_{dt}", _unary_kernel, dt,
-                             {"OP": op, "NDIM": 3, "BLOCK": 1024}))
+                             {"OP": op, "NDIM": 3, "INDEX32": False, "BLOCK": 1024}))
     for op in ("add", "sub", "mul", "div", "floordiv", "mod", "pow", "square", "maximum",
                "minimum", "eq", "ne", "lt", "le", "gt", "ge", "relu_bwd"):
         for dt, kind in (("fp32", 0), ("bf16", 1), ("i64", 2)):
@@ -511,7 +515,7 @@ def _kernels():
             out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel,
                                  {"a_ptr": dt, "b_ptr": dt, "out_ptr": odt},
                                  {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
-                                  "BLOCK": 1024}))
+                                  "INDEX32": False, "BLOCK": 1024}))
     # the integer paths by width and sign (floored // and %, square-and-multiply **), float64
     # fmod without the float32 detour, and bool + * (or, and)
     for op, dt, kind in (("floordiv", "i64", 0), ("mod", "i32", 0), ("floordiv", "u8", 2),
@@ -520,19 +524,50 @@ def _kernels():
                          ("mod", "fp16", 0), ("add", "i1", 0), ("mul", "i1", 2)):
         out.append(aot_entry(f"binary_{op}_{dt}_b{kind}", _binary_kernel, dt,
                              {"OP": op, "B_KIND": kind, "NDIM": 4 if kind == 0 else 1,
-                              "BLOCK": 1024}))
+                              "INDEX32": False, "BLOCK": 1024}))
     # the activations: forward and fused backward, float32 / low precision / float64
     for op, dt in (("rsqrt", "fp32"), ("silu", "bf16"), ("gelu", "fp32"), ("gelu", "fp64"),
                    ("gelu_tanh", "fp16")):
         out.append(aot_entry(f"unary_{op}_{dt}", _unary_kernel, dt,
-                             {"OP": op, "NDIM": 3, "BLOCK": 1024}))
+                             {"OP": op, "NDIM": 3, "INDEX32": False, "BLOCK": 1024}))
     for op, dt in (("tanh", "fp32"), ("sigmoid", "bf16"), ("sqrt", "fp32"), ("rsqrt", "fp64"),
                    ("silu", "fp32"), ("gelu", "bf16"), ("gelu", "fp64"), ("gelu_tanh", "fp32")):
         out.append(aot_entry(f"unary_bwd_{op}_{dt}", _unary_bwd_kernel, dt,
-                             {"OP": op, "NDIM": 2, "BLOCK": 1024}, num_warps=UNARY_BWD_WARPS))
+                             {"OP": op, "NDIM": 2, "INDEX32": False, "BLOCK": 1024},
+                             num_warps=UNARY_BWD_WARPS))
     out.append(aot_entry("where_fp16", _where_kernel,
                          {"cond_ptr": "i1", "a_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16"},
-                         {"NDIM": 2, "BLOCK": 1024}))
+                         {"NDIM": 2, "INDEX32": False, "BLOCK": 1024}))
+    # int32 indexing (what every launch whose offsets fit int32 runs): 4-D strided operands
+    # with sizes and strides as the i32 arguments the runtime passes, no stride known to be 1
+    i32 = {"b_value": "i64"}
+    for op, dt in (("add", "fp32"), ("mul", "bf16"), ("div", "fp32"), ("floordiv", "fp32"),
+                   ("mod", "fp32"), ("pow", "fp32"), ("maximum", "fp32"), ("lt", "fp32"),
+                   ("relu_bwd", "fp32"), ("add", "fp64"), ("floordiv", "i64")):
+        odt = "i1" if op in COMPARISONS else dt
+        out.append(aot_entry(f"binary_{op}_{dt}_b0_idx32", _binary_kernel,
+                             {"a_ptr": dt, "b_ptr": dt, "out_ptr": odt},
+                             {"OP": op, "B_KIND": 0, "NDIM": 4, "INDEX32": True, "BLOCK": 1024},
+                             scalars=i32, scalar_type="i32"))
+    for op, dt in (("relu", "fp32"), ("exp", "bf16"), ("gelu", "fp32")):
+        out.append(aot_entry(f"unary_{op}_{dt}_idx32", _unary_kernel, dt,
+                             {"OP": op, "NDIM": 4, "INDEX32": True, "BLOCK": 1024},
+                             scalar_type="i32"))
+    for op, dt in (("silu", "fp32"), ("gelu_tanh", "bf16")):
+        out.append(aot_entry(f"unary_bwd_{op}_{dt}_idx32", _unary_bwd_kernel, dt,
+                             {"OP": op, "NDIM": 4, "INDEX32": True, "BLOCK": 1024},
+                             scalar_type="i32", num_warps=UNARY_BWD_WARPS))
+    out.append(aot_entry("where_fp32_idx32", _where_kernel,
+                         {"cond_ptr": "i1", "a_ptr": "fp32", "b_ptr": "fp32", "out_ptr": "fp32"},
+                         {"NDIM": 4, "INDEX32": True, "BLOCK": 1024}, scalar_type="i32"))
+    # contiguous operands of one shape collapse to NDIM 1 with stride 1, which the runtime
+    # passes as the constant 1: no division at all, and vectorized loads and stores
+    unit = {"stride_a3": 1, "stride_b3": 1, "stride_out_3": 1}
+    out.append(aot_entry("binary_add_fp32_b0_contiguous", _binary_kernel, "fp32",
+                         {"OP": "add", "B_KIND": 0, "NDIM": 1, "INDEX32": True, "BLOCK": 1024,
+                          **unit},
+                         scalars=i32, scalar_type="i32",
+                         divisible_by_16=["a_ptr", "b_ptr", "out_ptr", "n"]))
     return out
 
 

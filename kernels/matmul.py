@@ -17,7 +17,10 @@ with A (M, K), B (K, N), C (M, N) given by strides (a transpose is a stride
 swap, never a copy) and up to two batch dims ``z = (z0, z1)``. float16 and
 bfloat16 multiply on tensor cores with a float32 accumulator; float32 is IEEE
 (FMA) unless ``tritonnn.precision.allow_tf32()``; float64 uses the fp64 MMA of
-sm_80+ with a float64 accumulator. Outputs come back in the input dtype.
+sm_80+ with a float64 accumulator. Outputs come back in the input dtype. The tile
+is the autotuner's choice, except for outputs of at most ``SMALL_M`` rows that the
+autotuned tiles would cover with fewer programs than the GPU has SMs (a batch-sized
+layer): there ``_host_tile`` picks a smaller one per shape bucket.
 
 ``KERNELS`` lists example specializations for ahead-of-time compilation
 (format: ``kernels/_launch.py``), built by ``_gemm_entry`` as the runtime
@@ -25,6 +28,7 @@ specializes contiguous operands.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 import triton
@@ -34,7 +38,7 @@ from .. import dtypes as D
 from ..precision import allow_tf32
 from . import buffers
 from ._interpret import INTERPRET
-from ._launch import aot_entry, launch, merge_dims
+from ._launch import aot_entry, cdiv, launch, merge_dims
 
 # ----------------------------------------------------------------------------------------------
 # tile configurations
@@ -87,6 +91,64 @@ _CONFIGS_BY_KIND = {"16": _CONFIGS_16, "tf32": _CONFIGS_TF32, "ieee": _CONFIGS_I
 # the backward GEMMs also hold the ReLU mask (and the db row sums) in registers: tiles
 # above 128x128 spill there
 _MAX_TILE_MASKED = 128 * 128
+
+
+# Small outputs: one tile picked on the host. The autotuned tiles above fill an H100 only when
+# the output has hundreds of them; a batch-128 MLP's GEMMs (M = 128, N = 10..256, and their
+# backward) get 2-16 programs on 132 SMs (104 for the first layer's dW), each walking all of
+# K alone. When even the kind's smallest autotuned tile leaves SMs idle and M <= SMALL_M,
+# ``_host_tile`` picks, once per shape bucket, the largest of these tiles (all below the
+# autotuned ones) whose program count reaches the SM count, else the smallest (the most
+# programs the shape allows): no benchmarking, one compile per bucket, and no autotuner in
+# the launch path.
+# 16-bit and TF32 tiles keep BLOCK_M = 64, the M of one warpgroup's wgmma on sm_90; float32
+# IEEE (FMA) and float64 go down to 16 x 16, the smallest tl.dot. No split-K: its partial sums
+# need a second launch or atomics (a last-program-reduces counter), and the training step's
+# launch budget and bitwise reproducibility rule out both.
+SMALL_M = 256
+_SMALL_16 = [
+    _cfg(64, 32, 64, 4, 3),
+    _cfg(64, 16, 64, 4, 3),
+]
+_SMALL_TF32 = [
+    _cfg(64, 32, 32, 4, 4),
+    _cfg(64, 16, 32, 4, 4),
+]
+_SMALL_IEEE = [
+    _cfg(32, 32, 32, 4, 4),
+    _cfg(16, 32, 64, 4, 3),
+    _cfg(16, 16, 64, 4, 3),
+]
+_SMALL_64 = [
+    _cfg(32, 32, 16, 4, 3),
+    _cfg(16, 32, 16, 4, 3),
+    _cfg(16, 16, 16, 2, 3),
+]
+_SMALL_BY_KIND = {"16": _SMALL_16, "tf32": _SMALL_TF32, "ieee": _SMALL_IEEE, "64": _SMALL_64}
+# the launcher's switch: under the interpreter one big tile is faster (tests turn this on to
+# run the small tiles there)
+HOST_TILES = not INTERPRET
+
+
+def _programs(cfg, m, n, batch):
+    return cdiv(m, cfg.kwargs["BLOCK_M"]) * cdiv(n, cfg.kwargs["BLOCK_N"]) * batch
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_tile(kind, m, n, batch, sms):
+    """The tile for a GEMM of ``kind`` ("16", "tf32", "ieee", "64") with an (m, n) output per
+    matrix and ``batch`` matrices on ``sms`` SMs, or None: let the autotuner choose.
+
+    Called with bucketed sizes (``_tune_bucket``), so one answer serves a bucket and the
+    kernel compiles once for it.
+    """
+    if m > SMALL_M or max(_programs(c, m, n, batch) for c in _CONFIGS_BY_KIND[kind]) >= sms:
+        return None
+    tiles = _SMALL_BY_KIND[kind]
+    for cfg in tiles:
+        if _programs(cfg, m, n, batch) >= sms:
+            return cfg
+    return tiles[-1]
 
 
 def _config_key(c):
@@ -303,12 +365,32 @@ def _precision(dtype):
     return "tf32" if dtype is D.float32 and allow_tf32() else "ieee"
 
 
+def _kind(dtype, precision):
+    """``_config_kind`` from a tritonnn dtype."""
+    if dtype is D.float16 or dtype is D.bfloat16:
+        return "16"
+    if dtype is D.float64:
+        return "64"
+    return "tf32" if precision == "tf32" else "ieee"
+
+
 def _gemm(a, b, c, m, n, k, a_strides, b_strides, c_strides, *, batch=1, z1=1,
           az=_NO_STRIDES, bz=_NO_STRIDES, cz=_NO_STRIDES, bias=None, relu=False,
           keep=None, keep_strides=_NO_STRIDES, rowsum=None):
-    """Launch ``_gemm_kernel``: C (m, n) = A (m, k) @ B (k, n) given by element strides."""
+    """Launch ``_gemm_kernel``: C (m, n) = A (m, k) @ B (k, n) given by element strides.
+
+    The tile comes from ``_host_tile`` for small outputs, else from the autotuner.
+    """
     dtype = buffers.dtype_of(a)
-    launch(_gemm_kernel, _gemm_grid,
+    precision = _precision(dtype)
+    tile = _host_tile(_kind(dtype, precision), _tune_bucket(m), _tune_bucket(n),
+                     _tune_bucket(batch), buffers.sm_count()) if HOST_TILES else None
+    if tile is None:
+        kernel, grid, meta = _gemm_kernel, _gemm_grid, {}
+    else:
+        kernel, grid = _gemm_kernel.fn, (_programs(tile, m, n, batch),)
+        meta = dict(tile.kwargs, num_warps=tile.num_warps, num_stages=tile.num_stages)
+    launch(kernel, grid,
         a, b, c,
         c if bias is None else bias, c if keep is None else keep, c if rowsum is None else rowsum,
         m, n, k, batch, z1, _tune_bucket(m), _tune_bucket(n), _tune_bucket(k),
@@ -320,7 +402,7 @@ def _gemm(a, b, c, m, n, k, a_strides, b_strides, c_strides, *, batch=1, z1=1,
         0 if rowsum is None else buffers.strides(rowsum)[0],
         HAS_BIAS=bias is not None, RELU=relu, MASK_A=keep is not None,
         ROWSUM_A=rowsum is not None, FP64=dtype is D.float64,
-        INPUT_PRECISION=_precision(dtype), DOT_IN_FP32=INTERPRET and dtype is D.bfloat16,
+        INPUT_PRECISION=precision, DOT_IN_FP32=INTERPRET and dtype is D.bfloat16, **meta,
     )
 
 
@@ -500,6 +582,14 @@ def _kernels():
         entry("bmm", "fp16", _CONFIGS_16[-1], unit_strides=("stride_ak", "stride_bn"),
               batched=True),
     ]
+    # the small tiles ``_host_tile`` picks for batch-sized outputs: the forward's epilogue and
+    # the backward's mask + row-sum GEMM of each (wgmma on sm_90 for 16-bit and TF32)
+    for kind, dt, precision, ptx in (("ieee", "fp32", "ieee", {}), ("tf32", "fp32", "tf32", wgmma),
+                                     ("16", "bf16", "ieee", wgmma), ("64", "fp64", "ieee", {})):
+        for cfg in _SMALL_BY_KIND[kind]:
+            out.append(entry("linear_fwd", dt, cfg, precision=precision, ptx_contains=ptx, **fwd))
+            out.append(entry("linear_dw_db", dt, cfg, precision=precision, ptx_contains=ptx,
+                             **dw))
     for dt in ("fp32", "bf16"):
         bm, bn = 32, 128
         out.append(aot_entry(f"masked_colsum_{dt}", _masked_colsum_kernel, dt,

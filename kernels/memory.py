@@ -32,7 +32,8 @@ import triton.language as tl
 
 from .. import dtypes as D
 from . import _launch, buffers
-from ._jitlib import cast_to, f64_from_bits, report_out_of_range, strided_offset, up
+from ._jitlib import (cast_to, f64_from_bits, linear_index, report_out_of_range, strided_offset,
+                      up)
 from ._launch import (aot_entry, broadcast_shape, cdiv, float_bits, launch, launch_strided, numel,
                       strided_pieces)
 
@@ -72,12 +73,13 @@ def _arange_kernel(out_ptr, start, step, n, FLOAT: tl.constexpr, BLOCK: tl.const
 def _copy_kernel(dst_ptr, src_ptr, n, size1, size2, size3,
                  stride_dst_0, stride_dst_1, stride_dst_2, stride_dst_3,
                  stride_src_0, stride_src_1, stride_src_2, stride_src_3,
-                 ADD: tl.constexpr, NDIM: tl.constexpr, BLOCK: tl.constexpr):
+                 ADD: tl.constexpr, NDIM: tl.constexpr, INDEX32: tl.constexpr,
+                 BLOCK: tl.constexpr):
     """dst = src converted to dst's dtype (float -> int truncates, anything -> bool is != 0).
 
     ADD: dst += src instead, in float32 for float16/bfloat16 (gradient accumulation).
     """
-    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    lin = linear_index(BLOCK, INDEX32)
     mask = lin < n
     src_off = strided_offset(lin, size1, size2, size3, stride_src_0, stride_src_1, stride_src_2,
                              stride_src_3, NDIM)
@@ -97,6 +99,7 @@ def _index_offsets_kernel(idx_ptr, offs_ptr, err_ptr, dim_size, dim_stride, base
                           stride_idx_0, stride_idx_1, stride_idx_2, stride_idx_3,
                           stride_offs_0, stride_offs_1, stride_offs_2, stride_offs_3,
                           FIRST: tl.constexpr, CHECK: tl.constexpr, NDIM: tl.constexpr,
+                          INDEX32: tl.constexpr,
                           BLOCK: tl.constexpr):
     """offs += wrap(idx) * dim_stride (offs = base + ... when FIRST); -1 marks an index out of range.
 
@@ -104,7 +107,7 @@ def _index_offsets_kernel(idx_ptr, offs_ptr, err_ptr, dim_size, dim_stride, base
     indices count from the end of the dim, as in numpy. CHECK: indices outside
     ``[-dim_size, dim_size)`` are also reported to the host (``report_out_of_range``).
     """
-    lin = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    lin = linear_index(BLOCK, INDEX32)
     mask = lin < n
     idx_off = strided_offset(lin, size1, size2, size3, stride_idx_0, stride_idx_1, stride_idx_2,
                              stride_idx_3, NDIM)
@@ -607,11 +610,28 @@ def _kernels():
     for dst, src in (("fp32", "bf16"), ("i64", "fp32"), ("i1", "fp16"), ("fp16", "fp16")):
         out.append(aot_entry(f"copy_{src}_to_{dst}", _copy_kernel,
                              {"dst_ptr": dst, "src_ptr": src},
-                             {"ADD": False, "NDIM": 4, "BLOCK": 1024}))
+                             {"ADD": False, "NDIM": 4, "INDEX32": False, "BLOCK": 1024}))
     out.append(aot_entry("accumulate_bf16", _copy_kernel, "bf16",
-                         {"ADD": True, "NDIM": 2, "BLOCK": 1024}))
+                         {"ADD": True, "NDIM": 2, "INDEX32": False, "BLOCK": 1024}))
     out.append(aot_entry("index_offsets", _index_offsets_kernel, "i64",
-                         {"FIRST": False, "CHECK": True, "NDIM": 2, "BLOCK": 1024}))
+                         {"FIRST": False, "CHECK": True, "NDIM": 2, "INDEX32": False,
+                          "BLOCK": 1024}))
+    # int32 indexing (every launch whose offsets fit int32): 4-D strided, i32 sizes and strides
+    for dst, src in (("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "fp32"), ("i64", "i64"),
+                     ("i1", "fp16")):
+        out.append(aot_entry(f"copy_{src}_to_{dst}_idx32", _copy_kernel,
+                             {"dst_ptr": dst, "src_ptr": src},
+                             {"ADD": False, "NDIM": 4, "INDEX32": True, "BLOCK": 1024},
+                             scalar_type="i32"))
+    for dt in ("fp32", "bf16"):
+        out.append(aot_entry(f"accumulate_{dt}_idx32", _copy_kernel, dt,
+                             {"ADD": True, "NDIM": 4, "INDEX32": True, "BLOCK": 1024},
+                             scalar_type="i32"))
+    out.append(aot_entry("index_offsets_idx32", _index_offsets_kernel, "i64",
+                         {"FIRST": False, "CHECK": True, "NDIM": 4, "INDEX32": True,
+                          "BLOCK": 1024},
+                         scalars={"base": "i64", "dim_stride": "i64", "site": "i32"},
+                         scalar_type="i32"))
     out.append(aot_entry("gather_bf16", _gather_kernel,
                          {"src_ptr": "bf16", "idx_ptr": "i64", "out_ptr": "bf16", "err_ptr": "i64"},
                          {"DIRECT": False, "CHECK": False, "NDIM": 2, "BLOCK_B": 8,
