@@ -175,7 +175,7 @@ class Graphed:
         if kwargs:
             kwargs = dict(sorted(kwargs.items()))
         tensors = []
-        key = (_key(args, tensors), _key(kwargs, tensors))
+        key = (_key(args, tensors), _key(kwargs, tensors) if kwargs else None)
         try:
             g = self._graphs.get(key)
         except TypeError:
@@ -299,13 +299,17 @@ def _problems(moved) -> list:
 
 
 # -- keys, input buffers and outputs ------------------------------------------------------------
-# A key is the structure of the arguments with each tensor replaced by (shape, dtype, device)
-# and every other value by (type, value): 1, 1.0 and True are different keys.
+# A key is the structure of the arguments with each tensor replaced by (shape, dtype, device
+# type, device index) and every other value by (type, value): 1, 1.0 and True are different
+# keys. (Containers and other values give pairs, tensors quadruples: they never collide.)
 
 def _key(obj, tensors):
     if isinstance(obj, TensorBase):
         tensors.append(obj)
-        return TensorBase, tuple(obj._data.shape), obj.dtype, obj.device
+        device = obj.device
+        return obj._data.shape, obj.dtype, device.type, device.index
+    if type(obj) is tuple:                      # the common case: the positional arguments
+        return tuple, tuple([_key(o, tensors) for o in obj])
     if isinstance(obj, (tuple, list)):
         return type(obj), tuple([_key(o, tensors) for o in obj])
     if isinstance(obj, dict):
