@@ -347,3 +347,80 @@ def host_tensor(a, dtype):
     if dtype is D.uint32:
         return torch.from_numpy(a.view(np.int32)).view(torch.uint32)
     return torch.from_numpy(a)
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA graphs (tn.cuda.graphed): torch's CUDAGraph records the kernels queued on a stream and
+# its caching allocator serves the buffers allocated meanwhile from the graph's own pool, so a
+# replay writes to the very addresses the capture saw. Captures need a real GPU: the
+# interpreter's host buffers have no stream to record (GRAPHS is False there).
+# ----------------------------------------------------------------------------------------------
+
+GRAPHS = DEVICE.type == "cuda"
+_SIDE_STREAM = []                               # made on first use: a capture stream of our own
+
+
+class CaptureError(Exception):
+    """torch (or the CUDA driver) refused something ``fn`` did while its graph was captured."""
+
+
+def _side_stream():
+    if not _SIDE_STREAM:
+        _SIDE_STREAM.append(torch.cuda.Stream())
+    return _SIDE_STREAM[0]
+
+
+def on_side_stream(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the capture stream current, ordered after the work already
+    queued on the current stream and before any queued later: torch asks that the eager
+    warm-up runs on the stream that will capture (lazily made per-stream state, such as
+    allocator blocks, then already exists when the capture starts)."""
+    side, current = _side_stream(), torch.cuda.current_stream()
+    side.wait_stream(current)
+    try:
+        with torch.cuda.stream(side):
+            return fn(*args, **kwargs)
+    finally:
+        current.wait_stream(side)
+
+
+def capture(fn, *args, **kwargs):
+    """``(graph, result)``: the kernels that ``fn(*args, **kwargs)`` queues recorded, not run,
+    into a new CUDA graph on the capture stream; the buffers it allocates come from a memory
+    pool of the graph's own (one pool per graph: graphs replayed in any order never write
+    into each other's live buffers). Anything torch refuses while capturing (a copy to the
+    host, a synchronize, a blocking upload) raises ``CaptureError`` with torch's message;
+    ``fn``'s own exceptions pass through."""
+    graph = torch.cuda.CUDAGraph()
+    side, current = _side_stream(), torch.cuda.current_stream()
+    side.wait_stream(current)
+    own = []                                    # an exception fn itself raised
+    try:
+        # "thread_local": another thread's CUDA calls (a data loader's) do not void the capture
+        with torch.cuda.graph(graph, pool=torch.cuda.graph_pool_handle(), stream=side,
+                              capture_error_mode="thread_local"):
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                own.append(e)
+                raise
+    except BaseException as e:
+        first = own[0] if own else e            # capture_end fails too after a refused call
+        if own and not _from_torch(first):
+            raise first                         # fn's own error: pass it on as it is
+        message = str(first).strip()
+        raise CaptureError(message.splitlines()[0] if message else type(first).__name__) \
+            from None
+    finally:
+        current.wait_stream(side)
+    return graph, result
+
+
+def _from_torch(e) -> bool:
+    """True for torch's own errors (plain RuntimeError, torch.AcceleratorError, ...)."""
+    return type(e) is RuntimeError or type(e).__module__.split(".")[0] == "torch"
+
+
+def replay(graph) -> None:
+    """Queue one replay of ``graph`` on the current stream."""
+    graph.replay()

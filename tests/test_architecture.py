@@ -39,7 +39,8 @@ LAYERS = [
     ("tritonnn.dtypes", "tritonnn.device", "tritonnn.precision", "tritonnn.contract",
      "tritonnn.philox"),
     ("tritonnn.fallback_cpu", "tritonnn.kernels", "tritonnn.checks"),
-    ("tritonnn.backends", "tritonnn.random", "tritonnn.cuda", "tritonnn.tape", "tritonnn.amp"),
+    ("tritonnn.backends", "tritonnn.random", "tritonnn.tape", "tritonnn.amp"),
+    ("tritonnn.cuda",),             # tn.cuda: graphed() sees tensors (tape) and the seed stream
     ("tritonnn.ops",),
     ("tritonnn.tensor",),
     ("tritonnn.flat",),             # flat parameter storage (optimizers, clipping)

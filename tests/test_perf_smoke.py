@@ -125,35 +125,30 @@ def test_sweep_cli_family_option(tmp_path, capsys):
 
 
 def test_every_family_is_registered():
-    """Each bench_<family>.py is a sweep family, in gpu_check.sh's loop and the README."""
+    """Each bench_<family>.py is a sweep family (gpu_check.sh runs them all through the sweep)
+    and has its row in perf/README.md."""
     for folder in (os.path.dirname(sweep.__file__), PERF_SRC):     # installed, and the sources
         scripts = {f[len("bench_"):-len(".py")] for f in os.listdir(folder)
                    if f.startswith("bench_") and f.endswith(".py")}
         assert scripts == set(sweep.FAMILIES), folder
-    with open(os.path.join(PERF_SRC, "gpu_check.sh")) as f:
-        check = f.read()
     with open(os.path.join(PERF_SRC, "README.md")) as f:
         readme = f.read()
     for fam in sweep.FAMILIES:
-        assert f" {fam}:" in check, f"{fam} missing from gpu_check.sh's per-family loop"
         assert f"| `bench_{fam}.py` |" in readme, f"{fam} missing from perf/README.md's table"
 
 
-def test_gpu_check_budgets_fit_its_deadline():
-    """gpu_check.sh's stage budgets (install, tests, one sweep per family, the profile) sum to
-    what its comment says, under its DEADLINE, leaving time for the unstaged steps."""
+def test_gpu_check_budgets_fit_six_minutes():
+    """gpu_check.sh's stage budgets are the ones its header table lists, and they sum to its
+    stated total, at most its DEADLINE, which is under 6 minutes (issue 12)."""
     with open(os.path.join(PERF_SRC, "gpu_check.sh")) as f:
         check = f.read()
     deadline = int(re.search(r"GPU_CHECK_SECONDS:-(\d+)", check).group(1))
-    stages = [int(b) for b in re.findall(r"^stage \S+ (\d+) ", check, re.M)]
-    loop = check[check.index("for fam_budget in"):]
-    loop = loop[:loop.index("; do")]
-    fams = dict((f, int(b)) for f, b in re.findall(r"\b([a-z_]+):(\d+)\b", loop))
-    assert set(fams) == set(sweep.FAMILIES) and len(stages) == 4
-    total = sum(stages) + sum(fams.values())
-    assert f"sum to {total} s" in check, f"gpu_check.sh's comment: the budgets sum to {total} s"
-    assert total + 15 <= deadline, f"budgets {total} s + unstaged steps over DEADLINE {deadline}"
-    assert deadline < 600, "one command on a lent GPU machine runs at most 10 minutes"
+    stages = dict(re.findall(r"^\s*stage (\S+) (\d+) ", check, re.M))
+    table = dict(re.findall(r"^#   (\w+)\s+(\d+)  ", check, re.M))
+    total = int(table.pop("total"))
+    assert stages == table, (stages, table)
+    assert sum(int(b) for n, b in stages.items() if n != "sweep_rest") == total
+    assert total <= deadline < 360
 
 
 def test_judging():
