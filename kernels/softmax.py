@@ -277,7 +277,8 @@ def _ce_fwd_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, out_ptr, ticket_ptr, err_ptr
                    SMOOTH: tl.constexpr, ACC: tl.constexpr, MODE: tl.constexpr,
                    ONE_PROGRAM: tl.constexpr, CHECK: tl.constexpr, BLOCK_M: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Per row i of logits x (N, C): lse_i and loss_i = lse_i - (1-eps) x[i, t_i] - eps/C sum_c x[i, c];
+    """Per row i of logits x (N, C): lse_i and
+    loss_i = lse_i - (1-eps) x[i, t_i] - eps/C sum_c x[i, c];
     then the count of rows not ignored into ``lse[N]`` (for the backward of "mean") and, for
     MODE "sum"/"mean", the rows' total into ``out`` ("count": the count again): one launch
     for the whole loss.
@@ -354,14 +355,15 @@ def _ce_total_kernel(loss_ptr, t_ptr, out_ptr, N, stride_t, ignore_index,
 @triton.jit(do_not_specialize=("ignore_index", "one_minus_eps", "eps_over_c"))
 def _ce_bwd_kernel(x_ptr, t_ptr, lse_ptr, g_ptr, count_ptr, dx_ptr, N, C, stride_xn, stride_xc,
                    stride_t, stride_g, stride_dx_n, stride_dx_c, ignore_index, one_minus_eps,
-                   eps_over_c, count_at, SMOOTH: tl.constexpr, MEAN: tl.constexpr, UNIT: tl.constexpr,
-                   ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   eps_over_c, count_at, SMOOTH: tl.constexpr, MEAN: tl.constexpr,
+                   UNIT: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
     """dx[i, c] = (exp(x[i, c] - lse_i) - eps/C - (1-eps) [c == t_i]) * scale_i.
 
     scale_i is the upstream gradient of row i (UNIT: 1, nothing loaded; over the count of
-    rows not ignored at ``count_ptr + count_at``, for "mean"), 0 on ignored rows. ``dx`` may be ``x``
-    itself: each element is read before the same program overwrites it. A target out of
-    range matches no column.
+    rows not ignored at ``count_ptr + count_at``, for "mean"), 0 on ignored rows. ``dx``
+    may be ``x`` itself: each element is read before the same program overwrites it. A
+    target out of range matches no column.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < N
@@ -402,7 +404,8 @@ def _ce_launch_args(logits, target, label_smoothing):
         float_bits(label_smoothing / c)
 
 
-_TICKET = []         # the multi-program cross-entropy's ticket counter: int32 (1,), 0 between launches
+_TICKET = []         # the multi-program cross-entropy's ticket counter: int32 (1,), 0 between
+                     # launches
 
 
 def _ticket():

@@ -440,7 +440,8 @@ def softmax_cross_entropy_fwd(logits, target, ignore_index, label_smoothing, red
     in the logits' dtype; ``stats`` (N + 1,) in float32 (float64 for float64
     logits), saved for the backward: the rows' log-sum-exps, then the count of
     rows not ignored. ``check`` (a ``RangeCheck`` for ``[0, C)`` and
-    ``ignore_index``) reports the targets out of range; a row with one loses NaN
+    ``ignore_index``; None when the targets are known to be in range) reports the
+    targets out of range; a row with one loses NaN (where the error comes later)
     and reads no logit at its target.
     """
 
@@ -482,11 +483,11 @@ def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, red
 
     ``h`` (N, H), ``w`` (V, H), ``b`` (V,) or None, one float dtype, any strides;
     ``target`` int64 (N,), its values checked as ``check`` says (as
-    ``softmax_cross_entropy_fwd``'s). Rows run in chunks, in order, each chunk's (rows, V) working arrays together within
-    ``budget`` bytes (one row at the least). Returns ``(loss, lse, dh, dw, db)``:
-    ``loss`` as ``softmax_cross_entropy_fwd`` gives it for the whole logits and
-    ``lse`` (N,) the rows' log-sum-exps; for reduction "sum"/"mean", ``dh`` (N, H), ``dw`` (V, H) and
-    ``db`` (V,) are the gradients of ``loss`` (upstream 1) computed in the same
+    ``softmax_cross_entropy_fwd``'s). Rows run in chunks, in order, each chunk's (rows, V)
+    working arrays together within ``budget`` bytes (one row at the least). Returns
+    ``(loss, lse, dh, dw, db)``: ``loss`` as ``softmax_cross_entropy_fwd`` gives it for the
+    whole logits and ``lse`` (N,) the rows' log-sum-exps; for reduction "sum"/"mean",
+    ``dh`` (N, H), ``dw`` (V, H) and ``db`` (V,) are the gradients of ``loss`` (upstream 1) computed in the same
     pass where ``need_dh``/``need_dw``/``need_db`` (else None; always None for
     "none"), in h's dtype. ``dw`` and ``db`` add up the chunks in a fixed order in
     float32 (float64 for float64) and are rounded once.
