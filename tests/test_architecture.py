@@ -208,6 +208,22 @@ def test_interpreter_setting_read_in_one_kernel_module():
     assert readers == ["tritonnn.kernels._interpret"], readers
 
 
+def test_kernel_switches_read_in_one_kernel_module():
+    """The environment (TRITONNN_NOOP_DRIVER, TRITONNN_AUTOTUNE, TRITONNN_DIRECT_LAUNCH, ...) is
+    read by ``kernels/_interpret`` alone, once, at import; the other kernel modules use its
+    constants."""
+    readers = []
+    for mod, path in MODULES.items():
+        if not mod.startswith("tritonnn.kernels"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                readers.append(mod)
+                break
+    assert readers == ["tritonnn.kernels._interpret"], readers
+
+
 def test_every_kernel_launch_goes_through_one_function():
     """``kernel[grid](...)`` appears only in ``_launch.launch``, the one place that can lock
     (interpreter), count or cache launches."""
