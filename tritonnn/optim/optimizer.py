@@ -137,6 +137,7 @@ class Optimizer:
         self._stale = True              # the layout must be (re)built before the next step
         self._keys = []                 # per group: its values when its row was last written
         self._hyper_host = None         # the rows the device tables hold (float64 array)
+        self._lists = []                # per group: its parameter list and length, as laid out
         params = list(params)
         if not params:
             raise TritonnnError(f"{name}: got an empty parameter list")
@@ -245,6 +246,9 @@ class Optimizer:
         without a write this optimizer saw (a list mutated in place), the device rows
         rewritten: nothing is uploaded when nothing changed."""
         changed = len(self._keys) != len(self.param_groups)
+        if changed or any(g["params"] is not lst or len(lst) != n for g, (lst, n) in
+                          zip(self.param_groups, self._lists)):
+            self._stale = True          # a group's parameter list was replaced or grown
         for k, group in enumerate(self.param_groups):
             key = self._key(group)
             if changed or key != self._keys[k]:
@@ -279,13 +283,6 @@ class Optimizer:
             flat.set_rows(rows)
         return live
 
-    def _refresh(self, group):
-        """The group's hyper-parameters checked again (a value changed to a non-float since the
-        last step, such as an int learning rate), written back as floats."""
-        k = next(i for i, g in enumerate(self.param_groups) if g is group)
-        group.update(self._hyper(group, f"{type(self).__name__}.step: param group {k}"))
-        return group
-
     def _mismatch(self, p, g):
         return TritonnnError(f"{type(self).__name__}.step: gradient {g.shape} {g.dtype} on "
                              f"{g.device} does not match its parameter {p.shape} {p.dtype} on "
@@ -300,6 +297,9 @@ class Optimizer:
             return
         k = next((i for i, g in enumerate(self.param_groups) if g is group), None)
         if k is None or k >= len(self._keys):
+            return
+        if k >= len(self._lists) or group.get("params") is not self._lists[k][0]:
+            self._stale = True          # new parameters: laid out at the next step
             return
         try:
             hyper = self._hyper(group, "")
@@ -376,6 +376,7 @@ class Optimizer:
         for flat in old:
             flat.release()
         self._flats = flats
+        self._lists = [(g["params"], len(g["params"])) for g in self.param_groups]
         self._hyper_host = None
         self._stale = False
         self._write_rows()
