@@ -1,15 +1,16 @@
 """Train a classifier on the bundled handwritten digits the way a real training script does.
 
-AdamW with two parameter groups (weight decay on the weights only), a linear warmup then a
-cosine schedule, gradient clipping, Dropout (so the model has a train and an eval mode),
-bf16 autocast on a GPU, a checkpoint every few steps and a resume from it that continues
-the run exactly where it stopped:
+AdamW with two parameter groups (weight decay on the weight matrices only, none on biases
+and norms), a linear warmup then a cosine schedule, gradient clipping, Dropout (so the model
+has a train and an eval mode), bf16 autocast on a GPU, and a checkpoint that a later run
+resumes from, continuing bit for bit where the first one stopped:
 
-    python examples/train_digits.py                          # device auto
-    python examples/train_digits.py --epochs 10 --checkpoint run.safetensors
-    python examples/train_digits.py --epochs 10 --checkpoint run.safetensors --resume
+    python examples/train_digits.py                     # device auto, 30 epochs
+    python examples/train_digits.py --checkpoint run.safetensors --stop-after 10
+    python examples/train_digits.py --checkpoint run.safetensors --resume
 
-It runs unchanged under ``torchrun`` as a single process, on "cpu" or "cuda".
+(``--stop-after`` ends the run early, as a crash or a time limit would; the resumed run then
+finishes the planned ``--epochs`` and saves the same final checkpoint as an uninterrupted run.)
 """
 from __future__ import annotations
 
@@ -22,38 +23,63 @@ import tritonnn.nn.functional as F
 from tritonnn.datasets import load_digits, train_test_split
 
 
-def build_model(device):
+def build_model(dropout):
     return tn.nn.Sequential(
-        tn.nn.Linear(64, 128), tn.nn.ReLU(), tn.nn.Dropout(0.1),
+        tn.nn.Linear(64, 128), tn.nn.ReLU(), tn.nn.Dropout(dropout),
         tn.nn.Linear(128, 64), tn.nn.ReLU(),
         tn.nn.Linear(64, 10),
-    ).to(device)
+    )
+
+
+def param_groups(model, weight_decay):
+    """Weight decay on matrices (linear and embedding weights), none on biases and norm
+    scales: shrinking those toward zero only hurts."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
 def accuracy(model, x, y):
-    model.eval()
+    model.eval()                    # Dropout off
     with tn.no_grad():
         hits = (model(x).argmax(dim=1) == y).sum().item()
     model.train()
     return hits / len(y)
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=50, help="steps of linear warmup")
     p.add_argument("--clip", type=float, default=1.0, help="max gradient norm")
+    p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default=None, help="a .safetensors file to save every "
-                   "--checkpoint-every steps and at the end")
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--checkpoint", default=None,
+                   help="a .safetensors file, written at the end of every epoch")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also write it every this many steps (0: at epoch ends only)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="stop after this many steps (to try a resume)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="EPOCHS",
+                   help="stop (and checkpoint) after this many epochs, which may be "
+                        "fractional, as if interrupted; --resume finishes the run")
     args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.resume and not args.checkpoint:
+        p.error("--resume needs --checkpoint, the file to resume from")
+    if args.resume and not os.path.exists(args.checkpoint):
+        p.error(f"--resume: there is no checkpoint at {args.checkpoint}")
+    if args.stop_after is not None and args.stop_after <= 0:
+        p.error(f"--stop-after must be > 0, got {args.stop_after}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     device = args.device
     if device == "auto":
         device = "cuda" if tn.cuda.is_available() else "cpu"
@@ -68,41 +94,51 @@ def main(argv=None):
     y_test = tn.tensor(labels[test_idx], device=device)
     loader = tn.data.DataLoader(tn.data.TensorDataset(x_train, y_train),
                                 batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    model = build_model(device)
-    decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
-    no_decay = [p for name, p in model.named_parameters() if not name.endswith("weight")]
-    opt = tn.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                          {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    total_steps = args.epochs * len(loader)
-    warmup = min(args.warmup, total_steps - 1)
-    sched = tn.optim.lr_scheduler.SequentialLR(opt, [
-        tn.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=warmup),
-        tn.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps - warmup),
+    model = build_model(args.dropout).to(device)
+    opt = tn.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+
+    steps_per_epoch = len(loader)
+    total_steps = args.epochs * steps_per_epoch
+    stop_at = total_steps
+    if args.stop_after is not None:
+        stop_at = min(total_steps, max(1, round(args.stop_after * steps_per_epoch)))
+    warmup = max(0, min(args.warmup, total_steps - 1))
+    cosine = tn.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps - warmup))
+    sched = cosine if not warmup else tn.optim.lr_scheduler.SequentialLR(opt, [
+        tn.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup), cosine,
     ], milestones=[warmup])
 
+    # -- checkpoint: everything the rest of the run depends on ---------------------------------
     step = 0
+    loss_sum, batches = tn.zeros((), device=device), 0      # this epoch's, so far
+
+    def save_checkpoint():
+        # tn.save writes a temporary file and renames it: a crash never leaves half a checkpoint
+        tn.save({"model": model.state_dict(), "optim": opt.state_dict(),
+                 "sched": sched.state_dict(), "loader": loader.state_dict(),
+                 "rng": tn.get_rng_state(), "step": step, "epochs": args.epochs,
+                 "epoch_loss_sum": loss_sum, "epoch_batches": batches}, args.checkpoint)
+
     if args.resume:
         state = tn.load(args.checkpoint, device=device)
+        if state["epochs"] != args.epochs:
+            raise SystemExit(f"{args.checkpoint} is a checkpoint of a {state['epochs']}-epoch "
+                             f"run (its schedule depends on it); resume with --epochs "
+                             f"{state['epochs']}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         loader.load_state_dict(state["loader"])
-        tn.set_rng_state(state["rng"])
-        step = state["step"]
-        print(f"resumed from {args.checkpoint} at step {step}")
+        tn.set_rng_state(state["rng"])              # Dropout's masks continue where they were
+        step, loss_sum, batches = state["step"], state["epoch_loss_sum"], state["epoch_batches"]
+        print(f"resumed from {args.checkpoint} at step {step}/{total_steps}")
 
-    def save_checkpoint():
-        tn.save({"model": model.state_dict(), "optim": opt.state_dict(),
-                 "sched": sched.state_dict(), "loader": loader.state_dict(),
-                 "rng": tn.get_rng_state(), "step": step}, args.checkpoint)
-
-    # -- the loop ---------------------------------------------------------------------------
-    # bf16 matmuls with float32 accumulation on a GPU; float32 master weights either way
+    # -- the loop ------------------------------------------------------------------------------
+    # bf16 matmuls with float32 accumulation on a GPU; the weights stay float32 either way
     autocast = tn.autocast(device, dtype=tn.bfloat16, enabled=device == "cuda")
     model.train()
     began = time.perf_counter()
-    while step < total_steps:
-        epoch_loss, batches = None, 0
+    while step < stop_at:
         for xb, yb in loader:
             with autocast:
                 loss = F.cross_entropy(model(xb), yb)
@@ -112,22 +148,26 @@ def main(argv=None):
             opt.step()
             sched.step()
             step += 1
-            batches += 1
-            epoch_loss = loss.detach() if epoch_loss is None else epoch_loss + loss.detach()
-            if args.checkpoint and step % args.checkpoint_every == 0:
+            loss_sum, batches = loss_sum + loss.detach(), batches + 1   # no host sync per step
+            epoch_done = step % steps_per_epoch == 0
+            if epoch_done:
+                print(f"epoch {step // steps_per_epoch:>2}/{args.epochs}: train loss "
+                      f"{loss_sum.item() / batches:.4f}, test accuracy "
+                      f"{accuracy(model, x_test, y_test):.2%}, lr {sched.get_last_lr()[0]:.2e}",
+                      flush=True)
+                loss_sum, batches = tn.zeros((), device=device), 0
+            if args.checkpoint and (epoch_done or step == stop_at or (
+                    args.checkpoint_every and step % args.checkpoint_every == 0)):
                 save_checkpoint()
-            if step == total_steps or step == args.stop_after:
+            if step == stop_at:
                 break
-        if batches:
-            print(f"step {step:>5}/{total_steps}: train loss {epoch_loss.item() / batches:.4f}, "
-                  f"test accuracy {accuracy(model, x_test, y_test):.2%}, "
-                  f"lr {sched.get_last_lr()[0]:.2e}")
-        if step == args.stop_after:
-            break
-    if args.checkpoint:
-        save_checkpoint()
-    print(f"test accuracy {accuracy(model, x_test, y_test):.2%} after {step} steps "
-          f"({time.perf_counter() - began:.1f} s on {device})")
+    elapsed = time.perf_counter() - began
+    if step < total_steps:
+        print(f"stopped at step {step}/{total_steps} ({elapsed:.1f} s on {device})"
+              + (f"; continue with --resume from {args.checkpoint}" if args.checkpoint else ""))
+    else:
+        print(f"final test accuracy {accuracy(model, x_test, y_test):.2%} after {step} steps "
+              f"({elapsed:.1f} s on {device})")
     return model
 
 

@@ -19,12 +19,17 @@ LayerNorm (``layer_norm_fwd``/``_bwd``):
 
 1. ``_ln_fwd_kernel``: per row, ``mean``, ``rstd = 1 / sqrt(var + eps)`` and
    ``y = (x - mean) * rstd * w + b`` in one launch; mean and rstd are saved.
-2. ``_ln_bwd_kernel``: one program per band of rows computes ``dx`` and adds
-   ``grad * xhat`` and ``grad`` over its rows into its own row of a (2, P, N)
-   partials buffer (registers while a row fits one block, else
-   read-modify-write of the program's own partial row: never another's).
-3. ``_ln_dwdb_kernel`` sums the P partial rows in program order: dw and db are
-   deterministic, with no atomics.
+2. ``_ln_bwd_kernel``: one program per band of rows (at most 256 programs on a
+   GPU) computes ``dx`` and adds ``grad * xhat`` and ``grad`` over its rows into
+   its own row of a (2, P, N) partials buffer: in registers while a row fits
+   one block (up to 4096 elements with unit column strides, 2048 otherwise),
+   else a read-modify-write of the program's own partial row once per block of
+   4 rows (never another program's row). x and g are read from memory once
+   (twice for a longer row), dx written once.
+3. ``_ln_dwdb_kernel`` sums the P partial rows for each column block of 16 to
+   64 columns (at least 128 programs where N allows), in a fixed order: dw and
+   db are deterministic, with no atomics, and the partials (a few MB) are a
+   small fraction of the traffic.
 
 ``var_mean`` and ``vector_norm`` are row reductions of an (M, K) view of the
 operand (kept dims the rows, reduced dims the columns; read in place when each
@@ -191,63 +196,74 @@ def _ln_bwd_kernel(x_ptr, w_ptr, g_ptr, mean_ptr, rstd_ptr, dx_ptr, part_ptr, M,
             tl.store(dw_row + cols0, dw_acc, mask=col_mask)
             tl.store(db_row + cols0, db_acc, mask=col_mask)
     else:
-        # long rows, one at a time (BLOCK_M == 1): 1. the two row sums; 2. dx, and the partial
-        # dw, db read-modify-written in this program's own rows (zeroed by the host)
-        for r in range(row_lo, row_hi):
-            mean = tl.load(mean_ptr + r)
-            rstd = tl.load(rstd_ptr + r)
-            s1 = tl.zeros((BLOCK_N,), ACC)
-            s2 = tl.zeros((BLOCK_N,), ACC)
+        # long rows, BLOCK_M at a time, walked in column blocks: 1. the two row sums; 2. dx,
+        # and the block's column sums of g * xhat and g added into this program's own partial
+        # rows (zeroed by the host): one read-modify-write per BLOCK_M rows
+        n_f = tl.zeros((BLOCK_M,), ACC) + N
+        for r0 in range(row_lo, row_hi, BLOCK_M):
+            rows = r0 + tl.arange(0, BLOCK_M)
+            row_mask = rows < row_hi
+            mean = tl.load(mean_ptr + rows, mask=row_mask, other=0)
+            rstd = tl.load(rstd_ptr + rows, mask=row_mask, other=0)
+            s1 = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+            s2 = tl.zeros((BLOCK_M, BLOCK_N), ACC)
             if NEED_DX:
                 for k0 in range(0, N, BLOCK_N):
                     cols = k0 + cols0
                     col_mask = cols < N
-                    x = tl.load(x_ptr + r * stride_xm + cols * stride_xn, mask=col_mask,
-                                other=0).to(ACC)
-                    g = tl.load(g_ptr + r * stride_gm + cols * stride_gn, mask=col_mask,
-                                other=0).to(ACC)
+                    mask = row_mask[:, None] & col_mask[None, :]
+                    x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn,
+                                mask=mask, other=0).to(ACC)
+                    g = tl.load(g_ptr + rows[:, None] * stride_gm + cols[None, :] * stride_gn,
+                                mask=mask, other=0).to(ACC)
                     if HAS_W:
-                        g = g * tl.load(w_ptr + cols * stride_w, mask=col_mask, other=0).to(ACC)
-                    xhat = tl.where(col_mask, (x - mean) * rstd, 0.0)
+                        g = g * tl.load(w_ptr + cols * stride_w, mask=col_mask,
+                                        other=0).to(ACC)[None, :]
+                    xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
                     s1 += g * xhat
                     s2 += g
-            n_f = tl.zeros((1,), ACC) + N
-            c1 = div_rn(tl.sum(s1, axis=0) + tl.zeros((1,), ACC), n_f)
-            c2 = div_rn(tl.sum(s2, axis=0) + tl.zeros((1,), ACC), n_f)
+            c1 = div_rn(tl.sum(s1, axis=1), n_f)
+            c2 = div_rn(tl.sum(s2, axis=1), n_f)
             for k0 in range(0, N, BLOCK_N):
                 cols = k0 + cols0
                 col_mask = cols < N
-                x = tl.load(x_ptr + r * stride_xm + cols * stride_xn, mask=col_mask,
-                            other=0).to(ACC)
-                g = tl.load(g_ptr + r * stride_gm + cols * stride_gn, mask=col_mask,
-                            other=0).to(ACC)
-                xhat = tl.where(col_mask, (x - mean) * rstd, 0.0)
+                mask = row_mask[:, None] & col_mask[None, :]
+                x = tl.load(x_ptr + rows[:, None] * stride_xm + cols[None, :] * stride_xn,
+                            mask=mask, other=0).to(ACC)
+                g = tl.load(g_ptr + rows[:, None] * stride_gm + cols[None, :] * stride_gn,
+                            mask=mask, other=0).to(ACC)
+                xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
                 if NEED_DX:
                     if HAS_W:
-                        wg = g * tl.load(w_ptr + cols * stride_w, mask=col_mask, other=0).to(ACC)
+                        wg = g * tl.load(w_ptr + cols * stride_w, mask=col_mask,
+                                         other=0).to(ACC)[None, :]
                     else:
                         wg = g
-                    dx = (wg - xhat * c1 - c2) * rstd
-                    tl.store(dx_ptr + r * N + cols, cast_to(dx, dx_ptr.dtype.element_ty),
-                             mask=col_mask)
+                    dx = (wg - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+                    tl.store(dx_ptr + rows[:, None] * N + cols[None, :],
+                             cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
                 if NEED_DWB:
                     tl.store(dw_row + cols, tl.load(dw_row + cols, mask=col_mask, other=0)
-                             + g * xhat, mask=col_mask)
-                    tl.store(db_row + cols, tl.load(db_row + cols, mask=col_mask, other=0) + g,
-                             mask=col_mask)
+                             + tl.sum(g * xhat, axis=0), mask=col_mask)
+                    tl.store(db_row + cols, tl.load(db_row + cols, mask=col_mask, other=0)
+                             + tl.sum(g, axis=0), mask=col_mask)
 
 
 @triton.jit
 def _ln_dwdb_kernel(part_ptr, dw_ptr, db_ptr, P, N,
                     HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, ACC: tl.constexpr,
-                    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dw[n] = sum_p part[0, p, n] and db[n] = sum_p part[1, p, n], p in program order."""
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dw[n] = sum_p part[0, p, n] and db[n] = sum_p part[1, p, n] over the P partial rows.
+
+    One program per BLOCK_N columns walks the partial rows BLOCK_M at a time, each lane
+    adding its own rows, then sums its lanes: the same order on every run (no atomics).
+    """
     cols = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < N
-    p0s = tl.arange(0, BLOCK_P).to(tl.int64)
-    acc_w = tl.zeros((BLOCK_P, BLOCK_N), ACC)
-    acc_b = tl.zeros((BLOCK_P, BLOCK_N), ACC)
-    for p0 in range(0, P, BLOCK_P):
+    p0s = tl.arange(0, BLOCK_M).to(tl.int64)
+    acc_w = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    acc_b = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for p0 in range(0, P, BLOCK_M):
         ps = p0 + p0s
         mask = (ps < P)[:, None] & col_mask[None, :]
         if HAS_DW:
@@ -298,14 +314,48 @@ def _flat(w):
     return w, geo[2][0][3]
 
 
-# The backward holds x, g, xhat and wg tiles live: 2048-element tiles keep it under the register
-# file (tests/test_aot_compile.py); the forward holds one tile and takes 4096.
+# The forward holds one tile and takes 4096 elements. The backward holds x, g, xhat and wg
+# tiles live: with unit column strides (Triton compiles them as constexpr 1: vector loads, one
+# address per four elements) a 4096-element tile over 16 warps stays within the 128 registers a
+# thread has there, so rows up to 4096 are read once; strided operands (an address per element)
+# and float64 take 2048 over 8 warps (tests/test_aot_compile.py builds both).
 LN_FWD_TILE = 4096
 LN_BWD_TILE = 2048
+LN_BWD_TILE_UNIT = 4096
+# a longer row is walked in column blocks, LN_BWD_LOOP_ROWS rows at a time: the partial dw, db
+# rows are read-modified-written once per row block, not once per row
+LN_BWD_LOOP_ROWS = 4
 # programs of the backward (each adds its band of rows into its own partial row)
 LN_BWD_PROGRAMS_GPU = 256
 LN_BWD_PROGRAMS_INTERPRET = 4
-LN_DWDB_COLS = 64
+# the second stage of dw, db: column blocks of 16 to 64 columns, as narrow as keeps at least
+# LN_DWDB_PROGRAMS programs busy (the P x N partials are a few MB, read once: the time is
+# latency, so many short programs beat a few long ones), each walking the partial rows in
+# tiles of LN_DWDB_TILE elements per accumulator
+LN_DWDB_COLS = (16, 64)
+LN_DWDB_PROGRAMS = 128
+LN_DWDB_TILE = 2048
+
+
+def _ln_bwd_blocks(m, n, unit):
+    """``(BLOCK_M, BLOCK_N, num_warps, ONE_BLOCK)`` of ``_ln_bwd_kernel`` for ``m`` rows of
+    ``n``; ``unit``: unit column strides and not float64 (rows longer than LN_BWD_TILE then
+    take the larger tile)."""
+    tile = LN_BWD_TILE_UNIT if unit and n > LN_BWD_TILE else LN_BWD_TILE
+    bm, bn, warps = _launch.rows(m, n, max_elems=tile)
+    if n <= bn:
+        return bm, bn, warps, True
+    bm = min(LN_BWD_LOOP_ROWS, _launch.next_pow2(m))
+    return bm, bn // bm, warps, False
+
+
+def _dwdb_blocks(programs, n):
+    """``(BLOCK_M, BLOCK_N, num_warps)`` of ``_ln_dwdb_kernel`` on a GPU for ``programs``
+    partial rows of ``n`` columns (the launcher and the ahead-of-time entries both ask here)."""
+    lo, hi = LN_DWDB_COLS
+    bn = max(lo, min(hi, _launch.next_pow2(cdiv(n, LN_DWDB_PROGRAMS))))
+    bm = min(_launch.next_pow2(programs), LN_DWDB_TILE // bn)
+    return bm, bn, _launch.warps(bm * bn)
 
 
 def _ln_shape(x, ndim):
@@ -354,10 +404,8 @@ def layer_norm_bwd(grad, x, weight, mean, rstd, ndim, need_dx, need_dw, need_db)
         db = full(wshape, 0, buffers.dtype_of(grad)) if need_db else None
         return dx, dw, db
     wb, sw = _flat(weight)
-    bm, bn, warps = _launch.rows(m, n, max_elems=LN_BWD_TILE)
-    one_block = n <= bn
-    if not one_block:
-        bm = 1
+    unit = sn == 1 and sgn == 1 and sw in (0, 1) and dt is not D.float64
+    bm, bn, warps, one_block = _ln_bwd_blocks(m, n, unit)
     cap = LN_BWD_PROGRAMS_INTERPRET if _launch.INTERPRET else LN_BWD_PROGRAMS_GPU
     per = cdiv(cdiv(m, cap), bm) * bm                   # rows per program, whole row blocks
     programs = cdiv(m, per)
@@ -374,17 +422,14 @@ def layer_norm_bwd(grad, x, weight, mean, rstd, ndim, need_dx, need_dw, need_db)
            NEED_DX=bool(need_dx), NEED_DWB=need_dwb, ONE_BLOCK=one_block, ACC=_acc(dt),
            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
     if need_dwb:
-        # narrow column blocks, so that many programs share the fixed-order sum over P
         if _launch.INTERPRET:
             bp, bn2, warps2 = _launch.rows(programs, n)
         else:
-            bn2 = max(16, min(_launch.next_pow2(n), LN_DWDB_COLS))
-            bp = min(_launch.next_pow2(programs), LN_BWD_TILE // bn2)
-            warps2 = _launch.warps(bp * bn2)
+            bp, bn2, warps2 = _dwdb_blocks(programs, n)
         dwf = buffers.view_shape(dw, (n,)) if need_dw else part
         dbf = buffers.view_shape(db, (n,)) if need_db else part
         launch(_ln_dwdb_kernel, (cdiv(n, bn2),), part, dwf, dbf, programs, n,
-               HAS_DW=need_dw, HAS_DB=need_db, ACC=_acc(dt), BLOCK_P=bp, BLOCK_N=bn2,
+               HAS_DW=need_dw, HAS_DB=need_db, ACC=_acc(dt), BLOCK_M=bp, BLOCK_N=bn2,
                num_warps=warps2)
     return dx, dw, db
 
@@ -446,23 +491,23 @@ def _moments_kernel(x_ptr, var_ptr, mean_ptr, M, K, stride_xm, stride_xk, chunk,
 @triton.jit
 def _moments_merge_kernel(m2_ptr, pmean_ptr, var_ptr, mean_ptr, M, K, chunk, n_chunks,
                           divisor_bits, ACC: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                          BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """Merge each row's chunk statistics in chunk order (the law of total variance):
     mean = sum(n_i mean_i) / K and M2 = sum(M2_i + n_i (mean_i - mean)^2)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < M
-    c0 = tl.arange(0, BLOCK_C).to(tl.int64)
+    c0 = tl.arange(0, BLOCK_K).to(tl.int64)
     k_f = tl.zeros((BLOCK_M,), ACC) + K
-    acc = tl.zeros((BLOCK_M, BLOCK_C), ACC)
-    for s0 in range(0, n_chunks, BLOCK_C):
+    acc = tl.zeros((BLOCK_M, BLOCK_K), ACC)
+    for s0 in range(0, n_chunks, BLOCK_K):
         cs = s0 + c0
         mask = row_mask[:, None] & (cs < n_chunks)[None, :]
         n_i = (tl.minimum(cs * chunk + chunk, K) - cs * chunk).to(ACC)
         mi = tl.load(pmean_ptr + rows[:, None] * n_chunks + cs[None, :], mask=mask, other=0)
         acc += tl.where(mask, n_i[None, :] * mi, 0.0)
     mean = div_rn(tl.sum(acc, axis=1), k_f)
-    acc = tl.zeros((BLOCK_M, BLOCK_C), ACC)
-    for s0 in range(0, n_chunks, BLOCK_C):
+    acc = tl.zeros((BLOCK_M, BLOCK_K), ACC)
+    for s0 in range(0, n_chunks, BLOCK_K):
         cs = s0 + c0
         mask = row_mask[:, None] & (cs < n_chunks)[None, :]
         n_i = (tl.minimum(cs * chunk + chunk, K) - cs * chunk).to(ACC)
@@ -546,7 +591,7 @@ def var_mean(x, dims, correction):
            n_chunks, divisor, FINAL=False, ACC=acc, BLOCK_M=bm, BLOCK_K=bk, num_warps=warps)
     bm, bc, warps = _launch.rows(m, n_chunks)
     launch(_moments_merge_kernel, (cdiv(m, bm),), pm2, pmean, var_f, mean_f, m, k, chunk,
-           n_chunks, divisor, ACC=acc, BLOCK_M=bm, BLOCK_C=bc, num_warps=warps)
+           n_chunks, divisor, ACC=acc, BLOCK_M=bm, BLOCK_K=bc, num_warps=warps)
     return var, mean
 
 
@@ -762,8 +807,15 @@ def vector_norm_bwd(grad, x, norm, dims, p):
         ord_ = "inf"
     out = buffers.empty(shape, buffers.dtype_of(grad))
     launch_strided(_norm_bwd_kernel, [buffers.expand(grad, shape), x, norm_e, count, out],
-                   (float_bits(p if math.isfinite(p) else 0.0),), ORD=ord_)
+                   (float_bits(p if math.isfinite(p) else 0.0),), num_warps=NORM_BWD_WARPS,
+                   ORD=ord_)
     return out
+
+
+# Five strided operands and a correctly rounded division per element: at 4 warps (8 elements a
+# thread) the float32 2-norm and inf-norm gradients spill a few bytes around the division's
+# slow path (sm_90 and sm_80); 8 warps halve the live values (tests/test_aot_compile.py)
+NORM_BWD_WARPS = 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -939,33 +991,74 @@ def mse_loss_bwd(grad, x, y, reduction, need_dx, need_dy):
 # ahead-of-time compile list (format: kernels/_launch.py)
 # ----------------------------------------------------------------------------------------------
 
+def _ln_unit(name, fn, pointers, constexprs, aligned, warps=None):
+    """An entry as the runtime compiles a LayerNorm kernel for operands with unit column
+    strides (they arrive as constexpr 1) and sizes below 2^31 (i32): ``aligned``, every other
+    size and stride a multiple of 16 as in a training step (N = 1024, say), else none."""
+    unit = {k: 1 for k in fn.arg_names if k in ("stride_xn", "stride_gn", "stride_w", "stride_b")}
+    constexprs = {**constexprs, **unit}
+    options = {} if warps is None else {"num_warps": warps}
+    if aligned:
+        options["divisible_by_16"] = [k for k in fn.arg_names
+                                      if k not in constexprs and k != "eps_bits"]
+    return aot_entry(name, fn, pointers, constexprs, scalar_type="i32",
+                     scalars={"eps_bits": "i64"} if "eps_bits" in fn.arg_names else None,
+                     **options)
+
+
 def _kernels():
     out = []
+    # LayerNorm at the tiles and warps the launchers choose on a GPU (``_launch.rows`` with
+    # LN_FWD_TILE, ``_ln_bwd_blocks``, ``_dwdb_blocks``): strided i64 operands (any dtype),
+    # and with unit column strides: the backward's larger tile over rows of 2048 < N <= 4096
+    # and its row-block walk beyond (only there), and a training step's width 1024
     for dt, acc in (("fp32", tl.float32), ("bf16", tl.float32), ("fp16", tl.float32),
                     ("fp64", tl.float64)):
         acc_dt = "fp64" if dt == "fp64" else "fp32"
         ptrs = {"x_ptr": dt, "w_ptr": dt, "b_ptr": dt, "y_ptr": dt, "mean_ptr": acc_dt,
                 "rstd_ptr": acc_dt}
+        fwd = {"HAS_W": True, "HAS_B": True, "ACC": acc}
         for one, bm, bn in ((True, 1, 4096), (True, 16, 256), (False, 1, 4096)):
-            if dt == "fp64" and not one:
-                continue
             out.append(aot_entry(f"ln_fwd_{dt}_{'one' if one else 'loop'}{bm}x{bn}",
                                  _ln_fwd_kernel, ptrs,
-                                 {"HAS_W": True, "HAS_B": True, "ONE_BLOCK": one, "ACC": acc,
-                                  "BLOCK_M": bm, "BLOCK_N": bn}))
+                                 {**fwd, "ONE_BLOCK": one, "BLOCK_M": bm, "BLOCK_N": bn}))
         bptrs = {"x_ptr": dt, "w_ptr": dt, "g_ptr": dt, "mean_ptr": acc_dt, "rstd_ptr": acc_dt,
                  "dx_ptr": dt, "part_ptr": acc_dt}
-        for one, bm, bn in ((True, 1, 2048), (True, 8, 256), (False, 1, 2048)):
-            if dt == "fp64" and not one:
-                continue
+        bwd = {"HAS_W": True, "NEED_DX": True, "NEED_DWB": True, "ACC": acc}
+        loop_m = LN_BWD_LOOP_ROWS
+        for one, bm, bn in ((True, 1, LN_BWD_TILE), (True, 8, LN_BWD_TILE // 8),
+                            (False, loop_m, LN_BWD_TILE // loop_m)):
             out.append(aot_entry(f"ln_bwd_{dt}_{'one' if one else 'loop'}{bm}x{bn}",
                                  _ln_bwd_kernel, bptrs,
-                                 {"HAS_W": True, "NEED_DX": True, "NEED_DWB": True,
-                                  "ONE_BLOCK": one, "ACC": acc, "BLOCK_M": bm, "BLOCK_N": bn}))
-        out.append(aot_entry(f"ln_dwdb_{dt}", _ln_dwdb_kernel,
-                             {"part_ptr": acc_dt, "dw_ptr": dt, "db_ptr": dt},
-                             {"HAS_DW": True, "HAS_DB": True, "ACC": acc, "BLOCK_P": 8,
-                              "BLOCK_N": 256}))
+                                 {**bwd, "ONE_BLOCK": one, "BLOCK_M": bm, "BLOCK_N": bn}))
+        if dt != "fp64":
+            for one, bm, bn, aligned in ((True, 1, LN_BWD_TILE_UNIT, False),
+                                         (True, 1, LN_BWD_TILE_UNIT, True),
+                                         (False, loop_m, LN_BWD_TILE_UNIT // loop_m, True)):
+                out.append(_ln_unit(f"ln_bwd_{dt}_unit{'' if aligned else 'odd'}_"
+                                    f"{'one' if one else 'loop'}{bm}x{bn}", _ln_bwd_kernel, bptrs,
+                                    {**bwd, "ONE_BLOCK": one, "BLOCK_M": bm, "BLOCK_N": bn},
+                                    aligned))
+        if dt in ("fp32", "bf16"):
+            out.append(_ln_unit(f"ln_fwd_{dt}_unit_one4x1024", _ln_fwd_kernel, ptrs,
+                                {**fwd, "ONE_BLOCK": True, "BLOCK_M": 4, "BLOCK_N": 1024}, True))
+            out.append(_ln_unit(f"ln_bwd_{dt}_unit_one2x1024", _ln_bwd_kernel, bptrs,
+                                {**bwd, "ONE_BLOCK": True, "BLOCK_M": 2, "BLOCK_N": 1024}, True))
+        # the second stage: P = 256 partial rows of N = 1024, 4096 and 16384 columns (one
+        # block shape each), and the 12 partial rows of 12 columns of a small input
+        dptrs = {"part_ptr": acc_dt, "dw_ptr": dt, "db_ptr": dt}
+        dwdb = {"HAS_DW": True, "HAS_DB": True, "ACC": acc}
+        for p, n in ((LN_BWD_PROGRAMS_GPU, 1024), (LN_BWD_PROGRAMS_GPU, 4096),
+                     (LN_BWD_PROGRAMS_GPU, 16384), (12, 12)):
+            if dt in ("bf16", "fp16") and n in (4096, 16384):
+                continue                                 # the float32 code but for the store
+            bm, bn, warps = _dwdb_blocks(p, n)
+            out.append(aot_entry(f"ln_dwdb_{dt}_{bm}x{bn}", _ln_dwdb_kernel, dptrs,
+                                 {**dwdb, "BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps))
+        if dt in ("fp32", "bf16"):
+            bm, bn, warps = _dwdb_blocks(LN_BWD_PROGRAMS_GPU, 1024)
+            out.append(_ln_unit(f"ln_dwdb_{dt}_i32_{bm}x{bn}", _ln_dwdb_kernel, dptrs,
+                                {**dwdb, "BLOCK_M": bm, "BLOCK_N": bn}, True, warps))
     out.append(aot_entry("ln_fwd_fp32_noaffine", _ln_fwd_kernel,
                          {"x_ptr": "fp32", "w_ptr": "fp32", "b_ptr": "fp32", "y_ptr": "fp32",
                           "mean_ptr": "fp32", "rstd_ptr": "fp32"},
@@ -981,7 +1074,7 @@ def _kernels():
     out.append(aot_entry("moments_merge_fp32", _moments_merge_kernel,
                          {"m2_ptr": "fp32", "pmean_ptr": "fp32", "var_ptr": "bf16",
                           "mean_ptr": "bf16"},
-                         {"ACC": tl.float32, "BLOCK_M": 4, "BLOCK_C": 1024}))
+                         {"ACC": tl.float32, "BLOCK_M": 4, "BLOCK_K": 1024}))
     for has_std, dt in ((False, "fp32"), (True, "bf16")):
         out.append(aot_entry(f"var_bwd_{dt}_std{int(has_std)}", _var_bwd_kernel, dt,
                              {"HAS_STD": has_std, "NDIM": 3, "BLOCK": 1024}))
@@ -1002,7 +1095,8 @@ def _kernels():
                      ("plow", "fp32"), ("zero", "fp16")):
         out.append(aot_entry(f"norm_bwd_{ord_}_{dt}", _norm_bwd_kernel,
                              {"g_ptr": dt, "x_ptr": dt, "norm_ptr": dt, "count_ptr": "fp32",
-                              "out_ptr": dt}, {"ORD": ord_, "NDIM": 2, "BLOCK": 1024}))
+                              "out_ptr": dt}, {"ORD": ord_, "NDIM": 2, "BLOCK": 1024},
+                             num_warps=NORM_BWD_WARPS))
     out.append(aot_entry("sq_err_bf16", _sq_err_kernel, "bf16", {"NDIM": 2, "BLOCK": 1024}))
     for dt, acc in (("fp32", tl.float32), ("bf16", tl.float32), ("fp64", tl.float64)):
         for final in (True, False):

@@ -5,9 +5,12 @@ tritonnn: ``loss = F.linear_cross_entropy(h, w, y, b)`` and ``tn.grad(loss, [h, 
 "mean" while each chunk's softmax is at hand, the backward scales them). torch: the unfused
 ``F.cross_entropy(F.linear(h, w, b), y)`` and ``torch.autograd.grad``, which hold the full
 logits, their log-softmax and their gradient.
-cuda: 8192 rows x hidden 4096 x vocab 128256 in bf16 (and vocab 32000): time <= 1.1x torch's
-(speedup >= 0.91) and a peak of extra memory <= 1/8 of the full logits' bytes (peak allocated
-during the step, minus what was allocated before it and minus the gradients returned).
+cuda: the issue's case alone, 8192 rows x hidden 4096 x vocab 128256 in bf16 (torch's
+baseline holds ~2 GB of logits), with its two targets: time <= 1.1x torch's (the ratio is
+t(tritonnn) / t(torch)), and a peak of extra memory <= 1/8 of the full logits' bytes (peak
+allocated during the step, minus what was allocated before it and minus the gradients
+returned). A second vocabulary would cost the GPU check a second set of GEMM
+specializations (its chunks' row counts differ) for no target.
 cpu: scaled-down float32 shapes beside torch; tritonnn's extra memory from tracemalloc
 (numpy's allocations; torch's are not traced). For 16-bit dtypes the extra memory includes
 the float32 dW accumulator, V * H * 4 bytes: at 8192 x 4096 x 128256 that alone equals the
@@ -27,7 +30,7 @@ import tritonnn.nn.functional as F
 from . import common as C
 
 FAMILY = "linear_cross_entropy"
-SPEED_TARGET = C.Target(">=", 0.91)     # t(torch) / t(tritonnn): tritonnn within 1.1x
+SPEED_TARGET = C.Target("<=", 1.1)      # t(tritonnn) / t(torch): within 1.1x of torch's time
 MEMORY_TARGET = C.Target("<=", 0.125)   # peak extra bytes (less the gradients) / logits bytes
 
 
@@ -36,7 +39,7 @@ def _shapes(sw):
     if sw.tiny:
         return [(37, 64, 1000)], ("bfloat16" if sw.device == "cuda" else "float32")
     if sw.gpu:
-        return [(8192, 4096, 32000), (8192, 4096, 128256)], "bfloat16"
+        return [(8192, 4096, 128256)], "bfloat16"
     return [(1024, 128, 8192), (512, 128, 32000)], "float32"
 
 
@@ -111,7 +114,7 @@ def run(device="auto", quick=False, out=None):
         work = C.Work(6.0 * n * hidden * v, "TFLOP/s", "6*N*H*V/t")
         shape = (n, hidden, v)
         sw.compare("fwd+bwd", shape, dname, timings, "torch", work,
-                   SPEED_TARGET if sw.device == "cuda" else None, speedup=True, wrong=not ok,
+                   SPEED_TARGET if sw.device == "cuda" else None, speedup=False, wrong=not ok,
                    notes={"tritonnn": note})
         # -- memory -------------------------------------------------------------------------
         mib = 2.0 ** 20

@@ -1,11 +1,12 @@
 """Run the perf sweeps: ``tritonnn sweep`` or ``python -m tritonnn.perf.sweep``.
 
-Options: ``--device auto|cpu|cuda``, ``--kernels FAMILY ...`` (all by default), ``--quick``,
-``--out DIR``. Each family (one ``bench_<family>.py`` of this package) runs in turn; its CSV
-and PNG are written into the results folder (``--out``, by default ``./perf_results/<device>``
-under the current folder) as soon as it finishes, so a time limit still leaves the finished
-ones; then the whole table is printed and saved as ``sweep-<device kind>.csv`` / ``.txt`` /
-``.md``. A family that crashes is reported and the sweep goes on.
+Options: ``--device auto|cpu|cuda``, ``--kernels FAMILY ...`` (or ``--family FAMILY ...``;
+all by default), ``--quick``, ``--out DIR``. Each family (one ``bench_<family>.py`` of this
+package) runs in turn; its CSV and PNG are written into the results folder (``--out``, by
+default ``./perf_results/<device>`` under the current folder) as soon as it finishes, so a
+time limit still leaves the finished ones; then the whole table is printed and saved as
+``sweep-<device kind>.csv`` / ``.txt`` / ``.md``. A family that crashes is reported and the
+sweep goes on.
 ``python -m tritonnn.perf.sweep --summarize DIR`` prints the table of the CSVs already in DIR.
 """
 from __future__ import annotations
@@ -20,8 +21,9 @@ import traceback
 
 from . import common as C
 
-FAMILIES = ("matmul", "linear", "cross_entropy", "softmax", "relu", "elementwise", "reduction",
-            "memory", "optim", "random", "train_step", "tiny_op", "import")
+FAMILIES = ("matmul", "linear", "cross_entropy", "linear_cross_entropy", "softmax", "layer_norm",
+            "relu", "gelu", "elementwise", "reduction", "memory", "embedding", "optim", "random",
+            "dropout", "train_step", "tiny_op", "import")
 
 
 def _family(name):
@@ -115,6 +117,8 @@ def cli(argv=None, prog="python -m tritonnn.perf.sweep", parser_class=argparse.A
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--kernels", nargs="*", default=None, type=_family_arg,
                    help=f"families to run (default: all): {' '.join(FAMILIES)}")
+    p.add_argument("--family", nargs="*", dest="kernels", type=_family_arg, metavar="FAMILY",
+                   help="the same as --kernels")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
     p.add_argument("--out", default=None,
                    help=f"results folder (default ./{C.DEFAULT_RESULTS}/<device>, under the "

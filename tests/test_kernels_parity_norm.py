@@ -142,6 +142,69 @@ def test_layer_norm_float64_statistics():
                               rstd, 1, True, False, False], (D.float64, None, None), 1e-9, 1e-9)
 
 
+@pytest.fixture
+def gpu_sizes(monkeypatch):
+    """The launchers size blocks and programs as on a GPU, the kernels still interpreted: the
+    block shapes the ahead-of-time entries compile get run and checked here too."""
+    from tritonnn.kernels import _launch
+    caches = (_launch.rows, _launch.elementwise, _launch.reduce_split)
+    for f in caches:
+        f.cache_clear()
+    monkeypatch.setattr(_launch, "INTERPRET", False)
+    yield
+    monkeypatch.undo()
+    for f in caches:
+        f.cache_clear()
+
+
+# (rows, width, dtype, layout): the GPU's one-block tile of 2048 (2 rows of 1024; 8 rows of
+# 256 transposed; 128 rows of 16), the unit-stride tile of 4096 (a row of 3000), and the
+# row-block walks beyond (4 rows of 1024 columns for unit strides, of 512 for transposed
+# operands and float64); two backward programs, so that a program adds up several row blocks
+GPU_LN_CASES = [(42, 1000, D.float32, "contiguous", (2, 1024, True)),
+                (70, 200, D.float32, "transposed", (8, 256, True)),
+                (520, 16, D.float16, "contiguous", (128, 16, True)),
+                (5, 3000, D.float32, "contiguous", (1, 4096, True)),
+                (3, 3000, D.bfloat16, "contiguous", (1, 4096, True)),
+                (9, 5000, D.float32, "contiguous", (4, 1024, False)),
+                (9, 2100, D.float32, "transposed", (4, 512, False)),
+                (9, 2500, D.float64, "contiguous", (4, 512, False))]
+GPU_LN_TOL = {D.float32: 5e-4, D.bfloat16: 1.2e-1, D.float16: 1.6e-2, D.float64: 1e-9}
+
+
+def _ln_fwd_bwd(m, n, dtype, layout):
+    tol = GPU_LN_TOL[dtype]
+    x = rnd((m, n), 30) + 2
+    w = make(rnd((n,), 31) + 1, dtype)
+    y, mean, rstd = results("layer_norm_fwd", [make(x, dtype, layout), w, None, 1, 1e-5],
+                            (dtype, ACC[dtype], ACC[dtype]), tol, tol)
+    _check("layer_norm_bwd", [make(rnd((m, n), 32), dtype, layout), make(x, dtype, layout), w,
+                              mean, rstd, 1, True, True, True], dtype, tol, tol)
+
+
+@pytest.mark.parametrize("m, n, dtype, layout, blocks", GPU_LN_CASES,
+                         ids=[f"{m}x{n}-{d.name}-{lay}" for m, n, d, lay, _ in GPU_LN_CASES])
+def test_layer_norm_at_gpu_block_sizes(gpu_sizes, monkeypatch, m, n, dtype, layout, blocks):
+    from tritonnn.kernels import norm
+    unit = layout == "contiguous" and dtype is not D.float64
+    bm, bn, _, one_block = norm._ln_bwd_blocks(m, n, unit)
+    assert (bm, bn, one_block) == blocks, "the case no longer reaches the path it names"
+    monkeypatch.setattr(norm, "LN_BWD_PROGRAMS_GPU", 2)
+    _ln_fwd_bwd(m, n, dtype, layout)
+
+
+@pytest.mark.parametrize("cols", [16, 64])
+def test_layer_norm_partials_summed_in_steps(gpu_sizes, monkeypatch, cols):
+    """dw, db from 21 partial rows, summed 4 at a time (a tile of 4 x ``cols`` for the test,
+    2048 elements on a GPU), the last step masked, in column blocks of ``cols``."""
+    from tritonnn.kernels import norm
+    monkeypatch.setattr(norm, "LN_BWD_PROGRAMS_GPU", 21)
+    monkeypatch.setattr(norm, "LN_DWDB_TILE", 4 * cols)
+    monkeypatch.setattr(norm, "LN_DWDB_PROGRAMS", -(-1000 // cols))
+    assert norm._dwdb_blocks(21, 1000)[:2] == (4, cols)
+    _ln_fwd_bwd(42, 1000, D.float32, "contiguous")
+
+
 # ----------------------------------------------------------------------------------------------
 # variance and vector norms
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ the sweeps' tables.
 import importlib
 import math
 import os
+import re
 
 import pytest
 
@@ -22,9 +23,10 @@ PERF_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 STATUSES = {"info", "not judged (quick)", "not judged (interpreter)", "FAIL (wrong result)"}
 
-# (family, case) of the rows that time nothing: cross-entropy's peak extra memory, a size in
-# MiB held in the throughput column. Every other row carries a median and its p20/p80.
-UNTIMED = {("cross_entropy", "peak extra memory")}
+# (family, case) of the rows that time nothing: the cross-entropies' peak extra memory, a size
+# in MiB held in the throughput column. Every other row carries a median and its p20/p80.
+UNTIMED = {("cross_entropy", "peak extra memory"),
+           ("linear_cross_entropy", "peak extra memory")}
 
 NUMERIC = ("median_us", "p20_us", "p80_us", "throughput", "ratio")
 
@@ -111,6 +113,17 @@ def test_sweep_main_and_summary(tmp_path, capsys):
         sweep.main(device="cpu", kernels=["nope"], quick=True, out=str(tmp_path))
 
 
+def test_sweep_cli_family_option(tmp_path, capsys):
+    """``--family`` names families as ``--kernels`` does; an unknown one is a usage error."""
+    assert sweep.cli(["--device", "cpu", "--family", "relu", "--quick", "--out",
+                      str(tmp_path)]) == 0
+    assert (tmp_path / "relu-cpu.csv").exists()
+    assert not (tmp_path / "tiny_op-cpu.csv").exists()
+    with pytest.raises(SystemExit):
+        sweep.cli(["--device", "cpu", "--family", "nope", "--quick", "--out", str(tmp_path)])
+    assert "unknown kernel family 'nope'" in capsys.readouterr().err
+
+
 def test_every_family_is_registered():
     """Each bench_<family>.py is a sweep family, in gpu_check.sh's loop and the README."""
     for folder in (os.path.dirname(sweep.__file__), PERF_SRC):     # installed, and the sources
@@ -124,6 +137,23 @@ def test_every_family_is_registered():
     for fam in sweep.FAMILIES:
         assert f" {fam}:" in check, f"{fam} missing from gpu_check.sh's per-family loop"
         assert f"| `bench_{fam}.py` |" in readme, f"{fam} missing from perf/README.md's table"
+
+
+def test_gpu_check_budgets_fit_its_deadline():
+    """gpu_check.sh's stage budgets (install, tests, one sweep per family, the profile) sum to
+    what its comment says, under its DEADLINE, leaving time for the unstaged steps."""
+    with open(os.path.join(PERF_SRC, "gpu_check.sh")) as f:
+        check = f.read()
+    deadline = int(re.search(r"GPU_CHECK_SECONDS:-(\d+)", check).group(1))
+    stages = [int(b) for b in re.findall(r"^stage \S+ (\d+) ", check, re.M)]
+    loop = check[check.index("for fam_budget in"):]
+    loop = loop[:loop.index("; do")]
+    fams = dict((f, int(b)) for f, b in re.findall(r"\b([a-z_]+):(\d+)\b", loop))
+    assert set(fams) == set(sweep.FAMILIES) and len(stages) == 4
+    total = sum(stages) + sum(fams.values())
+    assert f"sum to {total} s" in check, f"gpu_check.sh's comment: the budgets sum to {total} s"
+    assert total + 15 <= deadline, f"budgets {total} s + unstaged steps over DEADLINE {deadline}"
+    assert deadline < 600, "one command on a lent GPU machine runs at most 10 minutes"
 
 
 def test_judging():
