@@ -16,9 +16,9 @@
 #   import        30  2 plain (fill, add): ~0.4 s                           ~8-12 s
 #   pytest       180  ~305 plain + ~58 GEMM tiles (42 in the marked kernel
 #                     tests, ~16 for the CUDA-graph tests' MLP): ~61 + ~41 s   ~120 s
-#   sweep         90  ~110 plain + ~14 GEMM tiles, fewer where pytest
-#                     already built them: <= ~32 s; plus timing, torch's
-#                     baselines, fresh-process imports                         ~70 s
+#   sweep         90  18 families: ~141 plain + ~16 GEMM tiles, of which
+#                     ~115 + ~11 not built by pytest: ~23 + ~8 s; plus
+#                     ~300 rows timed, torch's baselines, imports              ~60 s
 #   sweep_rest    60  only when a family broke the sweep's process: the       (none)
 #                     families after it, in a fresh process, within the deadline
 #   total        340  DEADLINE (350 s) caps every limit; + a few seconds of bundling: < 360 s

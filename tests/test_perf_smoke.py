@@ -125,7 +125,8 @@ def test_sweep_cli_family_option(tmp_path, capsys):
 
 
 def test_every_family_is_registered():
-    """Each bench_<family>.py is a sweep family, in gpu_check.sh's loop and the README."""
+    """Each bench_<family>.py is a sweep family, run by gpu_check.sh's sweep stage (every
+    family, --quick) and in the README."""
     for folder in (os.path.dirname(sweep.__file__), PERF_SRC):     # installed, and the sources
         scripts = {f[len("bench_"):-len(".py")] for f in os.listdir(folder)
                    if f.startswith("bench_") and f.endswith(".py")}
@@ -134,26 +135,31 @@ def test_every_family_is_registered():
         check = f.read()
     with open(os.path.join(PERF_SRC, "README.md")) as f:
         readme = f.read()
+    # the sweep stage names no --kernels: it runs every family of sweep.FAMILIES
+    assert re.search(r"^stage sweep \d+ python3 -m tritonnn\.perf\.sweep --device cuda --quick "
+                     r"--out \S+$", check, re.M), "gpu_check.sh's sweep stage must run every family"
     for fam in sweep.FAMILIES:
-        assert f" {fam}:" in check, f"{fam} missing from gpu_check.sh's per-family loop"
         assert f"| `bench_{fam}.py` |" in readme, f"{fam} missing from perf/README.md's table"
 
 
 def test_gpu_check_budgets_fit_its_deadline():
-    """gpu_check.sh's stage budgets (install, tests, one sweep per family, the profile) sum to
-    what its comment says, under its DEADLINE, leaving time for the unstaged steps."""
+    """gpu_check.sh's stages (env, install, import check, pytest -m gpu, sweep --quick) have
+    the budgets its header's table lists, summing to its total, under its DEADLINE and 6
+    minutes (issue 12: a fresh GPU machine, cold Triton cache); the stage after a crashed
+    sweep (indented, conditional) only runs within the DEADLINE."""
     with open(os.path.join(PERF_SRC, "gpu_check.sh")) as f:
         check = f.read()
     deadline = int(re.search(r"GPU_CHECK_SECONDS:-(\d+)", check).group(1))
-    stages = [int(b) for b in re.findall(r"^stage \S+ (\d+) ", check, re.M)]
-    loop = check[check.index("for fam_budget in"):]
-    loop = loop[:loop.index("; do")]
-    fams = dict((f, int(b)) for f, b in re.findall(r"\b([a-z_]+):(\d+)\b", loop))
-    assert set(fams) == set(sweep.FAMILIES) and len(stages) == 4
-    total = sum(stages) + sum(fams.values())
-    assert f"sum to {total} s" in check, f"gpu_check.sh's comment: the budgets sum to {total} s"
-    assert total + 15 <= deadline, f"budgets {total} s + unstaged steps over DEADLINE {deadline}"
-    assert deadline < 600, "one command on a lent GPU machine runs at most 10 minutes"
+    stages = dict(re.findall(r"^stage (\S+) (\d+) ", check, re.M))
+    assert list(stages) == ["env", "install", "import", "pytest", "sweep"], stages
+    for name, budget in stages.items():
+        assert re.search(rf"^#   {name} +{budget} ", check, re.M), \
+            f"gpu_check.sh's header lists no budget {budget} for stage {name}"
+    total = sum(int(b) for b in stages.values())
+    assert re.search(rf"^#   total +{total} ", check, re.M), \
+        f"gpu_check.sh's header: the budgets sum to {total} s"
+    assert total + 10 <= deadline <= 360 - 5, f"budgets {total} s, DEADLINE {deadline} s"
+    assert re.search(r"^ +stage sweep_rest \d+ ", check, re.M)
 
 
 def test_judging():
