@@ -16,9 +16,9 @@
 #   import        30  2 plain (fill, add): ~0.4 s                           ~8-12 s
 #   pytest       150  ~305 plain + ~58 GEMM tiles (42 in the marked kernel
 #                     tests, ~16 for the CUDA-graph tests' MLP): ~61 + ~41 s   ~120 s
-#   sweep         80  ~110 plain + ~14 GEMM tiles, fewer where pytest
-#                     already built them: <= ~32 s; plus timing, torch's
-#                     baselines, fresh-process imports                         ~70 s
+#   sweep         80  18 families: ~141 plain + ~16 GEMM tiles, of which
+#                     ~115 + ~11 not built by pytest: ~23 + ~8 s; plus
+#                     ~300 rows timed, torch's baselines, imports              ~60 s
 #   targets       50  the issue-11 targets at full size (not --quick):
 #                     layer_norm (3 shapes x 2 dtypes, ~12 plain) and
 #                     linear_cross_entropy 8192 x 4096 x 128256 bf16 (~3 GEMM

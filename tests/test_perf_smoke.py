@@ -125,14 +125,19 @@ def test_sweep_cli_family_option(tmp_path, capsys):
 
 
 def test_every_family_is_registered():
-    """Each bench_<family>.py is a sweep family (gpu_check.sh runs them all through the sweep)
-    and has its row in perf/README.md."""
+    """Each bench_<family>.py is a sweep family, run by gpu_check.sh's sweep stage (every
+    family, --quick) and in the README."""
     for folder in (os.path.dirname(sweep.__file__), PERF_SRC):     # installed, and the sources
         scripts = {f[len("bench_"):-len(".py")] for f in os.listdir(folder)
                    if f.startswith("bench_") and f.endswith(".py")}
         assert scripts == set(sweep.FAMILIES), folder
+    with open(os.path.join(PERF_SRC, "gpu_check.sh")) as f:
+        check = f.read()
     with open(os.path.join(PERF_SRC, "README.md")) as f:
         readme = f.read()
+    # the sweep stage names no --kernels: it runs every family of sweep.FAMILIES
+    assert re.search(r"^stage sweep \d+ python3 -m tritonnn\.perf\.sweep --device cuda --quick "
+                     r"--out \S+$", check, re.M), "gpu_check.sh's sweep stage must run every family"
     for fam in sweep.FAMILIES:
         assert f"| `bench_{fam}.py` |" in readme, f"{fam} missing from perf/README.md's table"
 
