@@ -236,10 +236,10 @@ def main(argv=None):
                                   f"(compiled, or from TRITON_CACHE_DIR), {STATS['launches']} "
                                   f"launches", file=sys.stderr))
     if argv[0] == "-m":
-        sys.argv = argv[1:]
+        sys.argv[:] = argv[1:]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:
-        sys.argv = argv
+        sys.argv[:] = argv
         runpy.run_path(argv[0], run_name="__main__")
     return 0
 

@@ -77,24 +77,35 @@ def test_adamw_hyper_parameters_compile_nothing_new(probe):
     assert probe["adamw_new_binaries"] == 0
 
 
-@needs_triton
-def test_host_overhead_benchmark_quick():
-    """``bench_host_overhead`` in quick mode (its own process on the no-op driver): host
-    times for both libraries, the launches per step as the interpreter counts them here,
-    and no compile after warm-up."""
+@pytest.fixture(scope="module")
+def bench_rows():
+    """``bench_host_overhead`` in quick mode (it runs in its own process, on the no-op driver)."""
     from tritonnn.perf import bench_host_overhead as B
-    rows = B.run(quick=True)
-    by = {(r.case, r.impl): r for r in rows}
+    return {(r.case, r.impl): r for r in B.run(quick=True)}
+
+
+@needs_triton
+def test_host_overhead_benchmark_quick(bench_rows):
+    """Host times for both libraries, launches per step, and no compile after warm-up."""
+    from tritonnn.perf import bench_host_overhead as B
     for name in B.OPTIMIZERS:
         for impl in ("torch", "tritonnn"):
-            r = by[(f"{name} step: host time", impl)]
+            r = bench_rows[(f"{name} step: host time", impl)]
             assert r.median_us > 0 and r.p20_us <= r.median_us <= r.p80_us, r
             assert r.device_kind == B.KIND
-        assert by[(f"{name} step: host time", "tritonnn")].ratio > 0
-        compiles = by[(f"{name} step: binaries loaded after warm-up", "tritonnn")]
+        assert bench_rows[(f"{name} step: host time", "tritonnn")].ratio > 0
+        compiles = bench_rows[(f"{name} step: binaries loaded after warm-up", "tritonnn")]
         assert compiles.throughput == 0 and "FAIL" not in compiles.status, compiles
-        launches = by[(f"{name} step: launches per step", "tritonnn")].throughput
-        assert launches == _interpreter_launches_per_step(name)
+        assert bench_rows[(f"{name} step: launches per step", "tritonnn")].throughput > 0
+
+
+@needs_triton
+@pytest.mark.parametrize("opt_name", ["sgd", "adamw"])
+def test_the_no_op_driver_counts_launches_as_the_interpreter(bench_rows, opt_name):
+    """The benchmark's launches per step are what ``tn.cuda.stats()`` counts for the same
+    step in this process (the interpreter, or a GPU)."""
+    launches = bench_rows[(f"{opt_name} step: launches per step", "tritonnn")].throughput
+    assert launches == _interpreter_launches_per_step(opt_name)
 
 
 def _interpreter_launches_per_step(opt_name):
