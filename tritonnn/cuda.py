@@ -275,10 +275,10 @@ class Graphed:
         if problems:
             raise TritonnnError(
                 f"{where}: cannot capture fn as a CUDA graph: {when} {'; '.join(problems)}. "
-                f"A replay runs "
-                f"the device work alone: no value comes back to Python mid-step, no host data "
-                f"is copied again, the same random numbers would be drawn every step. Move "
-                f"item()/printing/uploads/random draws out of fn, or call fn without graphed()")
+                f"A replay runs the device work alone: no value comes back to Python "
+                f"mid-step, no host data is copied again, the same random numbers would be "
+                f"drawn every step. Move item()/printing/uploads/random draws out of fn, or "
+                f"call fn without graphed()")
 
     def _replay(self, g, tensors):
         for static, t in zip(g.inputs, tensors):
