@@ -1,7 +1,10 @@
 """Fused parameter updates, in place (numpy). Twins in ``kernels/optim.py``.
 
 Both follow PyTorch's update rules exactly, in the same order of operations,
-so that a model trained here and in torch agrees to float rounding.
+so that a model trained here and in torch agrees to float rounding. The flat
+functions (one buffer per dtype holding every parameter) run the same
+per-parameter functions once per run of chunks that share hyper-parameters
+and a step count: one vectorised pass for a whole parameter group.
 """
 from __future__ import annotations
 

@@ -9,6 +9,15 @@ momentum, dampening) are compile-time switches, so the plain step pays for
 nothing it does not use. The others travel as the bits of a float64 (a
 compiled kernel would receive a Python float as float32) and are rounded to
 the parameter's compute dtype inside, as numpy does on the host.
+
+Flat storage (``tritonnn.flat``, layout in ``tritonnn/contract.py``): the
+optimizers' step is ``sgd_flat_step``/``adam_flat_step``, one launch over
+every parameter of a dtype, one program per chunk, each element's arithmetic
+that of the per-parameter kernels; hyper-parameters, step counts and Adam's
+bias corrections are read from tables in device memory, so no kernel argument
+changes from step to step (a captured CUDA graph stays right). ``clip_grad_norm_``
+over flat gradients is ``grad_norm_partials`` then ``clip_grads_``: two
+launches, no atomics, the same sum in every program.
 """
 from __future__ import annotations
 
