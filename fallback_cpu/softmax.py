@@ -161,13 +161,26 @@ def bce_with_logits_bwd(grad_loss, x, y, reduction):
 # and the chunk takes as many rows as ``budget`` bytes hold. 16-bit weights are widened to
 # float32 once per call, for BLAS. For 16-bit dtypes the logits and their gradient are
 # rounded to h's dtype where the kernels store them in a buffer of that dtype (as torch's
-# unfused linear + cross_entropy does); dW and db still add up in float32.
+# unfused linear + cross_entropy does). dW and db add up as the kernels add them
+# (``_lce_plan``, the kernels' rule): in the returned buffers for float32/float64; for
+# 16-bit dtypes in float32 (rounded once) when those accumulators take at most half the
+# budget, else in the returned 16-bit arrays, each chunk's float32 product added to the
+# widened stored value and rounded once to nearest even.
 
 
-def _lce_rows(budget, n, v, hidden, acc):
-    """Rows per chunk: two (rows, V) and two (rows, H) ``acc`` arrays within ``budget`` bytes."""
-    per_row = (2 * v + 2 * hidden) * np.dtype(acc).itemsize
-    return max(1, min(n, budget // max(per_row, 1)))
+def _lce_plan(budget, n, v, hidden, dtype, need_dw, need_db):
+    """``(rows per chunk, whether dW and db add up in float32 accumulators)``: the kernels'
+    decision (float32 accumulators for 16-bit dtypes when their (V * H + V) * 4 bytes, the
+    parts wanted, are at most half of ``budget``); rows from numpy's own working set, two
+    (rows, V) and two (rows, H) arrays of the accumulation dtype, in what the budget leaves
+    beside the float32 accumulators (when used) and the (N,) loss and lse vectors (at least
+    a quarter of it); the fewest chunks that fit, of equal rows."""
+    acc = np.dtype(np.float64 if dtype == np.float64 else np.float32)
+    acc_bytes = (v * hidden * need_dw + v * need_db) * 4 if dtype in LOW else 0
+    in_float32 = acc_bytes <= budget // 2
+    room = max(budget - 2 * n * acc.itemsize - (acc_bytes if in_float32 else 0), budget // 4)
+    most = max(1, min(n, room // max((2 * v + 2 * hidden) * acc.itemsize, 1)))
+    return -(-n // -(-n // most)), in_float32
 
 
 def _lce_logits(h, w_acc, b_acc, r0, r1, buf):
@@ -206,7 +219,8 @@ def _lce_dlogits(p, target, ignore_index, label_smoothing, scale):
 
 def _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1):
     """One chunk's share of the gradients: ``dh[r0:r1] = d @ w``, ``dw += d.T @ h_c``, ``db +=
-    d.sum(0)`` (dw and db in the accumulation dtype; any of them None)."""
+    d.sum(0)`` (any of them None). dw and db either of the accumulation dtype, or 16-bit:
+    then the chunk's float32 sum is added to the widened stored value and rounded once."""
     if dh is not None:
         if dh.dtype == d.dtype:
             np.matmul(d, w_acc, out=dh[r0:r1])
@@ -216,18 +230,31 @@ def _lce_backprop(d, hc, w_acc, dh, dw, db, r0, r1):
         v, hidden = dw.shape
         step = max(1, d.size // max(hidden, 1))       # product blocks no larger than d
         for v0 in range(0, v, step):
-            dw[v0:v0 + step] += np.matmul(d[:, v0:v0 + step].T, hc)
+            block = np.matmul(d[:, v0:v0 + step].T, hc)
+            if dw.dtype == block.dtype:
+                dw[v0:v0 + step] += block
+            else:
+                block += dw[v0:v0 + step]             # widened, added in float32
+                dw[v0:v0 + step] = block              # rounded to nearest even, once
+            del block                                 # before the next block is made
     if db is not None:
-        db += d.sum(axis=0)
+        if db.dtype == d.dtype:
+            db += d.sum(axis=0)
+        else:
+            db[...] = d.sum(axis=0) + up(db)
 
 
-def _lce_grad_buffers(h, w, acc, need_dh, need_dw, need_db):
+def _lce_grad_buffers(h, w, budget, need_dh, need_dw, need_db):
+    """``(rows per chunk, dh, dw, db)``: dh in h's dtype; dw and db zeros in the dtype they
+    add up in (``_lce_plan``)."""
     n, hidden = h.shape
     v = w.shape[0]
+    rows, in_float32 = _lce_plan(budget, n, v, hidden, h.dtype, need_dw, need_db)
+    sums = _acc(h) if in_float32 else h.dtype
     dh = np.empty((n, hidden), h.dtype) if need_dh else None
-    dw = np.zeros((v, hidden), acc) if need_dw else None
-    db = np.zeros((v,), acc) if need_db else None
-    return dh, dw, db
+    dw = np.zeros((v, hidden), sums) if need_dw else None
+    db = np.zeros((v,), sums) if need_db else None
+    return rows, dh, dw, db
 
 
 def _lce_rounded(x, dtype):
@@ -244,20 +271,18 @@ def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, red
     """
     check_range(target, check)
     acc = _acc(h)
-    n, hidden = h.shape
-    v = w.shape[0]
+    n, v = h.shape[0], w.shape[0]
     grads = reduction != "none" and (need_dh or need_dw or need_db)
     w_acc = w.astype(acc, copy=False)
     b_acc = None if b is None else b.astype(acc, copy=False)
-    dh, dw, db = _lce_grad_buffers(h, w, acc, need_dh and grads, need_dw and grads,
-                                   need_db and grads)
+    rows, dh, dw, db = _lce_grad_buffers(h, w, budget, need_dh and grads, need_dw and grads,
+                                         need_db and grads)
     valid = target != ignore_index
     count = int(np.count_nonzero(valid))
     # "mean": every row's gradient is over the count of rows not ignored in ALL chunks
     scale = acc(1.0 / count) if reduction == "mean" and count else acc(1.0)
     loss = np.empty((n,), acc)
     lse = np.empty((n,), acc)
-    rows = _lce_rows(budget, n, v, hidden, acc)
     buf = np.empty((rows, v), acc)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
@@ -301,17 +326,15 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
                              reduction, budget, need_dh, need_dw, need_db):
     """``(dh, dw, db)`` for the upstream ``grad_loss``, each chunk's logits computed again."""
     acc = _acc(h)
-    n, hidden = h.shape
-    v = w.shape[0]
+    n, v = h.shape[0], w.shape[0]
     w_acc = w.astype(acc, copy=False)
     b_acc = None if b is None else b.astype(acc, copy=False)
-    dh, dw, db = _lce_grad_buffers(h, w, acc, need_dh, need_dw, need_db)
+    rows, dh, dw, db = _lce_grad_buffers(h, w, budget, need_dh, need_dw, need_db)
     g = np.asarray(grad_loss, dtype=acc)
     valid = target != ignore_index
     if reduction == "mean":
         count = int(np.count_nonzero(valid))
         g = g / acc(count) if count else g
-    rows = _lce_rows(budget, n, v, hidden, acc)
     buf = np.empty((rows, v), acc)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)

@@ -46,8 +46,8 @@ from ._interpret import INTERPRET
 from ._jitlib import (cast_to, div_rn, f64_from_bits, report_out_of_range, sigmoid,
                       strided_offset, up)
 from ._launch import aot_entry, cdiv, float_bits, launch, launch_strided, numel
-from .matmul import linear_fwd, matmul
-from .memory import cast, contiguous, copy_, full
+from .matmul import _gemm, linear_fwd
+from .memory import cast, contiguous, full
 from .reduction import reduce
 
 # ----------------------------------------------------------------------------------------------
@@ -625,14 +625,21 @@ KERNELS = _kernels()
 # ``linear_fwd``, one (rows, V) buffer in h's dtype), its losses and log-sum-exps
 # (``_ce_fwd_kernel`` writing into the rows of the whole (N,) buffers), then, when gradients
 # are wanted, d loss / d z written over z in place (``_ce_bwd_kernel``), dh_c = dz @ w
-# (``matmul``, copied into dh's rows) and dW += dz.T @ h_c with db += dz.sum(0) in float32
-# (``_lce_accumulate_kernel``). A chunk's working set is z and the (rows, H) product.
+# written by the GEMM straight into dh's rows, and dW += dz.T @ h_c with db += dz.sum(0)
+# (``_lce_accumulate_kernel``). A chunk's working set is z alone.
+#
+# Where dW and db add up (``_lce_plan``, the same rule as the numpy mirror's): float32 and
+# float64 in the returned buffers themselves; float16/bfloat16 in float32 accumulators
+# (rounded once at the end) when those take at most half the budget, else in the returned
+# 16-bit buffers: each chunk's product is summed in float32 inside the GEMM, added in
+# float32 to the stored value and rounded once, one rounding per chunk.
 
 
 @triton.jit
 def _lce_accumulate_kernel(
     # pointers: C (M, N) += A (M, K) @ B (K, N) and rowsum (M,) += A.sum(1); C and rowsum
-    # are the float32 (float64) accumulators of dW and db, A = dlogits.T, B = h's rows
+    # are the accumulators of dW and db (float32/float64, or the 16-bit gradients
+    # themselves), A = dlogits.T, B = h's rows
     a_ptr, b_ptr, c_ptr, rowsum_ptr,
     # sizes
     M, N, K,
@@ -648,7 +655,9 @@ def _lce_accumulate_kernel(
     Each element of C, and (from the programs of tile column 0) of rowsum, is read,
     added to and written by exactly one program: the sum over chunks (one launch each,
     in order) is the same on every run, with no atomics. Without DOT the grid has one
-    tile column and only the row sums are taken.
+    tile column and only the row sums are taken. The product sums in float32 (float64);
+    a 16-bit C or rowsum is read, widened, added to in float32 and rounded once to
+    nearest even per launch.
     """
     # 1. Which tile: groups of GROUP_M rows of tiles, column by column (A panels reused in L2).
     pid = tl.program_id(0).to(tl.int64)
@@ -692,15 +701,18 @@ def _lce_accumulate_kernel(
             b_ptrs += step * stride_bk
         a_ptrs += step * stride_ak
 
-    # 4. Add into the accumulators: this chunk's share joins the earlier chunks' sum.
+    # 4. Add into the accumulators: this chunk's share joins the earlier chunks' sum, in the
+    #    accumulators' precision or, for 16-bit ones, in float32 rounded once on the store.
     if DOT:
         c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
         inside = in_m[:, None] & in_n[None, :]
-        tl.store(c_ptrs, tl.load(c_ptrs, mask=inside, other=0.0) + acc, mask=inside)
+        c_sum = up(tl.load(c_ptrs, mask=inside, other=0.0)) + acc
+        tl.store(c_ptrs, cast_to(c_sum, c_ptr.dtype.element_ty), mask=inside)
     if ROWSUM:
         if pid_n == 0:
             r_ptrs = rowsum_ptr + offs_m * stride_rowsum
-            tl.store(r_ptrs, tl.load(r_ptrs, mask=in_m, other=0.0) + rowsum, mask=in_m)
+            r_sum = up(tl.load(r_ptrs, mask=in_m, other=0.0)) + rowsum
+            tl.store(r_ptrs, cast_to(r_sum, rowsum_ptr.dtype.element_ty), mask=in_m)
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) of the accumulating GEMM, by operand kind: the
@@ -749,9 +761,31 @@ def _lce_accumulate(a, b, c, rowsum):
            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
 
 
-def _lce_rows(budget, n, v, hidden, itemsize):
-    """Rows per chunk: its (rows, V) logits and (rows, H) dh product within ``budget`` bytes."""
-    return max(1, min(n, budget // max((v + hidden) * itemsize, 1)))
+def _lce_plan(budget, n, v, hidden, dt, need_dw, need_db):
+    """``(rows per chunk, whether dW and db add up in float32 accumulators)``.
+
+    The accumulators: float32/float64 add up in the returned buffers. For float16 and
+    bfloat16 the float32 accumulators ((V * H + V) * 4 bytes, the parts wanted) are used
+    when they take at most half of ``budget``; otherwise dW and db add up in the returned
+    16-bit buffers, rounded once per chunk (the mirror's rule, the same decision).
+    Rows: the budget, less the float32 accumulators when used and the (N,) loss and lse
+    vectors (but never less than a quarter of it), holds a chunk's (rows, V) logits in h's
+    dtype (dh's rows are written in place). The fewest chunks that fit, of equal rows (a
+    multiple of 16 where that still fits: whole GEMM K steps, the divisibility the
+    compiled specializations assume).
+    """
+    acc_item = 8 if dt is D.float64 else 4
+    low = dt in (D.bfloat16, D.float16)
+    acc_bytes = (v * hidden * need_dw + v * need_db) * 4 if low else 0
+    in_float32 = acc_bytes <= budget // 2
+    # what the (N,) vectors and the accumulators leave, but at least a quarter of the budget
+    # (the vectors of a huge batch over few classes, which no chunking shrinks)
+    room = max(budget - 2 * n * acc_item - (acc_bytes if in_float32 else 0), budget // 4)
+    most = max(1, min(n, room // max(v * dt.itemsize, 1)))
+    rows = cdiv(n, cdiv(n, most))                        # equal chunks, as few as fit
+    if rows < n and cdiv(rows, 16) * 16 <= most:
+        rows = cdiv(rows, 16) * 16
+    return rows, in_float32
 
 
 class _LceRun:
@@ -768,10 +802,12 @@ class _LceRun:
         self.smooth = bool(label_smoothing)
         self.one_minus_eps = float_bits(1.0 - label_smoothing)
         self.eps_over_c = float_bits(label_smoothing / self.v)
-        self.rows = _lce_rows(budget, self.n, self.v, self.hidden, self.dt.itemsize)
+        self.rows, in_float32 = _lce_plan(budget, self.n, self.v, self.hidden, self.dt,
+                                          need_dw, need_db)
+        sum_dt = self.acc_dt if in_float32 else self.dt       # where dW and db add up
         self.dh = buffers.empty((self.n, self.hidden), self.dt) if need_dh else None
-        self.dw = full((self.v, self.hidden), 0, self.acc_dt) if need_dw else None
-        self.db = full((self.v,), 0, self.acc_dt) if need_db else None
+        self.dw = full((self.v, self.hidden), 0, sum_dt) if need_dw else None
+        self.db = full((self.v,), 0, sum_dt) if need_db else None
         self.count = None
         if reduction == "mean" and (need_dh or need_dw or need_db):
             # "mean" scales every row by the count of rows not ignored in ALL chunks
@@ -818,16 +854,20 @@ class _LceRun:
                ACC=_acc(self.dt), BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
 
     def backprop(self, dz, hc, sl):
-        """The chunk's share: dh's rows = dz @ w; dW += dz.T @ h_c and db += dz.sum(0)."""
-        if self.dh is not None:
-            copy_(buffers.view_index(self.dh, sl), matmul(dz, self.w))
+        """The chunk's share: dh's rows = dz @ w (written in place); dW += dz.T @ h_c and
+        db += dz.sum(0)."""
+        if self.dh is not None and self.hidden:
+            rows = buffers.view_index(self.dh, sl)
+            _gemm(dz, self.w, rows, buffers.shape(dz)[0], self.hidden, self.v,
+                  buffers.strides(dz), buffers.strides(self.w), buffers.strides(rows))
         if self.dw is not None or self.db is not None:
             _lce_accumulate(buffers.permute(dz, (1, 0)), hc, self.dw, self.db)
 
     def gradients(self):
-        """``(dh, dw, db)``, the float32 sums rounded once to h's dtype."""
+        """``(dh, dw, db)``: float32 accumulators rounded once to h's dtype (16-bit sums
+        and float32/float64 ones are already the gradients)."""
         def rounded(x):
-            return x if x is None or self.acc_dt is self.dt else cast(x, self.dt)
+            return x if x is None or buffers.dtype_of(x) is self.dt else cast(x, self.dt)
         return self.dh, rounded(self.dw), rounded(self.db)
 
 
@@ -897,13 +937,15 @@ def linear_cross_entropy_scale_(grad_loss, dh, dw, db):
     return dh, dw, db
 
 
-def _lce_entry(name, dt, kind, dot=True):
+def _lce_entry(name, dt, kind, dot=True, sums=None):
     """One specialization of ``_lce_accumulate_kernel`` as the runtime compiles it for a
     contiguous chunk with sizes that are multiples of 16: A = dlogits.T (unit stride along
     M), h's rows, C and rowsum contiguous (those unit strides become constexpr 1); every
-    pointer and every other size and stride an i32 divisible by 16."""
+    pointer and every other size and stride an i32 divisible by 16. ``sums``: the dtype
+    dW and db add up in (default float32, float64 for float64; ``dt`` itself for the
+    16-bit sums of large vocabularies)."""
     bm, bn, bk, warps, stages = _LCE_TILES[kind]
-    acc = "fp64" if dt == "fp64" else "fp32"
+    acc = sums or ("fp64" if dt == "fp64" else "fp32")
     constexprs = {"DOT": dot, "ROWSUM": True, "FP64": dt == "fp64",
                   "INPUT_PRECISION": "tf32" if kind == "tf32" else "ieee", "DOT_IN_FP32": False,
                   "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8,
@@ -920,10 +962,13 @@ def _lce_entry(name, dt, kind, dot=True):
 def _lce_kernels():
     return [_lce_entry("lce_accumulate_bf16", "bf16", "16"),
             _lce_entry("lce_accumulate_fp16", "fp16", "16"),
+            _lce_entry("lce_accumulate_bf16_sums_bf16", "bf16", "16", sums="bf16"),
+            _lce_entry("lce_accumulate_fp16_sums_fp16", "fp16", "16", sums="fp16"),
             _lce_entry("lce_accumulate_fp32", "fp32", "ieee"),
             _lce_entry("lce_accumulate_fp32_tf32", "fp32", "tf32"),
             _lce_entry("lce_accumulate_fp64", "fp64", "64"),
             _lce_entry("lce_rowsum_bf16", "bf16", "16", dot=False),
+            _lce_entry("lce_rowsum_bf16_sums_bf16", "bf16", "16", dot=False, sums="bf16"),
             aot_entry("lce_scale_bf16", _lce_scale_kernel, "bf16", {"BLOCK": 1024})]
 
 

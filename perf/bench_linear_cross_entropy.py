@@ -12,9 +12,11 @@ allocated during the step, minus what was allocated before it and minus the grad
 returned). A second vocabulary would cost the GPU check a second set of GEMM
 specializations (its chunks' row counts differ) for no target.
 cpu: scaled-down float32 shapes beside torch; tritonnn's extra memory from tracemalloc
-(numpy's allocations; torch's are not traced). For 16-bit dtypes the extra memory includes
-the float32 dW accumulator, V * H * 4 bytes: at 8192 x 4096 x 128256 that alone equals the
-bf16 logits' bytes (N = 2H), so the 1/8 target cannot hold with float32 accumulation there.
+(numpy's allocations; torch's are not traced). At 8192 x 4096 x 128256 in bf16 a float32
+dW accumulator (V * H * 4 bytes) alone would equal the logits' bytes (N = 2H), so dW and db
+add up in the returned bf16 gradients instead, one rounding per chunk (9 chunks of 912
+rows), and the op holds beyond its inputs and gradients one chunk's logits and the (N,)
+loss and lse vectors: 223 MiB on paper, 0.111 of the logits.
 TFLOP/s = 6*N*H*V / t (three GEMMs: the logits, dh and dW; the softmax is not counted).
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 import tritonnn as tn
 import tritonnn.nn.functional as F
+from tritonnn import ops
 
 from . import common as C
 
@@ -65,6 +68,15 @@ def _peak_extra_host(fn):
     finally:
         tracemalloc.stop()
     return peak - base, res
+
+
+def _sums(n, hidden, v, dt):
+    """Where dW and db add up at this size (the rule of ``ops.linear_cross_entropy``)."""
+    budget = ops.lce_budget(n, v, dt)
+    if dt.itemsize == 2 and (v * hidden + v) * 4 > budget // 2:
+        return f"dW, db summed in {dt} (one rounding per chunk; budget {budget / 2**20:.1f} MiB)"
+    return (f"dW, db summed in {'float32' if dt.itemsize == 2 else dt} "
+            f"(budget {budget / 2**20:.1f} MiB)")
 
 
 def _grad_bytes(res):
@@ -130,8 +142,8 @@ def run(device="auto", quick=False, out=None):
                        throughput_formula="max_memory_allocated - before - gradients",
                        ratio=extra / logit_bytes, ratio_def=rdef,
                        target=MEMORY_TARGET if impl == "tritonnn" else None,
-                       note=f"full logits {logit_bytes / mib:.1f} MiB; float32 dW accumulator "
-                            f"{v * hidden * 4 / mib:.1f} MiB" if impl == "tritonnn" else "")
+                       note=f"full logits {logit_bytes / mib:.1f} MiB; {_sums(n, hidden, v, dt)}"
+                       if impl == "tritonnn" else "")
         elif sw.device == "cpu":
             extra, res = _peak_extra_host(f_tn)
             extra -= _grad_bytes(res)

@@ -484,13 +484,28 @@ def linear_cross_entropy_fwd(h, w, b, target, ignore_index, label_smoothing, red
     ``h`` (N, H), ``w`` (V, H), ``b`` (V,) or None, one float dtype, any strides;
     ``target`` int64 (N,), its values checked as ``check`` says (as
     ``softmax_cross_entropy_fwd``'s). Rows run in chunks, in order, each chunk's (rows, V)
-    working arrays together within ``budget`` bytes (one row at the least). Returns
-    ``(loss, lse, dh, dw, db)``: ``loss`` as ``softmax_cross_entropy_fwd`` gives it for the
-    whole logits and ``lse`` (N,) the rows' log-sum-exps; for reduction "sum"/"mean",
-    ``dh`` (N, H), ``dw`` (V, H) and ``db`` (V,) are the gradients of ``loss`` (upstream 1) computed in the same
+    working arrays together within ``budget`` bytes (one row at the least), beside the (N,)
+    loss and lse vectors and any float32 accumulators, which the budget pays for first
+    (leaving the chunks at least a quarter of it). Returns ``(loss, lse, dh, dw, db)``:
+    ``loss`` as ``softmax_cross_entropy_fwd`` gives it for the whole logits and ``lse`` (N,)
+    the rows' log-sum-exps; for reduction "sum"/"mean", ``dh`` (N, H), ``dw`` (V, H) and
+    ``db`` (V,) are the gradients of ``loss`` (upstream 1) computed in the same
     pass where ``need_dh``/``need_dw``/``need_db`` (else None; always None for
-    "none"), in h's dtype. ``dw`` and ``db`` add up the chunks in a fixed order in
-    float32 (float64 for float64) and are rounded once.
+    "none"), in h's dtype; each chunk writes its rows of ``dh``.
+
+    ``dw`` and ``db`` add up the chunks in a fixed order. float32 and float64: in
+    the returned buffers. float16/bfloat16, the same decision on every backend:
+    when the float32 accumulators of what is wanted, ``(V * H [dw] + V [db]) * 4``
+    bytes, take at most ``budget // 2``, in float32, rounded once at the end;
+    otherwise in the returned 16-bit buffers themselves: each chunk's product
+    summed in float32, added in float32 to the stored value and rounded to
+    nearest even once per chunk. Each rounding moves a value by at most half an
+    ulp of the running sum S_j it rounds, so with k chunks the result is within
+    k half-ulps of ``max_j |S_j|`` of the exact sum of the float32 chunk
+    products (``<= k * u * max_j |S_j|``, u = 2**-8 bfloat16, 2**-11 float16),
+    where float32 accumulation gives one half-ulp of the final value;
+    independent roundings spread about 0.29 * sqrt(k) ulps. (A float16 running
+    sum beyond 65504 becomes inf.)
     """
 
 
@@ -504,7 +519,8 @@ def linear_cross_entropy_bwd(grad_loss, h, w, b, target, lse, ignore_index, labe
     into ``(softmax - (1 - eps) * onehot - eps / V) * scale`` and multiplied out:
     ``dh = dlogits @ w``, ``dw = sum over chunks of dlogits.T @ h``, ``db = sum of
     dlogits over rows``; None where not needed; in h's dtype, ``dw`` and ``db``
-    accumulated in float32 (float64 for float64) and rounded once.
+    added up as ``linear_cross_entropy_fwd`` adds them (float32 rounded once, or
+    16-bit rounded once per chunk, by the same rule).
     """
 
 

@@ -1810,13 +1810,20 @@ def lce_budget(n, v, dtype):
     ``clamp(N * V * itemsize / 8, 4 MiB, 1 GiB)``. An eighth of the logits keeps the extra
     memory a small part of what the unchunked op holds (the logits and their gradient)
     while chunks keep about N/8 rows (N/16 on numpy, whose working arrays are two float32
-    ones), so the GEMMs stay large and the float32 dW accumulator is read and written about
-    eight times per call, not once per small chunk;
+    ones), so the GEMMs stay large and dW is read and written about eight times per call,
+    not once per small chunk;
     below 4 MiB chunking saves nothing worth its per-chunk overhead; 1 GiB caps the working
-    set whatever N * V is. Each backend turns the budget into rows from its own working
-    set per row: the Triton kernels hold a chunk's logits and its dh product in h's dtype,
-    (V + H) * itemsize bytes a row; numpy works in float32 (float64) and holds the logits,
-    a product block as large, and two (rows, H) arrays, (2V + 2H) * 4 (8) bytes a row.
+    set whatever N * V is. The budget is all the op holds beyond its inputs and the
+    gradients it returns: the (N,) loss and lse vectors and, for 16-bit dtypes, float32
+    accumulators of dW and db come out of it first (those only when they take at most
+    half of it, see ``linear_cross_entropy``; a huge batch over a few classes, whose
+    vectors alone pass 3/4 of it, keeps a quarter for its chunks, as chunking cannot
+    shrink the vectors), and each backend turns the rest into rows
+    from its own working set per row: the Triton kernels hold a chunk's logits in h's
+    dtype, V * itemsize bytes a row (dh's rows are written in place), in equal chunks of a
+    multiple of 16 rows where that fits; numpy works in float32 (float64) and holds the
+    logits, a product block as large, and two (rows, H) arrays, (2V + 2H) * 4 (8) bytes a
+    row.
     """
     return min(LCE_MAX_BUDGET, max(LCE_MIN_BUDGET, n * v * dtype.itemsize // LCE_FRACTION))
 
@@ -1839,9 +1846,22 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
         dh_i = dZ_i W,   dW = sum_i dZ_i^T h_i,   db = sum_i dZ_i.
     Row i needs only its own logits (its lse is a row statistic), so any split of the rows
     into chunks is exact: a chunk's logits Z_c = H_c W^T + b give its losses, its lse and
-    dZ_c, then dh_c = dZ_c W, and dW += dZ_c^T H_c, db += colsum(dZ_c) add up over the
-    chunks in order, in float32 for 16-bit dtypes (rounded once). For 16-bit dtypes Z_c and
-    dZ_c are stored in h's dtype, as torch's unfused linear + cross_entropy stores them.
+    dZ_c, then dh_c = dZ_c W (written into dh's rows), and dW += dZ_c^T H_c,
+    db += colsum(dZ_c) add up over the chunks in order. For 16-bit dtypes Z_c and dZ_c are
+    stored in h's dtype, as torch's unfused linear + cross_entropy stores them.
+
+    Where dW and db add up, for float16/bfloat16 (float32 and float64 add up in the
+    returned buffers). Float32 accumulators ((V*H + V) * 4 bytes) would be as large as the
+    16-bit logits themselves at N = 2H, so they are used only when they take at most half
+    of the memory budget (``lce_budget``; small vocabularies and hidden sizes): one
+    rounding at the end, as torch's dW. Otherwise dW and db add up in the returned 16-bit
+    gradients: each chunk's product is summed in float32 inside the GEMM, added in float32
+    to the stored value and rounded to nearest even, once per chunk. With k chunks (as
+    few as the budget allows: 9 on the GPU at 8192 rows x 128256 classes in bf16, about 4x
+    as many on numpy) the result differs from the exact sum of the float32 chunk products
+    by at most k half-ulps of the largest running sum (k * 2**-8 * max |running sum| in
+    bf16, 2**-11 in f16), where float32 accumulation gives one half-ulp of the final value;
+    independent roundings spread about 0.29 * sqrt(k) ulps.
 
     Where the gradient is computed. For "sum" and "mean" the upstream gradient g is one
     number and the gradient is linear in it: d(g L) = g dL. So the forward, when a
@@ -1856,8 +1876,12 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index=-100, reduct
     Under ``tn.no_grad()`` (or with no input requiring grad) the forward computes the loss
     alone. One tape node for the whole op; its rule returns (dh, dW, db).
 
-    Memory: one chunk's working set (``lce_budget``), plus, for 16-bit dtypes, the float32
-    dW accumulator (V * H * 4 bytes); between forward and backward, the gradients
+    Memory: beyond the inputs and the gradients returned (dh, dW, db, in h's dtype), at
+    most ``lce_budget`` bytes (while the (N,) vectors take at most 3/4 of it): one chunk's
+    working set, the (N,) loss and lse vectors, and the float32 accumulators when used; no
+    other temporary of the gradients' size (dh is written chunk by chunk in place, the
+    16-bit sums need no final cast; numpy, for 16-bit dtypes, also widens the weight to
+    float32 once per call, for BLAS). Between forward and backward the gradients
     (sum/mean: scaled in place by the backward when the graph is not retained) or the lse
     (none). The full logits exist at no point.
     """
