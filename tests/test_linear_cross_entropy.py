@@ -563,8 +563,9 @@ def test_kernels_match_numpy_mirror_in_the_same_chunks(dtype, atol, rtol, sums):
     rows = n if in_float32 else 6           # the float32 accumulators take room from the chunk
     budgets = {d: _budget_for(d, n, v, hidden, dtype, rows, in_float32) for d in ("cpu", "cuda")}
     want = fallback_cpu.linear_cross_entropy_fwd(*host, -100, 0.1, "mean", budgets["cpu"],
-                                                 True, True, True)
-    got = K.linear_cross_entropy_fwd(*dev, -100, 0.1, "mean", budgets["cuda"], True, True, True)
+                                                 True, True, True, None)
+    got = K.linear_cross_entropy_fwd(*dev, -100, 0.1, "mean", budgets["cuda"], True, True, True,
+                                     None)
     g_np = _upstream((n,)).astype(host[0].dtype)
     want_b = fallback_cpu.linear_cross_entropy_bwd(g_np, *host, want[1], -100, 0.1, "none",
                                                    budgets["cpu"], True, True, True)
