@@ -54,7 +54,7 @@ from . import _launch, buffers
 from ._jitlib import cast_to, div_rn, f64_from_bits, sqrt_rn, strided_offset, up
 from ._launch import aot_entry, cdiv, float_bits, launch, launch_strided, numel
 from .memory import contiguous, full
-from .reduction import reduce
+from .reduction import _as_rows, reduce  # the same row view as the reductions
 
 # ----------------------------------------------------------------------------------------------
 # layer normalization
@@ -284,22 +284,6 @@ def _acc(dt):
 
 def _acc_dtype(dt):
     return D.float64 if dt is D.float64 else D.float32
-
-
-def _as_rows(x, dims):
-    """``(buf, M, K, stride_m, stride_k)``: ``x`` as M rows of the K elements over ``dims``
-    (the other dims, in order, make the rows); a copy only when a group does not collapse."""
-    shape, strides = buffers.shape(x), buffers.strides(x)
-    kept = [d for d in range(len(shape)) if d not in dims]
-    kshape = tuple(shape[d] for d in kept)
-    rshape = tuple(shape[d] for d in dims)
-    m, k = numel(kshape), numel(rshape)
-    lm = _launch.layout(kshape, (tuple(strides[d] for d in kept),))
-    lk = _launch.layout(rshape, (tuple(strides[d] for d in dims),))
-    if lm is not None and lk is not None and lm[0] == 1 and lk[0] == 1:
-        return x, m, k, lm[2][0][3], lk[2][0][3]
-    xc = contiguous(buffers.permute(x, kept + list(dims)))
-    return xc, m, k, k, 1
 
 
 def _flat(w):

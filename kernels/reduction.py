@@ -158,7 +158,9 @@ def _identity(op, dt):
 
 
 def _as_rows(x, dims):
-    """``(buf, M, K, stride_m, stride_k)``: ``x`` as M rows of the K elements reduced over ``dims``."""
+    """``(buf, M, K, stride_m, stride_k)``: ``x`` as M rows of the K elements over ``dims``
+    (the other dims, in order, make the rows); a copy only when a group does not collapse.
+    The norm family's row kernels view their operands this way too."""
     shape, strides = buffers.shape(x), buffers.strides(x)
     kept = [d for d in range(len(shape)) if d not in dims]
     kshape = tuple(shape[d] for d in kept)
