@@ -432,6 +432,18 @@ class Identity(Module):
         return x
 
 
+def _child_index(container, i, n):
+    """The position (0 to n - 1) the int ``i`` names among a container's ``n`` children,
+    negative counting from the end; a clear error for anything else."""
+    k = as_int(i)
+    if k is None:
+        raise DTypeError(f"{container}: an index must be an int or a slice, got "
+                         f"{type(i).__name__} {shown(i)}")
+    if not -n <= k < n:
+        raise IndexOutOfRange(f"{container}: index {k} is out of range for {n} module(s)")
+    return k + n if k < 0 else k
+
+
 class Sequential(Module):
     """Modules applied in order, named "0", "1", ...; Linear then ReLU runs as one fused op."""
 
@@ -450,14 +462,7 @@ class Sequential(Module):
             for name in list(self._modules)[i]:
                 setattr(sub, name, self._modules[name])
             return sub
-        k = as_int(i)
-        if k is None:
-            raise DTypeError(f"Sequential: an index must be an int or a slice, got "
-                             f"{type(i).__name__} {shown(i)}")
-        n = len(self._modules)
-        if not -n <= k < n:
-            raise IndexOutOfRange(f"Sequential: index {k} is out of range for {n} module(s)")
-        return list(self._modules.values())[k]
+        return list(self._modules.values())[_child_index("Sequential", i, len(self._modules))]
 
     def __len__(self):
         return len(self._modules)
@@ -506,14 +511,7 @@ class ModuleList(Module):
             self.extend(modules)
 
     def _index(self, i):
-        k = as_int(i)
-        if k is None:
-            raise DTypeError(f"ModuleList: an index must be an int or a slice, got "
-                             f"{type(i).__name__} {shown(i)}")
-        n = len(self._modules)
-        if not -n <= k < n:
-            raise IndexOutOfRange(f"ModuleList: index {k} is out of range for {n} module(s)")
-        return k + n if k < 0 else k
+        return _child_index("ModuleList", i, len(self._modules))
 
     def _renumber(self, mods):
         self._modules.clear()
