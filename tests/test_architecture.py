@@ -38,12 +38,14 @@ LAYERS = [
     ("tritonnn.errors",),
     ("tritonnn.dtypes", "tritonnn.device", "tritonnn.precision", "tritonnn.contract",
      "tritonnn.philox"),
-    ("tritonnn.fallback_cpu", "tritonnn.kernels", "tritonnn.checks"),
+    ("tritonnn.fallback_cpu", "tritonnn.kernels", "tritonnn.checks",
+     "tritonnn.collectives"),       # collectives: every torch.distributed call
     ("tritonnn.backends", "tritonnn.random", "tritonnn.tape", "tritonnn.amp"),
     ("tritonnn.cuda",),             # tn.cuda: graphed() sees tensors (tape) and the seed stream
     ("tritonnn.ops",),
     ("tritonnn.tensor",),
-    ("tritonnn.flat",),             # flat parameter storage (optimizers, clipping)
+    ("tritonnn.flat",               # flat parameter storage (optimizers, clipping)
+     "tritonnn.distributed"),       # tn.distributed: the process group, all_reduce, broadcast
     ("tritonnn.nn", "tritonnn.optim", "tritonnn.data", "tritonnn.io", "tritonnn.datasets"),
     ("tritonnn",),                  # the package's __init__: the public names
     ("tritonnn.perf",),             # the benchmark sweeps (torch is their baseline)

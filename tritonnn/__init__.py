@@ -10,7 +10,8 @@ from .device import Device
 from .device import Device as device
 from .dtypes import (DType, bfloat16, bool_, float16, float32, float64, int32, int64, uint8,
                      uint32)
-from .errors import DeviceError, DTypeError, IndexOutOfRange, ShapeError, TritonnnError
+from .errors import (DeviceError, DistributedError, DTypeError, IndexOutOfRange, ShapeError,
+                     TritonnnError)
 from .random import get_rng_state, initial_seed, manual_seed, set_rng_state
 from . import amp
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
@@ -21,7 +22,7 @@ from .tensor import (Gradients, Tensor, arange, cat, empty, from_dlpack, from_nu
 from .tensor import multinomial, randint, randperm  # issue 11: integer draws, sampling
 from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .io import load, save
-from . import nn, optim, data  # noqa: E402  (layers need the tensor API above)
+from . import distributed, nn, optim, data  # noqa: E402  (layers need the tensor API above)
 from .nn.functional import softmax, log_softmax, sigmoid, relu  # noqa: E402
 
 bool = bool_  # noqa: A001  (tn.bool, as in torch)
@@ -37,5 +38,5 @@ __all__ = [
     "sigmoid", "relu", "set_float32_matmul_precision", "get_float32_matmul_precision",
     "TritonnnError", "ShapeError", "DTypeError", "DeviceError", "IndexOutOfRange", "dtypes",
     "amp", "autocast", "is_autocast_enabled", "get_autocast_dtype",
-    "randint", "randperm", "multinomial",
+    "randint", "randperm", "multinomial", "distributed", "DistributedError",
 ]

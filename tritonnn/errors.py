@@ -23,3 +23,8 @@ class DeviceError(TritonnnError, RuntimeError):
 
 class IndexOutOfRange(ShapeError, IndexError):
     """An index or dimension outside a tensor's bounds (also an IndexError, as in PyTorch)."""
+
+
+class DistributedError(TritonnnError, RuntimeError):
+    """A collective that cannot complete: no process group, another rank failed or went
+    silent, or ranks that disagree (``tn.distributed``, ``DistributedDataParallel``)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import weakref
 
 from .errors import TritonnnError
 
@@ -242,8 +243,9 @@ def is_freed(node) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _reachable(root):
-    """Nodes reachable from ``root`` and, for each, how many reachable nodes feed it a gradient."""
+def _reachable(root, leaves=None):
+    """Nodes reachable from ``root`` and, for each, how many reachable nodes feed it a gradient;
+    with a dict ``leaves``, also how many edges reach each leaf (by id)."""
     consumers = {root: 0}
     stack = [root]
     while stack:
@@ -257,7 +259,35 @@ def _reachable(root):
                 else:
                     consumers[nxt] = 1
                     stack.append(nxt)
+            elif nxt is not None and leaves is not None:
+                leaves[id(nxt)] = leaves.get(id(nxt), 0) + 1
     return consumers
+
+
+# ----------------------------------------------------------------------------------------------
+# observers of backward(): data parallelism starts its all-reduces while the walk goes on
+# ----------------------------------------------------------------------------------------------
+
+_observers: list = []
+"""Weak references to the objects told about every ``backward()`` walk (``observe``)."""
+
+
+def observe(obj):
+    """Tell ``obj`` about every ``backward()`` (not ``tn.grad``), for as long as it lives:
+    ``obj.leaf_ready(leaf)`` as soon as a leaf's gradient is complete in its gradient home
+    (flat storage; the rest of the walk writes elsewhere), and ``obj.backward_done()`` once
+    every ``.grad`` is set."""
+    _observers.append(weakref.ref(obj))
+
+
+def observers() -> list:
+    """The live observers (dead references dropped)."""
+    if not _observers:
+        return []
+    live = [r() for r in _observers]
+    if any(o is None for o in live):
+        _observers[:] = [r for r, o in zip(_observers, live) if o is not None]
+    return [o for o in live if o is not None]
 
 
 def _check_versions(node):
@@ -310,7 +340,9 @@ def walk(root, seed, retain_graph=False, keep=(), homes=False):
     (``node.into``), and later contributions are added into it in place. Its entry in
     ``leaf_grads`` is then the home itself.
     """
-    consumers = _reachable(root)
+    watchers = observers() if homes else ()
+    leaf_edges = {} if watchers else None
+    consumers = _reachable(root, leaf_edges)
     leaf_grads = {}
     in_home = set()         # ids of the leaves whose gradient is being summed in their home
     kept = {}
@@ -363,4 +395,9 @@ def walk(root, seed, retain_graph=False, keep=(), homes=False):
                     nxt._backend.accumulate_(slot[1], gi)
                 else:
                     slot[1] = _sum(nxt._backend, slot[1], gi)
+            if leaf_edges is not None and type(nxt) is not Node:
+                left = leaf_edges[id(nxt)] = leaf_edges[id(nxt)] - 1
+                if left == 0 and id(nxt) in in_home:
+                    for w in watchers:
+                        w.leaf_ready(nxt)
     return leaf_grads, kept

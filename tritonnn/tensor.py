@@ -21,7 +21,7 @@ from .checks import (INT_RANGE, array_fits, dtype_and_device, flag, integer, is_
                      scalar_fits, scalar_type, sizes)
 from .device import as_device
 from .errors import DeviceError, DTypeError, ShapeError, TritonnnError
-from .tape import ImplicitOnes, TensorBase, freed_error, is_freed, walk
+from .tape import ImplicitOnes, TensorBase, freed_error, is_freed, observers, walk
 
 
 class Tensor(TensorBase):
@@ -1114,6 +1114,8 @@ def _backward(root, gradient, retain_graph):
         else:
             leaf.grad = Tensor._make(leaf._backend.binary(old._data, gt._data, "add"),
                                      leaf.dtype, leaf.device, leaf._backend)
+    for watcher in observers():
+        watcher.backward_done()
     return grads
 
 

@@ -1,6 +1,6 @@
 """Layers: ``Module``, ``Parameter``, containers, linear, embedding, dropout, normalization,
-activations, ``init``, ``utils`` and ``functional``."""
-from . import functional, init, utils
+activations, ``init``, ``utils``, ``functional`` and ``parallel`` (DistributedDataParallel)."""
+from . import functional, init, parallel, utils
 from .activation import GELU, SiLU, Tanh
 from .dropout import Dropout
 from .modules import (Flatten, Identity, Linear, Module, ModuleList, Parameter, ReLU, Sequential,
@@ -10,4 +10,4 @@ from .sparse import Embedding
 
 __all__ = ["Module", "Parameter", "Linear", "ReLU", "Sigmoid", "Sequential", "Identity",
            "ModuleList", "Flatten", "Embedding", "Dropout", "LayerNorm", "GELU", "SiLU", "Tanh",
-           "functional", "init", "utils"]
+           "functional", "init", "parallel", "utils"]

@@ -42,6 +42,17 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _without_ddp_prefix(state_dict, own):
+    """``state_dict`` with the ``module.`` prefix of a data-parallel wrapper's keys taken
+    off, when every key has it and the model's own keys do not."""
+    prefix = "module."
+    keys = list(state_dict)
+    if keys and all(isinstance(k, str) and k.startswith(prefix) for k in keys) and \
+            not any(k.startswith(prefix) for k in own):
+        return OrderedDict((k[len(prefix):], v) for k, v in state_dict.items())
+    return state_dict
+
+
 class Module:
     """Base class of layers: registers Parameters, sub-Modules and buffers by attribute
     assignment (buffers with ``register_buffer``), as PyTorch's ``nn.Module``."""
@@ -251,13 +262,15 @@ class Module:
         problem is listed in one error.
 
         Values are tensors (numpy arrays are taken too); anything else is a DTypeError naming
-        the entries, raised before any parameter is written.
+        the entries, raised before any parameter is written. A ``DistributedDataParallel``
+        state dict (every key prefixed ``module.``) loads into the model it wrapped.
         """
         where = f"load_state_dict for {type(self).__name__}"
         if not isinstance(state_dict, Mapping):
             raise DTypeError(f"{where}: expected a mapping of names to tensors (what "
                              f"state_dict() returns), got {type(state_dict).__name__}")
         own = OrderedDict(self._state_entries())
+        state_dict = _without_ddp_prefix(state_dict, own)
         wrong = [f"{n} is {type(state_dict[n]).__name__}" for n in own
                  if n in state_dict and not isinstance(state_dict[n], (Tensor, np.ndarray))]
         if wrong:
