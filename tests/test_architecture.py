@@ -109,7 +109,8 @@ LAZY_ON_PURPOSE = {("tritonnn.backends", "tritonnn.kernels"),
                    ("tritonnn.cuda", "tritonnn.kernels.buffers"),
                    ("tritonnn.tensor", "tritonnn.kernels.buffers"),     # DLPack: bfloat16
                    ("tritonnn.perf", "tritonnn.kernels.buffers"),
-                   ("tritonnn.cli", "tritonnn.perf.sweep")}
+                   ("tritonnn.cli", "tritonnn.perf.sweep"),
+                   ("tritonnn.distributed", "tritonnn.collectives")}   # torch, at init()
 
 
 def _lazy_on_purpose(mod, target):
@@ -276,6 +277,10 @@ def test_interpreter_works_when_triton_was_imported_first():
     assert proc.stdout.split() == ["21.0", "5.0", "True", "True"], proc.stdout
 
 
+# the interpreter's hooks, set on purpose (tn.distributed records a rank's failure for the others)
+HOOKS_MEANT_TO_BE_SET = {("sys", "excepthook")}
+
+
 def test_no_module_binds_a_name_in_another():
     """The ``ops.Tensor = Tensor`` pattern: a module-level placeholder bound from outside."""
     bad = []
@@ -292,7 +297,8 @@ def test_no_module_binds_a_name_in_another():
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:
                     if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and \
-                            t.value.id in imported and t.value.id not in ("os",):
+                            t.value.id in imported and t.value.id not in ("os",) and \
+                            (t.value.id, t.attr) not in HOOKS_MEANT_TO_BE_SET:
                         bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: "
                                    f"{t.value.id}.{t.attr} = ...")
     assert not bad, "modules binding names in other modules:\n" + "\n".join(bad)

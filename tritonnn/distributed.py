@@ -18,11 +18,13 @@ stops every rank when one exits with an error.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
 
 from .checks import shown
+from .device import interpreting
 from .errors import DistributedError, DTypeError, TritonnnError
 from .tensor import Tensor
 
@@ -88,7 +90,6 @@ def init(*, timeout=None):
                                f"(pip install torch): {e}") from None
     if not c.available():
         raise DistributedError(f"{op}: this torch build has no torch.distributed")
-    from .device import interpreting
     with_cuda = not interpreting() and os.environ.get("TRITONNN_NOOP_DRIVER", "") in ("", "0") \
         and c.gpu_present()
     try:
@@ -268,7 +269,12 @@ def _run(name, fn, *args):
     except DistributedError:
         raise
     except (RuntimeError, ValueError) as e:
-        raise DistributedError(f"tn.distributed.{name}: {_who_failed(str(e))}") from e
+        raise DistributedError(f"{_full(name)}: {_who_failed(str(e))}") from e
+
+
+def _full(name):
+    """An op's name as errors show it: ``tn.distributed.<fn>`` for this module's functions."""
+    return name if " " in name or "." in name or name[:1].isupper() else f"tn.distributed.{name}"
 
 
 def _who_failed(detail):
@@ -298,6 +304,8 @@ def _who_failed(detail):
     if "timed out" in detail.lower() or "timeout" in detail.lower():
         who += f" (no answer within {_state['timeout']:g} s)"
     first = detail.strip().splitlines()[0] if detail.strip() else ""
+    first = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", first)     # gloo's source line
+    first = first.split(". This is typically")[0]
     return f"{who}; rank {me} of {n} stops here ({first})"
 
 

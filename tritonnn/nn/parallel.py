@@ -49,6 +49,9 @@ class DistributedDataParallel(Module):
     forward. ``device_ids``, ``output_device``, ``find_unused_parameters``,
     ``gradient_as_bucket_view`` and ``static_graph`` are accepted for scripts written for
     PyTorch (the model's own device is used; unused parameters are always handled).
+
+    ``overlapped``: how many buckets the last backward started while it was still walking
+    (the rest started when it returned).
     """
 
     def __init__(self, module, device_ids=None, output_device=None, dim=0,
@@ -76,6 +79,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_named", named)
         object.__setattr__(self, "_sync", True)
         object.__setattr__(self, "_armed", False)
+        object.__setattr__(self, "overlapped", 0)
         self._check_same_model()
         self._broadcast_state()
         self._make_buckets()
@@ -152,6 +156,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_ready", [len(m) for m in self._buckets])
         object.__setattr__(self, "_handles", [None] * len(self._buckets))
         object.__setattr__(self, "_next", 0)
+        object.__setattr__(self, "overlapped", 0)
 
     def leaf_ready(self, leaf):
         """The walk finished ``leaf``'s gradient in its flat home (``tape.observe``)."""
@@ -168,6 +173,7 @@ class DistributedDataParallel(Module):
             if view is None:
                 return
             self._start(self._next, view)
+            object.__setattr__(self, "overlapped", self.overlapped + 1)
 
     def backward_done(self):
         """``backward()`` set every ``.grad``: start what is left, wait for every bucket."""
