@@ -11,6 +11,13 @@ resumes from, continuing bit for bit where the first one stopped:
 
 (``--stop-after`` ends the run early, as a crash or a time limit would; the resumed run then
 finishes the planned ``--epochs`` and saves the same final checkpoint as an uninterrupted run.)
+
+The same script trains data-parallel when torchrun launches it, one process per GPU (or CPU
+process): ``--batch-size`` stays the global batch, each rank takes its share of every batch
+(``DistributedSampler``), ``DistributedDataParallel`` averages the gradients, and only rank 0
+prints and writes the checkpoint:
+
+    torchrun --nproc-per-node 2 examples/train_digits.py --device cpu
 """
 from __future__ import annotations
 
@@ -80,6 +87,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # under torchrun: one rank of a data-parallel job (init binds "cuda" to this rank's GPU)
+    distributed = "WORLD_SIZE" in os.environ
+    if distributed:
+        tn.distributed.init()
+    rank, world = (tn.distributed.rank(), tn.distributed.world_size()) if distributed else (0, 1)
+    if args.batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} is the global batch: it must be a "
+                         f"multiple of the {world} processes")
+    log = print if rank == 0 else (lambda *a, **k: None)
     device = args.device
     if device == "auto":
         device = "cuda" if tn.cuda.is_available() else "cpu"
@@ -92,10 +108,19 @@ def main(argv=None):
     y_train = tn.tensor(labels[train_idx], device=device)
     x_test = tn.tensor(images[test_idx], device=device)
     y_test = tn.tensor(labels[test_idx], device=device)
-    loader = tn.data.DataLoader(tn.data.TensorDataset(x_train, y_train),
-                                batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    model = build_model(args.dropout).to(device)
-    opt = tn.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+    train_set = tn.data.TensorDataset(x_train, y_train)
+    if distributed:             # each rank its own share of every epoch, all ranks in step
+        sampler = tn.data.DistributedSampler(train_set, shuffle=True, seed=args.seed)
+        loader = tn.data.DataLoader(train_set, batch_size=args.batch_size // world,
+                                    sampler=sampler)
+    else:
+        sampler = None
+        loader = tn.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                                    seed=args.seed)
+    net = build_model(args.dropout).to(device)
+    # the wrapper averages the gradients across the ranks; `net` stays the plain model
+    model = tn.nn.parallel.DistributedDataParallel(net) if distributed else net
+    opt = tn.optim.AdamW(param_groups(net, args.weight_decay), lr=args.lr)
 
     steps_per_epoch = len(loader)
     total_steps = args.epochs * steps_per_epoch
@@ -113,8 +138,10 @@ def main(argv=None):
     loss_sum, batches = tn.zeros((), device=device), 0      # this epoch's, so far
 
     def save_checkpoint():
+        if rank != 0:           # every rank holds the same state: one writes it
+            return
         # tn.save writes a temporary file and renames it: a crash never leaves half a checkpoint
-        tn.save({"model": model.state_dict(), "optim": opt.state_dict(),
+        tn.save({"model": net.state_dict(), "optim": opt.state_dict(),
                  "sched": sched.state_dict(), "loader": loader.state_dict(),
                  "rng": tn.get_rng_state(), "step": step, "epochs": args.epochs,
                  "epoch_loss_sum": loss_sum, "epoch_batches": batches}, args.checkpoint)
@@ -125,13 +152,13 @@ def main(argv=None):
             raise SystemExit(f"{args.checkpoint} is a checkpoint of a {state['epochs']}-epoch "
                              f"run (its schedule depends on it); resume with --epochs "
                              f"{state['epochs']}")
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         loader.load_state_dict(state["loader"])
         tn.set_rng_state(state["rng"])              # Dropout's masks continue where they were
         step, loss_sum, batches = state["step"], state["epoch_loss_sum"], state["epoch_batches"]
-        print(f"resumed from {args.checkpoint} at step {step}/{total_steps}")
+        log(f"resumed from {args.checkpoint} at step {step}/{total_steps}")
 
     # -- the loop ------------------------------------------------------------------------------
     # bf16 matmuls with float32 accumulation on a GPU; the weights stay float32 either way
@@ -139,6 +166,8 @@ def main(argv=None):
     model.train()
     began = time.perf_counter()
     while step < stop_at:
+        if sampler is not None:
+            sampler.set_epoch(step // steps_per_epoch)      # a new shuffle every epoch
         for xb, yb in loader:
             with autocast:
                 loss = F.cross_entropy(model(xb), yb)
@@ -151,10 +180,12 @@ def main(argv=None):
             loss_sum, batches = loss_sum + loss.detach(), batches + 1   # no host sync per step
             epoch_done = step % steps_per_epoch == 0
             if epoch_done:
-                print(f"epoch {step // steps_per_epoch:>2}/{args.epochs}: train loss "
-                      f"{loss_sum.item() / batches:.4f}, test accuracy "
-                      f"{accuracy(model, x_test, y_test):.2%}, lr {sched.get_last_lr()[0]:.2e}",
-                      flush=True)
+                if distributed:     # the loss of the whole global batch: the ranks' mean
+                    tn.distributed.all_reduce(loss_sum, op="mean")
+                log(f"epoch {step // steps_per_epoch:>2}/{args.epochs}: train loss "
+                    f"{loss_sum.item() / batches:.4f}, test accuracy "
+                    f"{accuracy(net, x_test, y_test):.2%}, lr {sched.get_last_lr()[0]:.2e}",
+                    flush=True)
                 loss_sum, batches = tn.zeros((), device=device), 0
             if args.checkpoint and (epoch_done or step == stop_at or (
                     args.checkpoint_every and step % args.checkpoint_every == 0)):
@@ -162,13 +193,16 @@ def main(argv=None):
             if step == stop_at:
                 break
     elapsed = time.perf_counter() - began
+    where = device + (f", {world} processes" if distributed else "")
     if step < total_steps:
-        print(f"stopped at step {step}/{total_steps} ({elapsed:.1f} s on {device})"
-              + (f"; continue with --resume from {args.checkpoint}" if args.checkpoint else ""))
+        log(f"stopped at step {step}/{total_steps} ({elapsed:.1f} s on {where})"
+            + (f"; continue with --resume from {args.checkpoint}" if args.checkpoint else ""))
     else:
-        print(f"final test accuracy {accuracy(model, x_test, y_test):.2%} after {step} steps "
-              f"({elapsed:.1f} s on {device})")
-    return model
+        log(f"final test accuracy {accuracy(net, x_test, y_test):.2%} after {step} steps "
+            f"({elapsed:.1f} s on {where})")
+    if distributed:
+        tn.distributed.destroy()
+    return net
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,7 +167,9 @@ def _out_problem(out):
 # end where the uninterrupted run does. The device, the output files, --quiet and the
 # checkpoint options may change.
 RUN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "hidden",
-               "test_fraction", "seed", "schedule", "warmup", "clip", "precision")
+               "test_fraction", "seed", "schedule", "warmup", "clip", "precision", "processes")
+# what a checkpoint made before an option existed means by it
+OPTION_DEFAULTS = {"processes": 1}
 CHECKPOINT_KEYS = {"format", "options", "model", "optim", "sched", "loader", "rng", "epoch",
                    "step", "epoch_loss", "epoch_seen", "history"}
 CHECKPOINT_FORMAT = "tritonnn-train-1"
@@ -190,11 +194,11 @@ def _resume_problem(args):
         return "not a checkpoint of tritonnn train (made by --checkpoint-every)"
     options = ckpt["options"]
     for name in RUN_OPTIONS:
-        ours, theirs = getattr(args, name), options.get(name)
+        ours, theirs = getattr(args, name), options.get(name, OPTION_DEFAULTS.get(name))
         if name == "hidden":
             ours = list(ours)
         if ours != theirs:
-            flag = "--" + name.replace("_", "-")
+            flag = "--nproc" if name == "processes" else "--" + name.replace("_", "-")
             return (f"the checkpoint was made with {flag} {_shown_option(theirs)}, this run has "
                     f"{flag} {_shown_option(ours)}; a resumed run takes the same training "
                     f"options")
@@ -206,11 +210,50 @@ def _shown_option(value):
     return ",".join(map(str, value)) or "''" if isinstance(value, list) else str(value)
 
 
+# torchrun's environment: a process it started is one rank of a job
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _under_torchrun():
+    return all(k in os.environ for k in TORCHRUN_ENV)
+
+
+def _launch(args, argv):
+    """``--nproc N``: the same command in N local processes, through torchrun's launcher
+    (``python -m torch.distributed.run --standalone``); returns its exit status."""
+    prog = "tritonnn train"
+    if importlib.util.find_spec("torch") is None:
+        _usage_error(prog, f"argument --nproc: needs torch installed (pip install torch), "
+                     f"whose launcher starts the processes ({args.nproc})")
+    if args.batch_size % args.nproc:
+        _usage_error(prog, f"argument --batch-size: the global batch must be a multiple of "
+                     f"--nproc {args.nproc} ({args.batch_size})")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={args.nproc}", "-m", "tritonnn.cli", *rest]
+    return subprocess.run(cmd).returncode
+
+
 def _preflight(args):
     """What the parser cannot check alone: the device, the files, the split and schedule sizes.
     Returns ``(device, images, labels, train_idx, test_idx)``; a problem is a usage error."""
     prog = "tritonnn train"
     args.resumed = None
+    args.processes = int(os.environ["WORLD_SIZE"]) if _under_torchrun() else 1
+    if args.nproc != 1 and _under_torchrun():
+        _usage_error(prog, f"argument --nproc: this process is one of torchrun's "
+                     f"{args.processes}; --nproc launches, it does not go with torchrun "
+                     f"({args.nproc})")
+    if args.batch_size % args.processes:
+        _usage_error(prog, f"argument --batch-size: the global batch must be a multiple of "
+                     f"the {args.processes} processes ({args.batch_size})")
     files = [("--out", args.out, ".safetensors", "the model")]
     if args.checkpoint_every or args.checkpoint:
         files.append(("--checkpoint", _checkpoint_path(args), ".safetensors", "a checkpoint"))
@@ -332,8 +375,18 @@ def save_plot(history, path, title):
     os.replace(tmp, path)
 
 
-def cmd_train(args):
+def cmd_train(args, argv=()):
+    if args.nproc > 1 and not _under_torchrun():
+        return _launch(args, argv)
     device, images, labels, tr, te = _preflight(args)
+    world = args.processes
+    if world > 1 or _under_torchrun():
+        # one rank of a data-parallel job: the same model everywhere, each rank its share of
+        # every batch, gradients averaged; rank 0 alone logs and writes files
+        tn.distributed.init()
+        if tn.distributed.rank() != 0:
+            args.quiet, args.out, args.plot = True, "", None
+    rank0 = world == 1 or tn.distributed.rank() == 0
     # one bar for the run on a terminal; a redirected log gets one line per epoch; --quiet neither
     show_bar = not args.quiet and sys.stderr.isatty()
     if show_bar:
@@ -348,8 +401,17 @@ def cmd_train(args):
                            weight_decay=args.weight_decay)
     else:
         opt = tn.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    loader = tn.data.DataLoader(tn.data.TensorDataset(x_train, y_train),
-                                batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    train_set = tn.data.TensorDataset(x_train, y_train)
+    sampler = None
+    if tn.distributed.is_initialized():
+        sampler = tn.data.DistributedSampler(train_set, shuffle=True, seed=args.seed)
+        loader = tn.data.DataLoader(train_set, batch_size=args.batch_size // world,
+                                    sampler=sampler)
+        stepped = tn.nn.parallel.DistributedDataParallel(model)
+    else:
+        loader = tn.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                                    seed=args.seed)
+        stepped = model
     steps = args.epochs * len(loader)
     sched = make_schedule(opt, args.schedule, args.warmup, steps)
     amp = (lambda: tn.autocast(device, dtype=tn.bfloat16)) if args.precision == "bf16" else None
@@ -369,8 +431,9 @@ def cmd_train(args):
     if not args.quiet:
         extras = [f"{args.schedule} schedule"] + [f"warmup {args.warmup}"] * bool(args.warmup) \
             + [f"clip {args.clip:g}"] * bool(args.clip) + [args.precision]
+        where = f"device {device}" + (f" x {world} processes" if sampler is not None else "")
         print(f"training a {architecture} MLP ({n_params:,} parameters) on {len(tr)} digits, "
-              f"testing on {len(te)}, device {device}, {args.optimizer} lr={args.lr}, "
+              f"testing on {len(te)}, {where}, {args.optimizer} lr={args.lr}, "
               f"{', '.join(extras)}", flush=True)
         if args.resumed is not None:
             print(f"resumed from {args.resume} at step {step} of {steps} (epoch {first_epoch})",
@@ -382,6 +445,8 @@ def cmd_train(args):
         return f"epoch {epoch:>{width}}/{args.epochs}"
 
     def checkpoint(epoch, total, seen):
+        if not rank0:           # every rank holds the same state: rank 0 writes it
+            return
         tn.save({"format": CHECKPOINT_FORMAT,
                  "options": {k: list(v) if k == "hidden" else v
                              for k, v in ((k, getattr(args, k)) for k in RUN_OPTIONS)},
@@ -408,8 +473,14 @@ def cmd_train(args):
                 else:           # the epoch's last batch: saved after its line, as finished
                     pending = True
 
-        loss = train_epoch(model, opt, loader, bar, sched=sched, clip=args.clip,
+        if sampler is not None:
+            sampler.set_epoch(epoch - 1)
+        loss = train_epoch(stepped, opt, loader, bar, sched=sched, clip=args.clip,
                            autocast=amp, total=total, seen=seen, after_step=after_step)
+        if sampler is not None:     # the global batch's mean: every rank saw as many samples
+            mean = tn.tensor([loss], dtype=tn.float64)
+            tn.distributed.all_reduce(mean, op="mean")
+            loss = mean.item()
         total, seen = None, 0
         model.eval()
         test_acc = accuracy(model, x_test, y_test, autocast=amp)
@@ -429,8 +500,9 @@ def cmd_train(args):
     model.eval()
     train_acc = accuracy(model, x_train, y_train, autocast=amp)
     test_acc = accuracy(model, x_test, y_test, autocast=amp)
-    print(f"train accuracy {train_acc:.2%}  test accuracy {test_acc:.2%}  "
-          f"({elapsed:.1f} s training)")
+    if rank0:
+        print(f"train accuracy {train_acc:.2%}  test accuracy {test_acc:.2%}  "
+              f"({elapsed:.1f} s training)")
     if args.out:
         tn.save(model.state_dict(), args.out, metadata={
             "architecture": architecture, "test_accuracy": f"{test_acc:.4f}",
@@ -440,6 +512,8 @@ def cmd_train(args):
         save_plot(history, args.plot, f"tritonnn train: {architecture} MLP, {args.optimizer} "
                   f"lr={args.lr}, {args.schedule}, {args.precision}")
         print(f"saved the curves to {args.plot}")
+    if tn.distributed.is_initialized():
+        tn.distributed.destroy()
     return 0
 
 
@@ -506,6 +580,9 @@ def main(argv=None):
                    help="save the loss and accuracy curves as a PNG (needs matplotlib)")
     t.add_argument("--quiet", action="store_true",
                    help="print only the final summary (no bar, no epoch lines)")
+    t.add_argument("--nproc", default=1, metavar="N", type=integer_from_1,
+                   help="train data-parallel in N local processes (torchrun's launcher; "
+                   "--batch-size stays the global batch); rank 0 logs and saves")
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser("info", help="versions, devices and the active backend")
     i.set_defaults(fn=cmd_info)
@@ -519,6 +596,8 @@ def main(argv=None):
     elif rest:
         _usage_error(f"tritonnn {args.cmd}", f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.cmd == "train":
+            return args.fn(args, sys.argv[1:] if argv is None else list(argv))
         return args.fn(args)
     except tn.TritonnnError as e:
         print(f"tritonnn {args.cmd}: {e}", file=sys.stderr)
