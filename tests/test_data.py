@@ -235,3 +235,13 @@ def test_seed_may_be_a_numpy_int():
     a = DataLoader(make_ds(9), batch_size=3, shuffle=True, seed=np.int64(4))
     b = DataLoader(make_ds(9), batch_size=3, shuffle=True, seed=4)
     assert epoch_ids(a) == epoch_ids(b)
+
+
+# -- samplers (DistributedSampler's own tests: tests/test_distributed_sampler.py) -----------------
+
+
+def test_samplers_are_exported():
+    for name in ("Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler",
+                 "Dataset", "TensorDataset", "DataLoader", "default_collate"):
+        assert name in tn.data.__all__ and getattr(tn.data, name) is not None
+

@@ -1,6 +1,8 @@
-"""Datasets and the DataLoader: batches stacked on a new first dimension, shuffled reproducibly."""
+"""Datasets, samplers and the DataLoader: batches stacked on a new first dimension, shuffled
+reproducibly, and sharded across ranks by ``DistributedSampler``."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -8,8 +10,13 @@ import numpy as np
 from . import random as _random
 from .checks import integer, is_scalar, same_device, shown
 from .dtypes import int64
-from .errors import DTypeError, ShapeError, TritonnnError
+from .errors import DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .tensor import Tensor, stack, tensor
+
+__all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler",
+           "DistributedSampler", "DataLoader", "default_collate"]
+
+_SEED_MASK = (1 << 64) - 1      # seeds and epochs enter a SeedSequence as unsigned 64-bit words
 
 
 class Dataset:
@@ -49,6 +56,168 @@ class TensorDataset(Dataset):
         return tuple(t[i] for t in self.tensors)
 
 
+# -- samplers: the order in which a loader visits a dataset's indices ------------------------------
+
+
+class Sampler:
+    """An order of dataset indices: subclass with ``__iter__`` (ints in ``[0, len(dataset))``)
+    and ``__len__`` (how many it yields). A DataLoader's ``sampler`` may be any iterable with a
+    ``__len__``, as in PyTorch; subclassing this one only says what is meant."""
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def __len__(self):
+        raise NotImplementedError
+
+
+class SequentialSampler(Sampler):
+    """``0, 1, ..., len(data_source) - 1``."""
+
+    def __init__(self, data_source):
+        _length("SequentialSampler", data_source, "data_source")
+        self.data_source = data_source
+
+    def __iter__(self):
+        return iter(range(len(self.data_source)))
+
+    def __len__(self):
+        return len(self.data_source)
+
+
+class RandomSampler(Sampler):
+    """A fresh permutation of ``range(len(data_source))`` on every pass.
+
+    Pass ``e`` (counted from 0 by the sampler, or set with ``set_epoch(e)``) is the permutation
+    of a numpy Generator seeded with ``SeedSequence([seed, e])``; ``seed=None`` draws one from
+    the global stream now, so ``tn.manual_seed`` makes every pass reproducible.
+    """
+
+    def __init__(self, data_source, seed=None):
+        op = "RandomSampler"
+        _length(op, data_source, "data_source")
+        self.data_source = data_source
+        self.seed = integer(op, seed, "seed") if seed is not None else _random.draw_seed()
+        self.epoch = 0              # the pass the next iter() gives
+
+    def set_epoch(self, epoch):
+        self.epoch = integer("RandomSampler.set_epoch", epoch, "epoch")
+
+    def __iter__(self):
+        # drawn when iter() is called, not at the first next(): the pass is counted at once
+        order = _permutation(len(self.data_source), self.seed, self.epoch)
+        self.epoch += 1
+        return iter(order.tolist())
+
+    def __len__(self):
+        return len(self.data_source)
+
+
+class DistributedSampler(Sampler):
+    """Rank ``rank``'s shard of a dataset split over ``num_replicas`` ranks, as PyTorch's.
+
+    Every rank computes the same order of the ``N = len(dataset)`` indices, ``range(N)`` or,
+    with ``shuffle``, a permutation that depends only on ``(seed, epoch)`` (call
+    ``set_epoch(e)`` before each epoch, or every epoch repeats the first order), brings it to
+    ``total_size = num_samples * num_replicas`` indices and takes every ``num_replicas``-th
+    one from position ``rank``:
+
+    * without ``drop_last``: ``num_samples = ceil(N / num_replicas)``; the order is padded by
+      repeating it from its start (cyclically when ``num_replicas > N``), so a few indices are
+      seen twice an epoch, and the shards together hold every index;
+    * with ``drop_last``: ``num_samples = N // num_replicas`` (PyTorch writes it
+      ``ceil((N - W) / W)`` when ``N % W != 0``: the same number) and the order's tail is
+      dropped.
+
+    The shards are disjoint whenever nothing is padded. Unshuffled, they are PyTorch's index
+    for index. Shuffled, the permutation comes from numpy's Generator (seeded with
+    ``SeedSequence([seed, epoch])``), not from torch's generator, so the order differs from
+    PyTorch's for the same seed; sizes, padding and the split between ranks follow the same
+    rules.
+
+    ``num_replicas`` and ``rank`` default to ``tn.distributed.world_size()`` and
+    ``tn.distributed.rank()``, which need ``tn.distributed.init()`` first.
+    """
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        op = "DistributedSampler"
+        n = _length(op, dataset, "dataset")
+        if num_replicas is None or rank is None:
+            world, here = _process_group(op)
+            num_replicas = world if num_replicas is None else num_replicas
+            rank = here if rank is None else rank
+        num_replicas = integer(op, num_replicas, "num_replicas")
+        rank = integer(op, rank, "rank")
+        if num_replicas < 1:
+            raise TritonnnError(f"{op}: num_replicas must be at least 1, got {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise IndexOutOfRange(f"{op}: rank must be in [0, {num_replicas}) for "
+                                  f"num_replicas={num_replicas}, got {rank}")
+        self.dataset, self.num_replicas, self.rank = dataset, num_replicas, rank
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.seed = integer(op, seed, "seed")
+        self.epoch = 0
+        self._n = n
+        self.num_samples = n // num_replicas if self.drop_last else -(-n // num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def set_epoch(self, epoch):
+        """The epoch whose order the next pass gives (the same on every rank)."""
+        self.epoch = integer("DistributedSampler.set_epoch", epoch, "epoch")
+
+    def _indices(self):
+        """This rank's indices of the current epoch, as an int64 numpy array."""
+        if len(self.dataset) != self._n:
+            raise TritonnnError(f"DistributedSampler: the dataset had {self._n} samples when the "
+                                f"sampler was made and has {len(self.dataset)} now; make a new "
+                                f"sampler")
+        order = (_permutation(self._n, self.seed, self.epoch) if self.shuffle
+                 else np.arange(self._n, dtype=np.int64))
+        # np.resize repeats the order from its start as often as total_size needs (the padding),
+        # and cuts it when total_size is shorter (drop_last)
+        order = np.resize(order, self.total_size) if self.total_size else order[:0]
+        return order[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        return iter(self._indices().tolist())
+
+    def __len__(self):
+        return self.num_samples
+
+
+def _length(op, data, what):
+    if not hasattr(data, "__len__"):
+        raise DTypeError(f"{op}: {what} must have __len__ (a Dataset, a list, ...), got "
+                         f"{type(data).__name__}")
+    return len(data)
+
+
+def _permutation(n, seed, epoch):
+    """The permutation of ``range(n)`` for ``(seed, epoch)``: through a SeedSequence, so
+    consecutive epochs (and seeds) give unrelated streams; independent of any global RNG."""
+    gen = np.random.default_rng(np.random.SeedSequence([seed & _SEED_MASK, epoch & _SEED_MASK]))
+    return gen.permutation(n)
+
+
+def _process_group(op):
+    """``(world_size, rank)`` of the initialized ``tn.distributed``, or an error saying how to
+    give them.
+
+    Looked up among the loaded modules rather than imported: ``tn.distributed`` cannot be
+    initialized without having been imported, so a module that is not loaded (or not there)
+    means the same as one not initialized, and ``data`` needs no import of its own for it.
+    """
+    dist_mod = sys.modules.get(f"{__package__}.distributed")
+    if dist_mod is None or not dist_mod.is_initialized():
+        raise TritonnnError(f"{op}: num_replicas and rank not given and tn.distributed is not "
+                            f"initialized; call tn.distributed.init() first or pass them")
+    return dist_mod.world_size(), dist_mod.rank()
+
+
+# -- the loader ---------------------------------------------------------------------------------
+
+
 class DataLoader:
     """Iterate a dataset in batches; a fresh shuffled order every epoch when ``shuffle``.
 
@@ -84,11 +253,7 @@ class DataLoader:
 
     def _order(self):
         n = len(self.dataset)
-        if not self.shuffle:
-            return np.arange(n)
-        # (seed, epoch) through a SeedSequence: unrelated streams for consecutive epochs
-        gen = np.random.default_rng([self.seed & ((1 << 64) - 1), self.epoch])
-        return gen.permutation(n)
+        return _permutation(n, self.seed, self.epoch) if self.shuffle else np.arange(n)
 
     def __iter__(self):
         if self._resume is not None:     # the epoch a loaded state stopped in, from there on
