@@ -1,4 +1,5 @@
-"""DistributedSampler (each rank its shard, as PyTorch) and the other samplers."""
+"""DistributedSampler (each rank its shard, as PyTorch), the other samplers, and a DataLoader
+driven by a sampler: its batches, its length, its errors, and resuming it mid-epoch."""
 import math
 import sys
 import types
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 import tritonnn as tn
-from tritonnn.data import DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from tritonnn.data import (DataLoader, DistributedSampler, RandomSampler, Sampler,
+                           SequentialSampler, TensorDataset)
 
 SIZES = [0, 1, 2, 5, 7, 10, 16]
 WORLDS = [1, 2, 3, 4, 7, 11]
@@ -253,3 +255,200 @@ def test_random_sampler_passes():
     assert list(RandomSampler(range(12))) == a
     with pytest.raises(tn.DTypeError, match=r"RandomSampler: seed must be an int, got 'x'"):
         RandomSampler(range(3), seed="x")
+
+
+# -- a DataLoader with a sampler ----------------------------------------------------------------
+
+
+def make_ds(n, device="cpu"):
+    x = tn.tensor(np.arange(2 * n, dtype=np.float32).reshape(n, 2), device=device)
+    return TensorDataset(x, tn.arange(n).to(device))
+
+
+def batch_ids(loader):
+    out = []
+    for xb, yb in loader:
+        ids = yb.tolist()
+        np.testing.assert_array_equal(xb.numpy()[:, 0], 2 * np.array(ids, dtype=np.float32))
+        out.append(ids)
+    return out
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_each_rank_loads_its_shard(device, drop_last):
+    n, world, bs = 23, 3, 4
+    seen = []
+    for rank in range(world):
+        sampler = DistributedSampler(make_ds(n, device), num_replicas=world, rank=rank, seed=2)
+        loader = DataLoader(make_ds(n, device), batch_size=bs, sampler=sampler,
+                            drop_last=drop_last)
+        sampler.set_epoch(1)
+        got = batch_ids(loader)
+        shard = list(sampler)                           # 8 indices (23 padded to 24)
+        assert len(shard) == 8
+        want = [shard[k:k + bs] for k in range(0, 8, bs)]
+        assert got == want and len(loader) == 2
+        seen.extend(i for b in got for i in b)
+    assert sorted(set(seen)) == list(range(n)) and len(seen) == 24
+
+
+def test_loader_over_a_custom_dataset_follows_the_sampler():
+    items = [{"id": i} for i in range(7)]
+    loader = DataLoader(items, batch_size=2, sampler=[6, 0, 3, 3, 5])
+    assert len(loader) == 3
+    assert [b["id"].tolist() for b in loader] == [[6, 0], [3, 3], [5]]
+    loader = DataLoader(items, batch_size=2, sampler=[6, 0, 3, 3, 5], drop_last=True)
+    assert len(loader) == 2 and [b["id"].tolist() for b in loader] == [[6, 0], [3, 3]]
+
+
+def test_order_is_taken_when_the_epoch_starts():
+    ds = make_ds(12)
+    sampler = DistributedSampler(ds, num_replicas=2, rank=0, seed=9)
+    loader = DataLoader(ds, batch_size=6, sampler=sampler)
+    it = iter(loader)                   # nothing read yet: set_epoch still counts
+    sampler.set_epoch(4)
+    assert [yb.tolist() for _, yb in it] == [list(sampler)]
+    assert list(sampler) != list(DistributedSampler(ds, num_replicas=2, rank=0, seed=9))
+
+
+def test_sampler_and_shuffle_exclude_each_other():
+    with pytest.raises(tn.TritonnnError, match=r"DataLoader: sampler and shuffle=True exclude "
+                                               r"each other"):
+        DataLoader(make_ds(4), shuffle=True, sampler=SequentialSampler(range(4)))
+
+
+@pytest.mark.parametrize("sampler, exc, pattern", [
+    (True, tn.DTypeError, r"sampler must be an iterable of indices with __len__.*got True "
+                          r"\(bool\) \(drop_last comes after sampler: pass it as drop_last=\)"),
+    (3, tn.DTypeError, r"sampler must be an iterable of indices.*got 3 \(int\)$"),
+    ((i for i in range(3)), tn.DTypeError, r"sampler must be .*\(generator\)"),
+])
+def test_what_is_not_a_sampler(sampler, exc, pattern):
+    with pytest.raises(exc, match=r"^DataLoader: " + pattern):
+        DataLoader(make_ds(4), 2, False, sampler)
+
+
+class Lying(Sampler):
+    def __iter__(self):
+        return iter([0, 1, 2])
+
+    def __len__(self):
+        return 4
+
+
+class BadLength(Sampler):
+    def __iter__(self):
+        return iter([])
+
+    def __len__(self):
+        return -1
+
+
+@pytest.mark.parametrize("sampler, exc, pattern", [
+    ([0, 1, 9], tn.IndexOutOfRange, r"the sampler gave index 9 at position 2; the dataset has 4 "
+                                     r"samples \(indices in \[0, 4\)\)"),
+    ([0, -1], tn.IndexOutOfRange, r"the sampler gave index -1 at position 1"),
+    ([0, 1.0], tn.DTypeError, r"the sampler gave 1\.0 \(float\) at position 1; indices must be "
+                              r"ints"),
+    ([2, True], tn.DTypeError, r"the sampler gave True \(bool\) at position 1"),
+    ([np.bool_(False)], tn.DTypeError, r"the sampler gave np.False_ \(bool\) at position 0"),
+    ([1, [2, 3]], tn.DTypeError, r"the sampler gave \[2, 3\] \(list\) at position 1"),
+    ([None], tn.DTypeError, r"the sampler gave None \(NoneType\) at position 0"),
+    (Lying(), tn.TritonnnError, r"the sampler yielded 3 indices but its len\(\) is 4"),
+])
+def test_bad_indices_are_named(device, sampler, exc, pattern):
+    loader = DataLoader(make_ds(4, device), batch_size=2, sampler=sampler)
+    with pytest.raises(exc, match=r"^DataLoader: " + pattern):
+        list(loader)
+    assert loader.epoch == 0                # the epoch never began
+
+
+def test_a_bad_length_is_named():
+    with pytest.raises(tn.DTypeError, match=r"DataLoader: len\(sampler\) must give a "
+                                            r"non-negative int"):
+        DataLoader(make_ds(4), sampler=BadLength())
+
+
+def test_numpy_indices_work_as_a_sampler():
+    loader = DataLoader(make_ds(6), batch_size=4, sampler=np.array([5, 4, 0], dtype=np.uint8))
+    assert batch_ids(loader) == [[5, 4, 0]]
+
+
+# -- resuming a loader with a sampler ------------------------------------------------------------
+
+
+def make_loader(rank, world=3, seed=17, bs=2, drop_last=False, n=19):
+    ds = make_ds(n)
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, seed=seed)
+    return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=drop_last, seed=1)
+
+
+def run_epochs(loader, first_epoch, last_epoch, seen, stop=None):
+    """Train-script style: set the sampler's epoch, then loop; stop after `stop` batches."""
+    for epoch in range(first_epoch, last_epoch):
+        loader.sampler.set_epoch(epoch)
+        for b in loader:
+            seen.append(b[1].tolist())
+            if len(seen) == stop:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("rank", [0, 2])
+def test_a_resumed_loader_with_a_sampler_yields_the_remaining_batches(rank, drop_last, tmp_path):
+    epochs = 3
+    straight = []
+    run_epochs(make_loader(rank, drop_last=drop_last), 0, epochs, straight)
+    per_epoch = len(make_loader(rank, drop_last=drop_last))     # 7 indices: 4 batches, or 3
+    assert per_epoch == (3 if drop_last else 4) and len(straight) == epochs * per_epoch
+    for stop in range(1, 2 * per_epoch + 1):
+        loader, seen = make_loader(rank, drop_last=drop_last), []
+        assert run_epochs(loader, 0, epochs, seen, stop)
+        state = loader.state_dict()
+        assert state["sampler"] is True and state["order"] is None
+        if stop % 3 == 0:
+            tn.save({"loader": state}, tmp_path / "l.safetensors")
+            state = tn.load(tmp_path / "l.safetensors")["loader"]
+        resumed = make_loader(rank, drop_last=drop_last)       # a fresh loader and sampler
+        resumed.load_state_dict(state)
+        rest = []
+        run_epochs(resumed, state["epoch"], epochs, rest)
+        assert seen + rest == straight, (rank, stop)
+
+
+def test_resume_state_values():
+    loader = make_loader(1)
+    loader.sampler.set_epoch(0)
+    it = iter(loader)
+    next(it)
+    assert loader.state_dict() == {"seed": 1, "epoch": 0, "batch": 1, "order": None,
+                                   "samples": 19, "batch_size": 2, "shuffle": False,
+                                   "drop_last": False, "sampler": True}
+    list(it)
+    assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["batch"] == 0
+
+
+def test_a_state_must_match_the_presence_of_a_sampler():
+    with_sampler = make_loader(0)
+    next(iter(with_sampler))
+    state = with_sampler.state_dict()
+    plain = DataLoader(make_ds(19), batch_size=2, seed=1)
+    with pytest.raises(tn.TritonnnError, match=r"load_state_dict: the state is of a loader with a "
+                                               r"sampler; this one has none"):
+        plain.load_state_dict(state)
+    next(iter(plain))
+    old_style = plain.state_dict()                 # no "sampler" key: as states were before
+    assert "sampler" not in old_style
+    with pytest.raises(tn.TritonnnError, match=r"the state is of a loader without a sampler; this "
+                                               r"one has one"):
+        make_loader(0).load_state_dict(old_style)
+    with pytest.raises(tn.DTypeError, match=r"load_state_dict: sampler must be a bool, got 1"):
+        make_loader(0).load_state_dict({**state, "sampler": 1})
+    with pytest.raises(tn.TritonnnError, match=r"order must be None at an epoch's start or for an "
+                                               r"unshuffled loader"):
+        make_loader(0).load_state_dict({**state, "order": tn.arange(19)})
+    fresh = make_loader(0)
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(0)
+    assert len(list(fresh)) == len(fresh) - 1      # the batch done is skipped

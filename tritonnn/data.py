@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import random as _random
-from .checks import integer, is_scalar, same_device, shown
+from .checks import as_int, integer, is_scalar, same_device, shown
 from .dtypes import int64
 from .errors import DTypeError, IndexOutOfRange, ShapeError, TritonnnError
 from .tensor import Tensor, stack, tensor
@@ -186,6 +186,14 @@ class DistributedSampler(Sampler):
         return self.num_samples
 
 
+def _sampler_length(op, sampler):
+    """``len(sampler)``, or an error naming what it returned instead of a count."""
+    try:
+        return len(sampler)
+    except (TypeError, ValueError) as e:
+        raise DTypeError(f"{op}: len(sampler) must give a non-negative int ({e})") from None
+
+
 def _length(op, data, what):
     if not hasattr(data, "__len__"):
         raise DTypeError(f"{op}: {what} must have __len__ (a Dataset, a list, ...), got "
@@ -221,13 +229,18 @@ def _process_group(op):
 class DataLoader:
     """Iterate a dataset in batches; a fresh shuffled order every epoch when ``shuffle``.
 
+    ``sampler``, as in PyTorch, gives the order instead: any iterable of indices with a
+    ``__len__`` (a ``Sampler``, ``DistributedSampler``, a list), read in full at the start of
+    each epoch, so ``sampler.set_epoch(e)`` before the loop takes effect; ``len(loader)``
+    counts its indices. It excludes ``shuffle=True``.
+
     ``collate_fn(items)`` makes one batch of a list of dataset items; by default
     (``default_collate``) tensors are stacked on a new first dim, numbers become a tensor,
     and tuples and dicts are batched field by field (dicts per key).
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 collate_fn=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, drop_last=False,
+                 seed=None, collate_fn=None):
         op = "DataLoader"
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise DTypeError(f"{op}: dataset must have __len__ and __getitem__ (a Dataset, a "
@@ -235,10 +248,24 @@ class DataLoader:
         batch_size = integer(op, batch_size, "batch_size")
         if batch_size <= 0:
             raise TritonnnError(f"{op}: batch_size must be positive, got {batch_size}")
+        if sampler is not None:
+            if isinstance(sampler, bool) or not (hasattr(sampler, "__iter__") and
+                                                 hasattr(sampler, "__len__")):
+                # a bool here is most likely drop_last passed by position, as before sampler came
+                hint = (" (drop_last comes after sampler: pass it as drop_last=)"
+                        if isinstance(sampler, bool) else "")
+                raise DTypeError(f"{op}: sampler must be an iterable of indices with __len__ (a "
+                                 f"tn.data.Sampler, a list, ...) or None, got {shown(sampler)} "
+                                 f"({type(sampler).__name__}){hint}")
+            if shuffle:
+                raise TritonnnError(f"{op}: sampler and shuffle=True exclude each other: the "
+                                    f"sampler sets the order (shuffle in the sampler, e.g. "
+                                    f"DistributedSampler(..., shuffle=True))")
+            _sampler_length(op, sampler)
         if collate_fn is not None and not callable(collate_fn):
             raise DTypeError(f"{op}: collate_fn must be callable or None, got "
                              f"{type(collate_fn).__name__}")
-        self.dataset, self.batch_size = dataset, batch_size
+        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.collate_fn = collate_fn
         # the base seed is fixed now, so each epoch's order follows from tn.manual_seed or seed
@@ -248,16 +275,53 @@ class DataLoader:
         self._resume = None         # (order, batches done): where a loaded state stopped
 
     def __len__(self):
-        n = len(self.dataset)
+        n = (len(self.dataset) if self.sampler is None
+             else _sampler_length("DataLoader", self.sampler))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self):
+        if self.sampler is not None:
+            return self._sampler_order()
         n = len(self.dataset)
         return _permutation(n, self.seed, self.epoch) if self.shuffle else np.arange(n)
 
+    def _sampler_order(self):
+        """The sampler's indices for this epoch as an int64 array, checked: ints, inside the
+        dataset, as many as the sampler's len() (from which the batches are counted)."""
+        op, n = "DataLoader", len(self.dataset)
+        items = list(self.sampler)
+        count = _sampler_length(op, self.sampler)
+        if len(items) != count:
+            raise TritonnnError(f"{op}: the sampler yielded {len(items)} indices but its len() "
+                                f"is {count}")
+        if not items:
+            return np.zeros(0, dtype=np.int64)
+        # numpy turns a bool among ints into 0 or 1, floats into a float array and refuses ragged
+        # items: look at the items one by one only when the array is not plain ints
+        try:
+            order = np.asarray(items)
+            plain = order.ndim == 1 and order.dtype.kind in "iu"
+        except (TypeError, ValueError):
+            plain = False
+        if not plain or any(type(i) in (bool, np.bool_) for i in items):
+            for pos, i in enumerate(items):
+                if as_int(i) is None:
+                    raise DTypeError(f"{op}: the sampler gave {shown(i)} ({type(i).__name__}) "
+                                     f"at position {pos}; indices must be ints")
+            order = np.asarray([as_int(i) for i in items], dtype=object)
+        outside = np.flatnonzero((order < 0) | (order >= n))
+        if len(outside):
+            pos = int(outside[0])
+            raise IndexOutOfRange(f"{op}: the sampler gave index {as_int(items[pos])} at position "
+                                  f"{pos}; the dataset has {n} samples (indices in [0, {n}))")
+        return order.astype(np.int64)
+
     def __iter__(self):
         if self._resume is not None:     # the epoch a loaded state stopped in, from there on
-            (order, start), self._resume = self._resume, None
+            order, start = self._resume
+            if order is None:            # a sampler's: its order again (after set_epoch)
+                order = self._order()
+            self._resume = None
         else:
             order, start = self._order(), 0
             self.epoch += 1
@@ -292,6 +356,11 @@ class DataLoader:
         epoch's sample order (an int64 tensor) when it is under way and shuffled, else None;
         the last four describe the loader, and ``load_state_dict`` checks them. Taken inside
         a ``for`` loop over the loader, it counts the batch being worked on as yielded.
+
+        A loader with a sampler adds ``"sampler": True`` and never stores the order (a
+        ``DistributedSampler``'s differs from rank to rank): the resumed loader asks its own
+        sampler again when the resumed epoch's loop starts, so set the sampler's epoch first
+        (``sampler.set_epoch(epoch)``, as every epoch) and it skips the batches done.
         """
         if self._resume is not None:
             (order, done), epoch = self._resume, self.epoch - 1
@@ -299,10 +368,13 @@ class DataLoader:
             (order, done), epoch = self._progress, self.epoch - 1
         else:
             order, done, epoch = None, 0, self.epoch
-        return {"seed": self.seed, "epoch": epoch, "batch": done,
-                "order": tensor(order) if done and self.shuffle else None,
-                "samples": len(self.dataset), "batch_size": self.batch_size,
-                "shuffle": self.shuffle, "drop_last": self.drop_last}
+        state = {"seed": self.seed, "epoch": epoch, "batch": done,
+                 "order": tensor(order) if done and self.shuffle else None,
+                 "samples": len(self.dataset), "batch_size": self.batch_size,
+                 "shuffle": self.shuffle, "drop_last": self.drop_last}
+        if self.sampler is not None:
+            state["sampler"] = True
+        return state
 
     def load_state_dict(self, state):
         """Continue from ``state`` (what ``state_dict`` returned, perhaps through ``tn.save``
@@ -315,9 +387,17 @@ class DataLoader:
                              f"{type(state).__name__}")
         want = {"seed", "epoch", "batch", "order", "samples", "batch_size", "shuffle",
                 "drop_last"}
-        if set(state) != want:
-            raise TritonnnError(f"{op}: expected the keys {sorted(want)}, got "
-                                f"{sorted(map(repr, state))}")
+        if set(state) - {"sampler"} != want:
+            raise TritonnnError(f"{op}: expected the keys {sorted(want)} (and 'sampler' from a "
+                                f"loader with one), got {sorted(map(repr, state))}")
+        # a state without the key comes from a loader without a sampler (or from before samplers)
+        with_sampler = state.get("sampler", False)
+        if not isinstance(with_sampler, bool):
+            raise DTypeError(f"{op}: sampler must be a bool, got {shown(with_sampler)}")
+        if with_sampler != (self.sampler is not None):
+            theirs, ours = ("with", "none") if with_sampler else ("without", "one")
+            raise TritonnnError(f"{op}: the state is of a loader {theirs} a sampler; this one "
+                                f"has {ours}")
         seed, epoch, done, samples, batch_size = (
             integer(op, state[k], k) for k in ("seed", "epoch", "batch", "samples", "batch_size"))
         for k in ("shuffle", "drop_last"):
@@ -340,8 +420,9 @@ class DataLoader:
         elif order is not None:
             raise TritonnnError(f"{op}: order must be None at an epoch's start or for an "
                                 f"unshuffled loader, got {shown(order)}")
-        else:
+        elif self.sampler is None:
             order = np.arange(samples)
+        # with a sampler, order stays None: the resumed epoch's loop asks the sampler
         self.seed = seed
         self.epoch = epoch + 1 if done else epoch
         self._resume = (order, done) if done else None
