@@ -235,3 +235,30 @@ def test_seed_may_be_a_numpy_int():
     a = DataLoader(make_ds(9), batch_size=3, shuffle=True, seed=np.int64(4))
     b = DataLoader(make_ds(9), batch_size=3, shuffle=True, seed=4)
     assert epoch_ids(a) == epoch_ids(b)
+
+
+# -- samplers (DistributedSampler's own tests: tests/test_distributed_sampler.py) -----------------
+
+
+def test_samplers_are_exported():
+    for name in ("Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler",
+                 "Dataset", "TensorDataset", "DataLoader", "default_collate"):
+        assert name in tn.data.__all__ and getattr(tn.data, name) is not None
+
+
+def test_a_sequential_sampler_gives_the_default_order():
+    ds = make_ds(11)
+    plain = DataLoader(ds, batch_size=3)
+    sampled = DataLoader(ds, batch_size=3, sampler=tn.data.SequentialSampler(ds))
+    assert len(sampled) == len(plain) == 4
+    assert epoch_ids(sampled) == epoch_ids(plain) == list(range(11))
+
+
+def test_a_random_sampler_gives_a_new_permutation_each_epoch():
+    ds = make_ds(20)
+    loader = DataLoader(ds, batch_size=6, sampler=tn.data.RandomSampler(ds, seed=2), drop_last=True)
+    assert len(loader) == 3
+    first, second = epoch_ids(loader), epoch_ids(loader)
+    assert len(first) == len(set(first)) == 18 and first != second
+    perm = np.random.default_rng(np.random.SeedSequence([2, 1])).permutation(20)
+    assert second == perm[:18].tolist()
