@@ -2,11 +2,11 @@
 reproducibly, and sharded across ranks by ``DistributedSampler``."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 import numpy as np
 
+from . import distributed as _distributed
 from . import random as _random
 from .checks import as_int, integer, is_scalar, same_device, shown
 from .dtypes import int64
@@ -210,17 +210,11 @@ def _permutation(n, seed, epoch):
 
 def _process_group(op):
     """``(world_size, rank)`` of the initialized ``tn.distributed``, or an error saying how to
-    give them.
-
-    Looked up among the loaded modules rather than imported: ``tn.distributed`` cannot be
-    initialized without having been imported, so a module that is not loaded (or not there)
-    means the same as one not initialized, and ``data`` needs no import of its own for it.
-    """
-    dist_mod = sys.modules.get(f"{__package__}.distributed")
-    if dist_mod is None or not dist_mod.is_initialized():
+    give them."""
+    if not _distributed.is_initialized():
         raise TritonnnError(f"{op}: num_replicas and rank not given and tn.distributed is not "
                             f"initialized; call tn.distributed.init() first or pass them")
-    return dist_mod.world_size(), dist_mod.rank()
+    return _distributed.world_size(), _distributed.rank()
 
 
 # -- the loader ---------------------------------------------------------------------------------
