@@ -250,3 +250,65 @@ def test_a_ddp_state_dict_loads_into_the_plain_model_and_back():
     other.load_state_dict(prefixed)
     for k, v in model.state_dict().items():
         assert np.array_equal(other.state_dict()[k].numpy(), v.numpy())
+
+
+# -- the command line and the example under torchrun ----------------------------------------------
+
+
+def _cli(tmp_path, *args, timeout=300):
+    cmd = [sys.executable, "-m", "tritonnn.cli", "train", "--device", "cpu", "--epochs", "2",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env=_env("cpu"))
+
+
+def test_cli_nproc_2_trains_as_one_process_on_the_global_batch(tmp_path):
+    """--batch-size is the global batch: each step's two shards together are the one-process
+    run's batch, so the weights agree to float32 rounding; rank 0 alone logs and saves; a
+    checkpoint taken mid-epoch resumes, under 2 processes, to the same weights bit for bit."""
+    one = _cli(tmp_path, "--out", "one.safetensors")
+    assert one.returncode == 0, one.stderr
+    two = _cli(tmp_path, "--nproc", "2", "--out", "two.safetensors", "--checkpoint-every", "50",
+               "--checkpoint", "ckpt.safetensors")
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "x 2 processes" in two.stdout
+    assert two.stdout.count("saved the model") == 1
+    assert two.stderr.count("epoch 2/2: train loss") == 1           # rank 0's lines only
+    a, b = tn.load(tmp_path / "one.safetensors"), tn.load(tmp_path / "two.safetensors")
+    for k in a:
+        np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=0, atol=1e-5, err_msg=k)
+    # the last checkpoint is step 50 of 90 (45 batches an epoch): mid-epoch 2
+    resumed = _cli(tmp_path, "--nproc", "2", "--out", "resumed.safetensors",
+                   "--checkpoint-every", "50", "--resume", "ckpt.safetensors")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from ckpt.safetensors at step 50" in resumed.stdout
+    c = tn.load(tmp_path / "resumed.safetensors")
+    for k in b:
+        assert np.array_equal(c[k].numpy(), b[k].numpy()), k
+    # a resume with another number of processes would not end where the run did
+    other = _cli(tmp_path, "--out", "", "--checkpoint-every", "50",
+                 "--resume", "ckpt.safetensors")
+    assert other.returncode == 2
+    assert "made with --nproc 2, this run has --nproc 1" in other.stderr
+
+
+def test_cli_nproc_needs_a_batch_that_splits(tmp_path):
+    r = _cli(tmp_path, "--nproc", "3", "--batch-size", "32", "--out", "")
+    assert r.returncode == 2
+    assert "argument --batch-size: the global batch must be a multiple of --nproc 3 (32)" \
+        in r.stderr
+
+
+def test_the_example_runs_unchanged_under_torchrun(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(ROOT / "examples" / "train_digits.py"), "--device", "cpu", "--epochs", "2",
+           "--checkpoint", str(tmp_path / "ex.safetensors")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env=_env("cpu"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("epoch  2/2: train loss") == 1
+    assert "final test accuracy" in r.stdout and "2 processes" in r.stdout
+    acc = float(r.stdout.split("final test accuracy ")[1].split("%")[0])
+    assert acc > 85.0
+    state = tn.load(tmp_path / "ex.safetensors")
+    assert state["step"] == 90
