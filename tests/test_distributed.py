@@ -27,21 +27,21 @@ WORKER = pathlib.Path(W.__file__)
 ROOT = WORKER.parent.parent
 
 
-def _env(dev):
+def _env(dev, real_gpu=False):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    if dev == "cpu":
+    if dev == "cpu" or real_gpu:
         env.pop("TRITONNN_INTERPRET", None)
     else:
         env["TRITONNN_INTERPRET"] = "1"
     return env
 
 
-def torchrun(out, dev, *phases, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           str(WORKER), str(out), dev, *phases]
+def torchrun(out, dev, *phases, timeout=300, nproc=2, real_gpu=False):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", str(WORKER), str(out), dev, *phases]
     t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                       env=_env(dev))
+                       env=_env(dev, real_gpu))
     return r, time.monotonic() - t0
 
 
@@ -85,9 +85,9 @@ def cpu_job(tmp_path_factory):
     return out
 
 
-def _reference(arrs, batches, optimizer, x, y):
+def _reference(arrs, batches, optimizer, x, y, dev="cpu"):
     """One process, the same initial weights, each step on the union of the ranks' batches."""
-    model = W.build()
+    model = W.build().to(dev)
     model.load_state_dict({k[len("init."):]: tn.tensor(v) for k, v in arrs.items()
                            if k.startswith("init.")})
     if optimizer == "sgd":
@@ -99,7 +99,8 @@ def _reference(arrs, batches, optimizer, x, y):
         per_rank = [b[epoch] for b in batches]
         for s in range(0, len(per_rank[0]), W.PER_RANK):
             rows = np.concatenate([b[s:s + W.PER_RANK] for b in per_rank])
-            loss = F.cross_entropy(model(tn.tensor(x[rows])), tn.tensor(y[rows]))
+            loss = F.cross_entropy(model(tn.tensor(x[rows], device=dev)),
+                                   tn.tensor(y[rows], device=dev))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -179,6 +180,30 @@ def test_ddp_on_interpreted_cuda(tmp_path):
     for k, v in final.items():
         np.testing.assert_allclose(a0["final." + k], v, rtol=2e-5, atol=2e-6, err_msg=k)
     assert read(tmp_path, "collectives", 1)[0]["strided"][0] == [0.0, 3.0, 4.0, 9.0]
+
+
+@pytest.mark.gpu
+def test_one_process_nccl_job_trains_as_the_plain_loop(tmp_path):
+    """On a GPU machine (one GPU): a one-rank NCCL job through torchrun. Its all-reduces
+    average over one rank, so the weights are the plain loop's, bit for bit when the GEMM
+    tiles are pinned (TRITONNN_AUTOTUNE=0, as gpu_check sets)."""
+    from conftest import skip_without_gpu
+    skip_without_gpu()
+    r, took = torchrun(tmp_path, "cuda", "collectives", "train_sgd", nproc=1, real_gpu=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc, _ = read(tmp_path, "collectives", 0)
+    assert doc["sum"] == [1.0, 0.0] and doc["mean"] == [1.0, 3.0] and doc["bf16"] == [1.5, 2.0]
+    d0, a0 = read(tmp_path, "train_sgd", 0)
+    assert d0["overlapped"] == [d0["buckets"]] * len(d0["losses"])
+    x, y = W.data()
+    final, losses = _reference(a0, [d0["batches"]], "sgd", x, y, dev="cuda")
+    exact = os.environ.get("TRITONNN_AUTOTUNE") == "0"
+    for k, v in final.items():
+        if exact:
+            assert np.array_equal(a0["final." + k], v), k
+        else:
+            np.testing.assert_allclose(a0["final." + k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    print(f"one-rank NCCL job: {took:.1f} s with torchrun")
 
 
 def test_a_rank_that_raises_stops_the_other_with_its_name(tmp_path):
@@ -312,3 +337,14 @@ def test_the_example_runs_unchanged_under_torchrun(tmp_path):
     assert acc > 85.0
     state = tn.load(tmp_path / "ex.safetensors")
     assert state["step"] == 90
+
+
+def test_collectives_see_numpy_buffers_without_a_copy():
+    """A "cpu" tensor reaches gloo as a torch view of its numpy memory (bfloat16 included)."""
+    from tritonnn import collectives
+    for dtype in (tn.float32, tn.float64, tn.bfloat16, tn.int64, tn.float16):
+        t = tn.zeros(5, dtype=dtype)
+        view = collectives.as_torch(t._data)
+        assert view.data_ptr() == t._data.ctypes.data and view.numel() == 5
+        view.fill_(3)
+        assert t.float().tolist() == [3.0] * 5, dtype
