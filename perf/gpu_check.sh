@@ -12,13 +12,15 @@
 #
 #   stage     budget  compiles (estimate)                                   expected
 #   env           10  none (nvidia-smi, versions)                              ~4 s
-#   install       30  none (pip install -e . --no-deps --no-build-isolation)  ~10 s
-#   import        30  2 plain (fill, add): ~0.4 s                           ~8-12 s
-#   pytest       150  ~305 plain + ~58 GEMM tiles (42 in the marked kernel
-#                     tests, ~16 for the CUDA-graph tests' MLP): ~61 + ~41 s   ~120 s
-#   sweep         80  18 families: ~141 plain + ~16 GEMM tiles, of which
+#   install       20  none (pip install -e . --no-deps --no-build-isolation)  ~10 s
+#   import        25  2 plain (fill, add): ~0.4 s                           ~8-12 s
+#   pytest       160  ~305 plain + ~58 GEMM tiles (42 in the marked kernel
+#                     tests, ~16 for the CUDA-graph tests' MLP): ~61 + ~41 s;
+#                     the one-rank NCCL job (torchrun, ~8 GEMM tiles)          ~135 s
+#   sweep         85  19 families: ~141 plain + ~16 GEMM tiles, of which
 #                     ~115 + ~11 not built by pytest: ~23 + ~8 s; plus
-#                     ~300 rows timed, torch's baselines, imports              ~60 s
+#                     ~300 rows timed, torch's baselines, imports; the
+#                     allreduce family's one-rank torchrun jobs                ~70 s
 #   targets       50  the issue-11 targets at full size (not --quick):
 #                     layer_norm (3 shapes x 2 dtypes, ~12 plain) and
 #                     linear_cross_entropy 8192 x 4096 x 128256 bf16 (~3 GEMM
@@ -31,7 +33,10 @@
 #
 # The counts were taken under Triton's interpreter with a hook on kernels._launch.launch
 # (distinct kernel x pointer dtypes x int specialization (== 1, % 16) x constexprs), before
-# issue 12's launch and kernel work; the lead re-measures them with the no-op-driver benchmark.
+# issue 12's launch and kernel work. Through the no-op driver (tritonnn.perf.noop_driver, an
+# empty TRITON_CACHE_DIR, TRITONNN_AUTOTUNE=0) `pytest -m gpu` loads 214 binaries: a lower
+# bound, since nothing runs there and most tests stop at their first value check; the sweeps
+# need CUDA for torch's baselines and cannot run there at all.
 # Two settings keep them there:
 #   TRITONNN_AUTOTUNE=0   one GEMM tile per shape instead of autotuning 3-7 per key: without
 #                         it the pytest stage alone needs ~200 s more of GEMM compiles
@@ -140,8 +145,8 @@ stage env 10 bash -c env_report
 cp "$WORK/env.log" "$WORK/env.txt"
 
 # -- install, and a kernel that runs: everything else needs both ---------------------------
-stage install 30 python3 -m pip install -e . --no-deps --no-build-isolation || finish
-stage import 30 python3 - <<'PY' || finish
+stage install 20 python3 -m pip install -e . --no-deps --no-build-isolation || finish
+stage import 25 python3 - <<'PY' || finish
 import time
 t0 = time.perf_counter()
 import tritonnn as tn
@@ -157,7 +162,7 @@ PY
 # -- the `gpu` test subset (tests/conftest.py's GPU_SUBSET and @pytest.mark.gpu) -----------
 PYTEST_TIMEOUT=()
 python3 -c "import pytest_timeout" 2>/dev/null && PYTEST_TIMEOUT=(--timeout 90)
-stage pytest 150 python3 -m pytest -q -m gpu -p no:cacheprovider --maxfail=25 -rfE \
+stage pytest 160 python3 -m pytest -q -m gpu -p no:cacheprovider --maxfail=25 -rfE \
     "${PYTEST_TIMEOUT[@]}" --junitxml="$WORK/pytest.xml"
 { echo "== pytest -m gpu"; tail -n 30 "$WORK/pytest.log"; echo; } >> "$WORK/summary.txt"
 
@@ -166,7 +171,7 @@ stage pytest 150 python3 -m pytest -q -m gpu -p no:cacheprovider --maxfail=25 -r
 # and each writes its CSV as it ends, so the first one without a CSV is the one that broke
 # the process (or ran out of time); the ones after it run again in a fresh process while
 # time is left (a crashed kernel can poison the CUDA context for the rest) -----------------
-stage sweep 80 python3 -m tritonnn.perf.sweep --device cuda --quick --out "$WORK/sweep"
+stage sweep 85 python3 -m tritonnn.perf.sweep --device cuda --quick --out "$WORK/sweep"
 missing=()
 for fam in $(timeout 20 python3 -c "from tritonnn.perf.sweep import FAMILIES; print(*FAMILIES)"); do
     [ -f "$WORK/sweep/$fam-gpu.csv" ] || missing+=("$fam")
