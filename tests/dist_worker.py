@@ -157,7 +157,7 @@ def phase_fail(out, dev, r, w, how):
                 raise ValueError("boom in rank 1's data at step 3")
             if how == "hang":
                 import time
-                time.sleep(15)          # alive, but silent for longer than the timeout
+                time.sleep(6)           # alive, but silent for longer than the timeout
                 sys.exit(0)
             os.kill(os.getpid(), signal.SIGKILL)
         xb = tn.tensor(x[:PER_RANK], device=dev)
