@@ -170,9 +170,11 @@ def step_rows(sw, jobs):
         if world > 1 and 1 in steps:
             same, how = C.close_rel(c["global_losses"], steps[1]["global_losses"], LOSS_TOL)
             ok = ok and same
-        for variant, suffix, cap, buckets in (
-                ("default", "", c["cap_mb"], c["buckets"]),
-                ("small", " small buckets", c["small_cap_mb"], c["small_buckets"])):
+        overlapped = c.get("overlapped") or [None, None]
+        for variant, suffix, cap, buckets, early in (
+                ("default", "", c["cap_mb"], c["buckets"], overlapped[0]),
+                ("small", " small buckets", c["small_cap_mb"], c["small_buckets"],
+                 overlapped[1])):
             notes = {}
             for lib, sizes in zip(("tritonnn", "torch"), buckets):
                 mine = t[lib + suffix].seconds
@@ -184,6 +186,9 @@ def step_rows(sw, jobs):
                 notes[lib] += (f"; bucket_cap_mb {cap:.3g}: "
                                + (f"{len(sizes)} bucket(s) of {'+'.join(map(str, sizes))} B"
                                   if sizes else "buckets not reported"))
+            if early is not None:
+                notes["tritonnn"] += (f"; {early} of {len(buckets[0])} started during the "
+                                      f"backward walk")
             if variant == "default":
                 notes["tritonnn"] += "; " + c["note"]
                 if world > 1 and 1 in steps:

@@ -276,6 +276,9 @@ def step_part(args, world, device, gpu, timer):
             + ("" if ok else " WRONG (on some rank)")
             + ("; replicas identical" if same else "; replicas DIFFER WRONG"))
 
+    # how many buckets the last synced backward started while it was still walking (the
+    # rest start when it returns); None where the wrapper does not count them
+    overlapped = [getattr(d, "overlapped", None) for d in (ddp, ddp_s)]
     timings = timer.time({"torch": f_torch, "tritonnn": f_tn,
                           "torch small buckets": f_torch_s, "tritonnn small buckets": f_tn_s,
                           "torch no_sync": skipped(tddp, f_torch),
@@ -284,6 +287,7 @@ def step_part(args, world, device, gpu, timer):
     return [{"part": "step", "dims": list(dims), "batch": batch, "per_rank": per,
              "cap_mb": 25.0, "buckets": bucket_bytes(ddp, tddp),
              "small_cap_mb": small_mb, "small_buckets": bucket_bytes(ddp_s, tddp_s),
+             "overlapped": overlapped,
              "timings": timings, "ok": ok, "note": note,
              "global_losses": (total / world).tolist()}]
 
