@@ -23,7 +23,7 @@ from . import common as C
 
 FAMILIES = ("matmul", "linear", "cross_entropy", "linear_cross_entropy", "softmax", "layer_norm",
             "relu", "gelu", "elementwise", "reduction", "memory", "embedding", "optim", "random",
-            "dropout", "train_step", "tiny_op", "import")
+            "dropout", "train_step", "allreduce", "tiny_op", "import")
 
 
 def _family(name):
