@@ -48,7 +48,7 @@ def phase_train(out, dev, r, w, optimizer="sgd", steps_per_epoch=None, epochs=2)
     x, y = data()
     tn.manual_seed(100 + r)
     model = build().to(dev)
-    ddp = tn.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.0005)
+    ddp = tn.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.0002)
     initial = arrays(model)
     if optimizer == "sgd":
         opt = tn.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)

@@ -90,10 +90,15 @@ def test_quick_sweep(family, device, outdir):
     if device == "cuda":
         if family == "import":
             pytest.skip("import time does not depend on the device")
+        if family == "allreduce" and os.environ.get("TRITONNN_INTERPRET") == "1":
+            pytest.skip("two interpreted ranks take 15 s here; tests/test_distributed.py runs "
+                        "data parallelism on the interpreted cuda")
         skip_without_cuda()
     mod = importlib.import_module(f"tritonnn.perf.bench_{family}")
     out = str(outdir / device)
     rows = mod.run(device=device, quick=True, out=out)
+    if rows and all(r.status == "skipped" for r in rows):
+        pytest.skip(f"{family} cannot run here: {rows[0].note}")
     _check_rows(rows, family, device)
     _check_files(rows, out, family)
     wrong = [f"{r.case} {r.shape} {r.dtype}: {r.note}" for r in rows if "wrong" in r.status]

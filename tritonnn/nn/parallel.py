@@ -4,9 +4,9 @@ Each rank runs the same model on its own share of the batch; after each ``backwa
 gradients are averaged across the ranks, so every rank takes the same optimizer step and the
 replicas stay identical (bit for bit: every rank gets the same reduced bytes).
 
-How the averaging runs. The parameters are cut into buckets of at most ``bucket_cap_mb``
-(in reverse order of ``parameters()``, roughly the order in which backward finishes them;
-one dtype and device per bucket). A bucket is all-reduced with one collective (``mean``):
+How the averaging runs. The parameters are cut into buckets of about ``bucket_cap_mb``
+(in reverse order of ``parameters()``, roughly the order in which backward finishes them; a
+bucket is closed once it reaches the cap; one dtype and device per bucket). A bucket is all-reduced with one collective (``mean``):
 straight on the optimizer's flat gradient buffer when its parameters are neighbours there
 (``tritonnn.flat``: the usual case once the optimizer has taken a step, no copy), else
 packed into one buffer and copied back. When the walk writes gradients into the flat buffer,
@@ -44,8 +44,8 @@ class DistributedDataParallel(Module):
 
     Construction broadcasts rank 0's parameters and buffers, after checking that every rank
     has the same parameters (names, shapes, dtypes): a mismatch is a ``DistributedError``
-    naming the first difference. ``bucket_cap_mb``: the most gradient bytes one all-reduce
-    carries. ``broadcast_buffers``: rank 0's buffers are sent to every rank before each
+    naming the first difference. ``bucket_cap_mb``: the gradient megabytes at which a bucket (one
+    all-reduce) is closed. ``broadcast_buffers``: rank 0's buffers are sent to every rank before each
     forward. ``device_ids``, ``output_device``, ``find_unused_parameters``,
     ``gradient_as_bucket_view`` and ``static_graph`` are accepted for scripts written for
     PyTorch (the model's own device is used; unused parameters are always handled).
@@ -109,17 +109,18 @@ class DistributedDataParallel(Module):
                 t._version[0] += 1
 
     def _make_buckets(self):
+        """Parameters in reverse order, a bucket closed once it holds ``bucket_cap_mb`` (so
+        a small tensor joins its neighbours rather than costing a collective of its own)."""
         cap = self.bucket_cap_mb * (1 << 20)
         buckets, size, key = [], 0, None
         for i in reversed(range(len(self._named))):
             p = self._named[i][1]
-            nbytes = p.numel() * p.dtype.itemsize
             k = (p.device, p.dtype)
-            if not buckets or k != key or size + nbytes > cap:
+            if not buckets or k != key or size >= cap:
                 buckets.append([])
                 size, key = 0, k
             buckets[-1].append(i)
-            size += nbytes
+            size += p.numel() * p.dtype.itemsize
         object.__setattr__(self, "_buckets", buckets)
         object.__setattr__(self, "_bucket_of", {id(self._named[i][1]): b
                                                 for b, members in enumerate(buckets)
