@@ -94,6 +94,42 @@ def phase_nosync(out, dev, r, w):
            **{"grad." + n: p.grad.cpu().numpy() for n, p in model.named_parameters()}})
 
 
+class TwoHeads(tn.nn.Module):
+    """Rank 0 uses head ``a`` only, rank 1 head ``b`` only: each head's gradient is missing on
+    one rank."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = tn.nn.Linear(FEATURES, 16)
+        self.a = tn.nn.Linear(16, CLASSES)
+        self.b = tn.nn.Linear(16, CLASSES)
+
+    def forward(self, x, head):
+        return (self.a if head == "a" else self.b)(self.body(x).relu())
+
+
+def phase_unused(out, dev, r, w):
+    """Parameters one rank does not use count as zeros there; every parameter ends with the
+    average; and the wrapper's state dict is PyTorch DDP's (``module.`` keys), loadable with
+    or without the prefix."""
+    x, y = data()
+    tn.manual_seed(3)
+    model = TwoHeads().to(dev)
+    ddp = tn.nn.parallel.DistributedDataParallel(model)
+    rows = np.arange(4 * r, 4 * r + 4)
+    F.cross_entropy(ddp(tn.tensor(x[rows], device=dev), "a" if r == 0 else "b"),
+                    tn.tensor(y[rows], device=dev)).backward()
+    keys = list(ddp.state_dict())
+    before = arrays(model)
+    ddp.load_state_dict(model.state_dict())           # without the prefix
+    ddp.load_state_dict(ddp.state_dict())             # with it
+    same = all(np.array_equal(before[k], v) for k, v in arrays(model).items())
+    write(out, "unused", r, {"keys": keys, "model_keys": list(model.state_dict()),
+                             "reloaded_same": same},
+          {**{"init." + k: v for k, v in before.items()},
+           **{"grad." + n: p.grad.cpu().numpy() for n, p in model.named_parameters()}})
+
+
 def phase_mismatch(out, dev, r, w):
     model = build(width=16 if r == 0 else 17).to(dev)
     try:

@@ -80,7 +80,8 @@ def read(out, name, rank):
 @pytest.fixture(scope="module")
 def cpu_job(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_cpu")
-    r, _ = torchrun(out, "cpu", "collectives", "train_sgd", "train_adamw", "nosync", "mismatch")
+    r, _ = torchrun(out, "cpu", "collectives", "train_sgd", "train_adamw", "nosync", "unused",
+                    "mismatch")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
@@ -142,6 +143,31 @@ def test_no_sync_accumulates_locally_then_averages_the_sum(cpu_job):
         np.testing.assert_allclose(a0["grad." + n], p.grad.numpy(), rtol=1e-5, atol=1e-7)
         # inside no_sync the ranks' gradients were their own
         assert not np.array_equal(a0["local." + n], a1["local." + n])
+
+
+def test_a_parameter_unused_on_a_rank_counts_as_zero_there(cpu_job):
+    (d0, a0), (d1, a1) = read(cpu_job, "unused", 0), read(cpu_job, "unused", 1)
+    x, y = W.data()
+    grads = []
+    for rank, head in ((0, "a"), (1, "b")):     # each rank's own gradients, one process
+        model = W.TwoHeads()
+        model.load_state_dict({k[5:]: tn.tensor(v) for k, v in a0.items()
+                               if k.startswith("init.")})
+        rows = np.arange(4 * rank, 4 * rank + 4)
+        F.cross_entropy(model(tn.tensor(x[rows]), head), tn.tensor(y[rows])).backward()
+        grads.append({n: (p.grad.numpy() if p.grad is not None else 0 * p.detach().numpy())
+                      for n, p in model.named_parameters()})
+    for n in grads[0]:
+        assert np.array_equal(a0["grad." + n], a1["grad." + n]), n
+        np.testing.assert_allclose(a0["grad." + n], (grads[0][n] + grads[1][n]) / 2,
+                                   rtol=1e-6, atol=1e-7, err_msg=n)
+    assert np.abs(a0["grad.a.weight"]).max() > 0 and np.abs(a0["grad.b.weight"]).max() > 0
+
+
+def test_the_wrapper_state_dict_is_pytorch_ddp_s(cpu_job):
+    doc, _ = read(cpu_job, "unused", 0)
+    assert doc["keys"] == ["module." + k for k in doc["model_keys"]]
+    assert doc["reloaded_same"]
 
 
 def test_mismatched_models_are_an_error_on_every_rank(cpu_job):
@@ -275,6 +301,28 @@ def test_a_ddp_state_dict_loads_into_the_plain_model_and_back():
     other.load_state_dict(prefixed)
     for k, v in model.state_dict().items():
         assert np.array_equal(other.state_dict()[k].numpy(), v.numpy())
+
+
+def test_torch_ddp_checkpoints_load_here_and_ours_load_in_torch(tmp_path):
+    """A PyTorch DDP state dict (``module.`` keys, saved with safetensors) loads into the plain
+    tritonnn model; ours loads into a torch model with torch's own prefix helper."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+    tmodel = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                 torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                 torch.nn.Linear(16, 3))
+    save_file({"module." + k: v.contiguous() for k, v in tmodel.state_dict().items()},
+              str(tmp_path / "torch_ddp.safetensors"))
+    mine = W.build()
+    mine.load_state_dict(tn.load(tmp_path / "torch_ddp.safetensors"))
+    for k, v in tmodel.state_dict().items():
+        assert np.array_equal(mine.state_dict()[k].numpy(), v.numpy()), k
+    tn.save({"module." + k: v for k, v in W.build().state_dict().items()},
+            tmp_path / "ours.safetensors")
+    from safetensors.torch import load_file
+    state = load_file(str(tmp_path / "ours.safetensors"))
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
+    tmodel.load_state_dict(state)
 
 
 # -- the command line and the example under torchrun ----------------------------------------------
