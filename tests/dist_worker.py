@@ -184,28 +184,29 @@ def phase_fail(out, dev, r, w, how):
     import signal
     x, y = data()
     tn.manual_seed(0)
-    model = build().to(dev)
-    ddp = tn.nn.parallel.DistributedDataParallel(model)
-    opt = tn.optim.SGD(ddp.parameters(), lr=0.1)
-    for step in range(10_000):
-        if r == 1 and step == 3:
-            if how == "raise":
-                raise ValueError("boom in rank 1's data at step 3")
-            if how == "hang":
-                import time
-                time.sleep(6)           # alive, but silent for longer than the timeout
-                sys.exit(0)
-            os.kill(os.getpid(), signal.SIGKILL)
-        xb = tn.tensor(x[:PER_RANK], device=dev)
-        yb = tn.tensor(y[:PER_RANK], device=dev)
-        try:
+    step = -1
+    try:
+        model = build().to(dev)
+        ddp = tn.nn.parallel.DistributedDataParallel(model)
+        opt = tn.optim.SGD(ddp.parameters(), lr=0.1)
+        for step in range(10_000):
+            if r == 1 and step == 3:
+                if how == "raise":
+                    raise ValueError("boom in rank 1's data at step 3")
+                if how == "hang":
+                    import time
+                    time.sleep(7)           # alive, but silent for longer than the timeout
+                    sys.exit(0)
+                os.kill(os.getpid(), signal.SIGKILL)
+            xb = tn.tensor(x[:PER_RANK], device=dev)
+            yb = tn.tensor(y[:PER_RANK], device=dev)
             loss = F.cross_entropy(ddp(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        except tn.DistributedError as e:
-            write(out, f"fail_{how}", r, {"error": str(e), "step": step})
-            raise
+    except tn.DistributedError as e:
+        write(out, f"fail_{how}", r, {"error": str(e), "step": step})
+        raise
 
 
 def main():
