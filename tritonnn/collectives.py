@@ -92,10 +92,9 @@ _avg = {}
 def avg_supported(buf) -> bool:
     """Whether the backend serving ``buf`` averages itself (NCCL does; gloo from torch 2.7
     on); asked once per backend with a one-element probe every rank makes alike."""
-    t = as_torch(buf)
-    key = t.device.type
+    key = "cpu" if isinstance(buf, np.ndarray) else buf.device.type
     if key not in _avg:
-        probe = torch.zeros(1, dtype=torch.float32, device=t.device)
+        probe = torch.zeros(1, dtype=torch.float32, device=as_torch(buf).device)
         try:
             dist.all_reduce(probe, op=dist.ReduceOp.AVG)
             _avg[key] = True

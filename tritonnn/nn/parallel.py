@@ -80,6 +80,9 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_sync", True)
         object.__setattr__(self, "_armed", False)
         object.__setattr__(self, "overlapped", 0)
+        # as PyTorch's wrapper, the buffers it keeps in step are the ones there now
+        object.__setattr__(self, "_has_buffers", any(True for _ in module.buffers()))
+        object.__setattr__(self, "_views", {})
         self._check_same_model()
         self._broadcast_state()
         self._make_buckets()
@@ -128,7 +131,7 @@ class DistributedDataParallel(Module):
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
-        if self.broadcast_buffers:
+        if self.broadcast_buffers and self._has_buffers:
             bufs = list(self.module.buffers())
             if bufs and _dist.world_size() > 1:
                 with no_grad():
@@ -212,6 +215,17 @@ class DistributedDataParallel(Module):
                                                  home.grad)):
                 return None
             homes.append(home)
+        cached = self._views.get(b)
+        if cached is not None and len(cached[0]) == len(homes) and \
+                all(a is h for a, h in zip(cached[0], homes)):
+            return cached[1]            # the same homes as last time: the same slice
+        view = self._slice_of(homes)
+        self._views[b] = (homes, view)
+        return view
+
+    @staticmethod
+    def _slice_of(homes):
+        """The flat gradient slice that holds exactly ``homes``' gradients, or None."""
         flat = homes[0].flat
         idx = sorted(h.index for h in homes)
         if any(h.flat is not flat for h in homes) or idx[-1] - idx[0] != len(idx) - 1:
