@@ -162,9 +162,15 @@ def _used_small_tiles(mm, launches, want_programs=None):
 
 @pytest.mark.parametrize("dtype", [D.float32, D.bfloat16], ids=str)
 def test_mlp_layer_forward_and_backward(small, rng, dtype):
-    """784 -> 256 at batch 128, ReLU and bias fused; all three gradients."""
+    """784 -> 256 at batch 128, ReLU and bias fused; all three gradients. Run at 513 -> 129
+    at batch 65, the smallest sizes in the same power-of-2 buckets: the same three tiles as
+    the MLP's layer, with fewer programs (the interpreter's cost) and a tail in every dim."""
     mm, bufs, launches = small
-    m, k, n = B, 784, 256
+    m, k, n = 65, 513, 129
+    kind = "ieee" if dtype is D.float32 else "16"
+    for out_rows, out_cols, mlp_rows, mlp_cols in ((m, n, B, 256), (m, k, B, 784),
+                                                   (n, k, 256, 784)):    # forward, dx, dw
+        assert pick(mm, kind, out_rows, out_cols) is pick(mm, kind, mlp_rows, mlp_cols)
     x, w, b = _rand(rng, (m, k), dtype), _rand(rng, (n, k), dtype), _rand(rng, (n,), dtype)
     up = lambda a: bufs.upload(a, dtype)              # noqa: E731
     out = mm.linear_fwd(up(x), up(w), up(b), True)
@@ -175,18 +181,19 @@ def test_mlp_layer_forward_and_backward(small, rng, dtype):
     want = CPU.linear_bwd(g, x, w, want_out, True, True, True, True)
     for name, gv, wv in zip(("dx", "dw", "db"), got, want):
         _close(bufs.download(gv), wv, dtype, f"linear_bwd {name}")
-    kind = "ieee" if dtype is D.float32 else "16"
-    _used_small_tiles(mm, launches, [AFTER[kind][0], mm._programs(
-        pick(mm, kind, m, k), m, k, 1), AFTER[kind][-1]])
+    _used_small_tiles(mm, launches, [mm._programs(pick(mm, kind, r, c), r, c, 1)
+                                     for r, c in ((m, n), (m, k), (n, k))])
 
 
 @pytest.mark.parametrize("need", [(False, True, False), (True, True, True)],
                          ids=lambda t: "".join("xwb"[i] for i in range(3) if t[i]))
 def test_small_layers_every_gradient_combination(small, rng, need):
-    """The 256 -> 128 -> 10 end of the MLP, odd sizes around it; with and without ReLU."""
+    """The 128 -> 10 end of the MLP with a 128 -> 128 layer before it (the MLP's is 256 ->
+    128: the same tile, flags and full blocks, half its programs), odd sizes around it; with
+    and without ReLU."""
     mm, bufs, launches = small
     dtype = D.float32
-    for (m, k, n), relu in (((B, 256, 128), True), ((B, 128, 10), False), ((37, 19, 45), True)):
+    for (m, k, n), relu in (((B, 128, 128), True), ((B, 128, 10), False), ((37, 19, 45), True)):
         x, w, b = _rand(rng, (m, k), dtype), _rand(rng, (n, k), dtype), _rand(rng, (n,), dtype)
         out = CPU.linear_fwd(x, w, b, relu)
         g = _rand(rng, (m, n), dtype)
@@ -251,9 +258,10 @@ def test_batched_matmul_with_small_tiles(small, rng):
 
 
 def test_small_tiles_are_reproducible(small, rng):
-    """No atomics, a fixed order: the same inputs give the same bits, run after run."""
+    """No atomics, a fixed order: the same inputs give the same bits, run after run (small
+    sizes, as bits do not depend on them: both GEMMs still walk K in several steps)."""
     mm, bufs, _ = small
-    m, k, n = B, 96, 80
+    m, k, n = 72, 40, 70
     x, w = _rand(rng, (m, k), D.float32), _rand(rng, (n, k), D.float32)
     g, out = _rand(rng, (m, n), D.float32), np.abs(_rand(rng, (m, n), D.float32))
     args = [bufs.upload(a, D.float32) for a in (g, x, w, out)]

@@ -236,8 +236,10 @@ VAR_CASES = [((5,), None), ((3, 7), 1), ((3, 7), 0), ((2, 3, 4), (0, 2)), ((2, 3
              ((), None), ((4, 1), 1)]
 
 
-@pytest.mark.parametrize("dname", ["float32", "float64", "bfloat16"])
-@pytest.mark.parametrize("keepdim", [False, True])
+# keepdim only reshapes the result (ops._moments: the kernels and the backward's kept shape
+# are the same either way), so it is crossed with one dtype, not all three
+@pytest.mark.parametrize("keepdim, dname", [(False, "float32"), (False, "float64"),
+                                            (False, "bfloat16"), (True, "float32")])
 @pytest.mark.parametrize("shape, dim", VAR_CASES, ids=[f"{c[0]}-{c[1]}" for c in VAR_CASES])
 def test_var_std_vs_torch(shape, dim, keepdim, dname, device, rng):
     x = rng.standard_normal(shape) + 3.0
