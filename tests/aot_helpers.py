@@ -27,6 +27,7 @@ import importlib
 import io
 import json
 import os
+import pathlib
 import pkgutil
 import re
 import subprocess
@@ -180,6 +181,65 @@ def write_csv(result, path) -> None:
             w.writerow([r["kernel"], r["module"], r["fn"], r["target"], r["registers"],
                         r["spill_stores"], r["spill_loads"], r["stack_bytes"], r["shared_bytes"],
                         r["ok"], "none (ahead-of-time, ptxas)", result["triton"]])
+
+
+# ----------------------------------------------------------------------------------------------
+# the build as a background job of a test session
+# ----------------------------------------------------------------------------------------------
+# The build is CPU-bound in its worker processes while a test session mostly runs on one core.
+# tests/conftest.py starts it when the session's tests are collected, at the lowest scheduling
+# priority (on the core the tests leave idle), and runs test_aot_compile.py's tests last;
+# their fixture then only waits for what is left of it.
+
+
+def _lowest_priority():
+    """This process (and the workers it starts) runs only on CPU time nothing else wants:
+    Linux's SCHED_IDLE policy, else the highest niceness."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+class Build:
+    """``python tests/aot_helpers.py OUT.json`` in a subprocess of its own: the interpreter
+    off, a fresh Triton cache (so ptxas runs for every kernel and prints its -v report)."""
+
+    def __init__(self, work, idle=False):
+        self.work = pathlib.Path(work)
+        self.out = self.work / "aot.json"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TRITON_INTERPRET", "TRITONNN_INTERPRET")}
+        env["TRITON_CACHE_DIR"] = str(self.work / "cache")
+        env["TRITON_DUMP_PTXAS_LOG"] = "1"
+        self._stderr = open(self.work / "stderr.txt", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), str(self.out)], env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True,
+            preexec_fn=_lowest_priority if idle else None)
+
+    def result(self, timeout=900):
+        """The records (``compile_all``'s dict), once the build is over; RuntimeError if it
+        failed, with the end of its stderr."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"the compile subprocess ran past {timeout} s") from None
+        if rc != 0 or not self.out.exists():
+            self._stderr.seek(0)
+            raise RuntimeError(f"the compile subprocess failed (rc={rc}):\n"
+                               f"{self._stderr.read()[-4000:]}")
+        return json.loads(self.out.read_text())
+
+    def stop(self):
+        """End the build and its workers if it is still running."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self._stderr.close()
 
 
 def main(argv=None) -> int:

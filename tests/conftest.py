@@ -5,9 +5,11 @@ interpreter (TRITONNN_INTERPRET=1, set here before tritonnn or triton is
 imported). On a GPU machine the tests run the compiled kernels instead.
 """
 import functools
+import importlib.util
 import os
 import re
 import shutil
+import tempfile
 
 if "TRITONNN_INTERPRET" not in os.environ and shutil.which("nvidia-smi") is None:
     os.environ["TRITONNN_INTERPRET"] = "1"
@@ -181,6 +183,7 @@ def pytest_collection_modifyitems(config, items):
         GPU_SUBSET_STALE[:] = [f"{file}::{entry}" for file in sorted(collected & set(GPU_SUBSET))
                                for entry in GPU_SUBSET[file] if (file, entry) not in matched]
         GPU_SUBSET_STALE.append("checked")
+    items.sort(key=lambda item: item.path.name == AOT_FILE)       # the AOT build's tests last
 
 
 def _whole_suite(config) -> bool:
@@ -190,3 +193,35 @@ def _whole_suite(config) -> bool:
             config.getoption("ignore", None):
         return False
     return all(os.path.isdir(str(arg)) for arg in config.args)
+
+
+# ----------------------------------------------------------------------------------------------
+# the AOT build beside the other tests
+# ----------------------------------------------------------------------------------------------
+# test_aot_compile.py's build (every kernel for sm_80 and sm_90, minutes of CPU in worker
+# processes) starts as soon as the session's tests are collected, at the lowest scheduling
+# priority, on the core the tests leave idle (they mostly run in one process); its tests run
+# last and wait only for what is left of it.
+AOT_FILE = "test_aot_compile.py"
+_AOT = {}
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly or importlib.util.find_spec("triton") is None:
+        return
+    if any(item.path.name == AOT_FILE for item in session.items):
+        import aot_helpers
+        _AOT["work"] = tempfile.mkdtemp(prefix="tritonnn-aot-")
+        _AOT["build"] = aot_helpers.Build(_AOT["work"], idle=True)
+
+
+def aot_build():
+    """The session's background AOT build (``aot_helpers.Build``), or None."""
+    return _AOT.get("build")
+
+
+def pytest_sessionfinish(session):
+    build = _AOT.pop("build", None)
+    if build is not None:
+        build.stop()
+        shutil.rmtree(_AOT.pop("work"), ignore_errors=True)

@@ -4,7 +4,9 @@ Each kernel module lists example specializations in ``KERNELS`` (format:
 ``kernels/_launch.py``). One subprocess, with the Triton interpreter switched
 off, compiles them all for ``GPUTarget("cuda", 80, 32)`` and
 ``GPUTarget("cuda", 90, 32)`` (``tests/aot_helpers.py``) with ptxas from the
-Triton wheel. The tests then check that everything compiled, that every
+Triton wheel; a test session starts it as soon as it has collected this file, at
+the lowest CPU priority, beside the other tests, and runs this file last
+(``tests/conftest.py``). The tests then check that everything compiled, that every
 ``*_kernel`` jit function is in some list, that the PTX holds the instructions
 an entry asks for (the 16-bit GEMMs use ``wgmma.mma_async`` on sm_90), and that
 no kernel spills registers. ``pytest -s`` prints the resource table; a run
@@ -13,11 +15,7 @@ is refreshed by an explicit command, when kernels or launch settings change:
 
     python tests/aot_helpers.py --csv perf/results/aot_resources.csv
 """
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -25,25 +23,25 @@ import aot_helpers
 
 pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HELPER = ROOT / "tests" / "aot_helpers.py"
 MODULES = sorted(p.stem for p in (ROOT / "kernels").glob("*.py")
                  if not p.stem.startswith("_") and p.stem != "buffers")
 
 
 @pytest.fixture(scope="module")
 def aot(tmp_path_factory):
+    """The build's records: from the build tests/conftest.py started in the background when
+    the session collected this file (these tests run last), else from one started here."""
     pytest.importorskip("triton")
+    from conftest import aot_build
     work = tmp_path_factory.mktemp("aot")
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONNN_INTERPRET")}
-    # a fresh cache, so ptxas runs for every kernel and prints its -v report
-    env["TRITON_CACHE_DIR"] = str(work / "cache")
-    env["TRITON_DUMP_PTXAS_LOG"] = "1"
-    out = work / "aot.json"
-    proc = subprocess.run([sys.executable, str(HELPER), str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 or not out.exists():
-        pytest.fail(f"the compile subprocess failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
-    result = json.loads(out.read_text())
+    build = aot_build() or aot_helpers.Build(work)
+    try:
+        result = build.result(timeout=900)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    finally:
+        if build is not aot_build():
+            build.stop()
     print("\n" + aot_helpers.table(result))
     aot_helpers.write_csv(result, work / "aot_resources.csv")
     return result
