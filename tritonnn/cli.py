@@ -218,6 +218,13 @@ def _under_torchrun():
     return all(k in os.environ for k in TORCHRUN_ENV)
 
 
+def _check_split(prog, batch, n, who):
+    """The global batch splits evenly over ``n`` processes, or a usage error naming ``who``."""
+    if batch % n:
+        _usage_error(prog, f"argument --batch-size: the global batch must be a multiple of "
+                     f"{who} ({batch})")
+
+
 def _launch(args, argv):
     """``--nproc N``: the same command in N local processes, through torchrun's launcher
     (``python -m torch.distributed.run --standalone``); returns its exit status."""
@@ -225,9 +232,7 @@ def _launch(args, argv):
     if importlib.util.find_spec("torch") is None:
         _usage_error(prog, f"argument --nproc: needs torch installed (pip install torch), "
                      f"whose launcher starts the processes ({args.nproc})")
-    if args.batch_size % args.nproc:
-        _usage_error(prog, f"argument --batch-size: the global batch must be a multiple of "
-                     f"--nproc {args.nproc} ({args.batch_size})")
+    _check_split(prog, args.batch_size, args.nproc, f"--nproc {args.nproc}")
     rest, skip = [], False
     for a in argv:
         if skip:
@@ -251,9 +256,7 @@ def _preflight(args):
         _usage_error(prog, f"argument --nproc: this process is one of torchrun's "
                      f"{args.processes}; --nproc launches, it does not go with torchrun "
                      f"({args.nproc})")
-    if args.batch_size % args.processes:
-        _usage_error(prog, f"argument --batch-size: the global batch must be a multiple of "
-                     f"the {args.processes} processes ({args.batch_size})")
+    _check_split(prog, args.batch_size, args.processes, f"the {args.processes} processes")
     files = [("--out", args.out, ".safetensors", "the model")]
     if args.checkpoint_every or args.checkpoint:
         files.append(("--checkpoint", _checkpoint_path(args), ".safetensors", "a checkpoint"))

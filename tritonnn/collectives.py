@@ -34,11 +34,11 @@ def gpu_present() -> bool:
     return torch.cuda.is_available()
 
 
-def init(timeout_s: float, with_cuda: bool, local_rank: int) -> str:
+def init(timeout_s: float, with_cuda: bool, local_rank: int) -> None:
     """Join the process group described by torchrun's environment (``env://``).
 
     gloo serves CPU tensors; with ``with_cuda`` NCCL serves CUDA tensors too and this
-    process's current CUDA device becomes ``cuda:local_rank``. Returns the backend string.
+    process's current CUDA device becomes ``cuda:local_rank``.
     """
     if with_cuda:
         torch.cuda.set_device(local_rank)
@@ -52,7 +52,6 @@ def init(timeout_s: float, with_cuda: bool, local_rank: int) -> str:
     except TypeError:               # a torch without device_id: bound lazily instead
         kwargs.pop("device_id", None)
         dist.init_process_group(**kwargs)
-    return backend
 
 
 def is_initialized() -> bool:

@@ -37,11 +37,15 @@ _REDUCE_OPS = ("sum", "mean", "max", "min", "product")
 _state = {"c": None, "timeout": DEFAULT_TIMEOUT_S, "hook": None}
 
 
+_NS = "tn.distributed."
+
+
 def _c(op):
-    """The collectives module, once the process group exists; a clear error before."""
+    """The collectives module, once the process group exists; a clear error naming ``op``
+    (the caller's full name) before."""
     c = _state["c"]
     if c is None or not c.is_initialized():
-        raise DistributedError(f"tn.distributed.{op}: the process group is not initialized; "
+        raise DistributedError(f"{op}: the process group is not initialized; "
                                f"call tn.distributed.init() first, in a script launched with "
                                f"torchrun --nproc-per-node N")
     return c
@@ -90,8 +94,7 @@ def init(*, timeout=None):
                                f"(pip install torch): {e}") from None
     if not c.available():
         raise DistributedError(f"{op}: this torch build has no torch.distributed")
-    with_cuda = not interpreting() and os.environ.get("TRITONNN_NOOP_DRIVER", "") in ("", "0") \
-        and c.gpu_present()
+    with_cuda = not interpreting() and c.gpu_present()
     try:
         c.init(timeout, with_cuda, values["LOCAL_RANK"])
     except (RuntimeError, ValueError) as e:
@@ -128,22 +131,22 @@ def is_initialized() -> bool:
 
 def rank() -> int:
     """This process's rank, in [0, world_size())."""
-    return _c("rank").rank()
+    return _c(_NS + "rank").rank()
 
 
 def world_size() -> int:
-    return _c("world_size").world_size()
+    return _c(_NS + "world_size").world_size()
 
 
 def barrier() -> None:
     """Wait until every rank reaches its ``barrier()``."""
-    c = _c("barrier")
-    _run("barrier", c.barrier)
+    c = _c(_NS + "barrier")
+    _run(_NS + "barrier", c.barrier)
 
 
 def destroy() -> None:
     """Leave the process group (the end of a script; ``init()`` may follow again)."""
-    c = _c("destroy")
+    c = _c(_NS + "destroy")
     c.destroy()
     _state["c"] = None
     if _state["hook"] is not None and sys.excepthook is not _state["hook"]:
@@ -153,7 +156,7 @@ def destroy() -> None:
 
 def _tensor(op, t):
     if not isinstance(t, Tensor):
-        raise DTypeError(f"tn.distributed.{op}: expected a tensor, got {type(t).__name__}")
+        raise DTypeError(f"{op}: expected a tensor, got {type(t).__name__}")
     return t
 
 
@@ -164,13 +167,13 @@ def all_reduce(t, op="sum", *, async_op=False):
     returns a handle whose ``wait()`` completes it (do not read or write ``t`` before);
     else None.
     """
-    name = "all_reduce"
+    name = _NS + "all_reduce"
     t = _tensor(name, t)
     if op not in _REDUCE_OPS:
-        raise TritonnnError(f"tn.distributed.{name}: op must be one of "
+        raise TritonnnError(f"{name}: op must be one of "
                             f"{', '.join(map(repr, _REDUCE_OPS))}, got {shown(op)}")
     if op == "mean" and not t.dtype.is_floating:
-        raise DTypeError(f"tn.distributed.{name}: op 'mean' needs a floating tensor, got "
+        raise DTypeError(f"{name}: op 'mean' needs a floating tensor, got "
                          f"{t.dtype} {t.shape}")
     _c(name)
     t._version[0] += 1
@@ -179,11 +182,11 @@ def all_reduce(t, op="sum", *, async_op=False):
 
 def broadcast(t, src=0, *, async_op=False):
     """Overwrite ``t`` on every rank with rank ``src``'s values (in place)."""
-    name = "broadcast"
+    name = _NS + "broadcast"
     t = _tensor(name, t)
     c = _c(name)
     if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < c.world_size():
-        raise TritonnnError(f"tn.distributed.{name}: src must be a rank in [0, "
+        raise TritonnnError(f"{name}: src must be a rank in [0, "
                             f"{c.world_size()}), got {shown(src)}")
     t._version[0] += 1
     return _finish(broadcast_buffer(t._data, t._backend, src, async_op=True), async_op)
@@ -196,9 +199,10 @@ def _finish(handle, async_op):
     return None
 
 
-def reduce_buffer(buf, B, dtype, op, *, async_op, name="all_reduce"):
+def reduce_buffer(buf, B, dtype, op, *, async_op, name=_NS + "all_reduce", then=None):
     """All-reduce backend buffer ``buf`` (of backend ``B``, dtype ``dtype``) in place; a
-    ``Handle`` (``async_op``) or None once done. What ``all_reduce`` and
+    ``Handle`` (``async_op``) or None once done, ``then()`` run last (the caller's own
+    finishing step, e.g. unpacking a packed buffer). What ``all_reduce`` and
     ``DistributedDataParallel`` run: a mean is the backend's own average when it has one,
     else a sum and one division by the world size."""
     c = _c(name)
@@ -211,10 +215,10 @@ def reduce_buffer(buf, B, dtype, op, *, async_op, name="all_reduce"):
         if divide:
             w = B.full((), c.world_size(), dtype)
             B.copy_(dense, B.binary(dense, w, "div"))
-    return _start(name, B, buf, call, after, async_op)
+    return _start(name, B, buf, call, after, async_op, then)
 
 
-def broadcast_buffer(buf, B, src, *, async_op, name="broadcast"):
+def broadcast_buffer(buf, B, src, *, async_op, name=_NS + "broadcast"):
     c = _c(name)
     return _start(name, B, buf, lambda dense, a: c.broadcast(dense, src, a), None, async_op)
 
@@ -239,9 +243,10 @@ class Handle:
         return self._work is None and self._after is None
 
 
-def _start(name, B, buf, call, after, async_op):
+def _start(name, B, buf, call, after, async_op, then=None):
     """Run ``call(dense, async_op)`` on ``buf`` itself, or on a contiguous copy of it that
-    ``wait()`` copies back; ``after(dense)`` runs once the collective is done."""
+    ``wait()`` copies back; ``after(dense)`` runs once the collective is done, ``then()``
+    last."""
     dense = buf if _contiguous(buf) else B.contiguous(buf)
 
     def finish():
@@ -249,6 +254,8 @@ def _start(name, B, buf, call, after, async_op):
             after(dense)
         if dense is not buf:
             B.copy_(buf, dense)
+        if then is not None:
+            then()
     handle = Handle(name, _run(name, call, dense, True), finish)
     if not async_op:
         handle.wait()
@@ -269,12 +276,7 @@ def _run(name, fn, *args):
     except DistributedError:
         raise
     except (RuntimeError, ValueError) as e:
-        raise DistributedError(f"{_full(name)}: {_who_failed(str(e))}") from e
-
-
-def _full(name):
-    """An op's name as errors show it: ``tn.distributed.<fn>`` for this module's functions."""
-    return name if " " in name or "." in name or name[:1].isupper() else f"tn.distributed.{name}"
+        raise DistributedError(f"{name}: {_who_failed(str(e))}") from e
 
 
 def _who_failed(detail):

@@ -42,14 +42,21 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-def _without_ddp_prefix(state_dict, own):
-    """``state_dict`` with the ``module.`` prefix of a data-parallel wrapper's keys taken
-    off, when every key has it and the model's own keys do not."""
+def _ddp_prefix_matched(state_dict, own):
+    """``state_dict`` with its keys brought to the form of ``own``'s where the two differ only
+    by a data-parallel wrapper's ``module.`` prefix: taken off when every key has it and no
+    key of the model has, put on when no key has it and every key of the model has (the
+    wrapper itself loading its model's state dict)."""
     prefix = "module."
-    keys = list(state_dict)
-    if keys and all(isinstance(k, str) and k.startswith(prefix) for k in keys) and \
-            not any(k.startswith(prefix) for k in own):
+    keys, own = list(state_dict), list(own)
+    if not keys or not own or not all(isinstance(k, str) for k in keys):
+        return state_dict
+    theirs = [k.startswith(prefix) for k in keys]
+    ours = [k.startswith(prefix) for k in own]
+    if all(theirs) and not any(ours):
         return OrderedDict((k[len(prefix):], v) for k, v in state_dict.items())
+    if not any(theirs) and all(ours):
+        return OrderedDict((prefix + k, v) for k, v in state_dict.items())
     return state_dict
 
 
@@ -263,14 +270,15 @@ class Module:
 
         Values are tensors (numpy arrays are taken too); anything else is a DTypeError naming
         the entries, raised before any parameter is written. A ``DistributedDataParallel``
-        state dict (every key prefixed ``module.``) loads into the model it wrapped.
+        state dict (every key prefixed ``module.``) loads into the model it wrapped, and the
+        model's into the wrapper.
         """
         where = f"load_state_dict for {type(self).__name__}"
         if not isinstance(state_dict, Mapping):
             raise DTypeError(f"{where}: expected a mapping of names to tensors (what "
                              f"state_dict() returns), got {type(state_dict).__name__}")
         own = OrderedDict(self._state_entries())
-        state_dict = _without_ddp_prefix(state_dict, own)
+        state_dict = _ddp_prefix_matched(state_dict, own)
         wrong = [f"{n} is {type(state_dict[n]).__name__}" for n in own
                  if n in state_dict and not isinstance(state_dict[n], (Tensor, np.ndarray))]
         if wrong:

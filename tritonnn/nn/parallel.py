@@ -20,8 +20,8 @@ step alike. Only a backward that follows a forward through the wrapper (outside
 ``no_sync()``) averages, as in PyTorch.
 
 ``state_dict()`` keys carry the ``module.`` prefix, as PyTorch's DDP (files swap with
-PyTorch DDP checkpoints); ``load_state_dict`` here takes keys with or without it, and a
-plain ``Module.load_state_dict`` takes a DDP state dict (every key prefixed) as well.
+PyTorch DDP checkpoints); ``Module.load_state_dict`` matches the prefix either way, so the
+wrapper loads its model's state dict and the model the wrapper's.
 """
 from __future__ import annotations
 
@@ -35,8 +35,6 @@ from ..flat import home_of
 from ..tape import is_grad_enabled, no_grad, observe
 from ..tensor import Tensor
 from .modules import Module
-
-_PREFIX = "module."
 
 
 class DistributedDataParallel(Module):
@@ -96,11 +94,12 @@ class DistributedDataParallel(Module):
                 for n, b in self.module.named_buffers()]
         digest = hashlib.blake2b(repr(sig).encode(), digest_size=8).digest()
         mine = [len(sig), int.from_bytes(digest, "little", signed=True)]
-        c = _dist._c("DistributedDataParallel")
-        rows = _dist._run("DistributedDataParallel", c.all_gather_int64, mine)
+        op = "DistributedDataParallel"
+        c = _dist._c(op)
+        rows = _dist._run(op, c.all_gather_int64, mine)
         if all(list(r) == mine for r in rows):
             return
-        sigs = _dist._run("DistributedDataParallel", c.all_gather_object, sig)
+        sigs = _dist._run(op, c.all_gather_object, sig)
         raise DistributedError("DistributedDataParallel: the ranks wrap different models: "
                                + _first_difference(sigs))
 
@@ -195,11 +194,9 @@ class DistributedDataParallel(Module):
 
     def _start(self, b, view):
         buf, B, dtype, unpack = view
-        handle = _dist.reduce_buffer(buf, B, dtype, "mean", async_op=True,
-                                     name="DistributedDataParallel (gradient all-reduce)")
-        if unpack is not None:
-            handle = _Then(handle, unpack)
-        self._handles[b] = handle
+        self._handles[b] = _dist.reduce_buffer(
+            buf, B, dtype, "mean", async_op=True, then=unpack,
+            name="DistributedDataParallel (gradient all-reduce)")
         object.__setattr__(self, "_next", b + 1)
 
     def _flat_view(self, b, walking):
@@ -216,8 +213,7 @@ class DistributedDataParallel(Module):
                 return None
             homes.append(home)
         cached = self._views.get(b)
-        if cached is not None and len(cached[0]) == len(homes) and \
-                all(a is h for a, h in zip(cached[0], homes)):
+        if cached is not None and all(a is h for a, h in zip(cached[0], homes)):
             return cached[1]            # the same homes as last time: the same slice
         view = self._slice_of(homes)
         self._views[b] = (homes, view)
@@ -266,28 +262,9 @@ class DistributedDataParallel(Module):
             p._grad = Tensor._make(B.full(p.shape, 0, p.dtype), p.dtype, p.device, B)
 
     # -- state ---------------------------------------------------------------------------------
-    def load_state_dict(self, state_dict, strict=True):
-        """Keys with the ``module.`` prefix (this wrapper's own ``state_dict``, PyTorch DDP's)
-        or without it (the wrapped model's)."""
-        if hasattr(state_dict, "keys") and state_dict and \
-                not any(isinstance(k, str) and k.startswith(_PREFIX) for k in state_dict):
-            return self.module.load_state_dict(state_dict, strict)
-        return super().load_state_dict(state_dict, strict)
-
     def extra_repr(self):
         return (f"world_size={_dist.world_size()}, buckets={len(self._buckets)}, "
                 f"bucket_cap_mb={self.bucket_cap_mb:g}")
-
-
-class _Then:
-    """A handle whose ``wait()`` also runs ``then()`` (unpacking a packed bucket)."""
-
-    def __init__(self, handle, then):
-        self.handle, self.then = handle, then
-
-    def wait(self):
-        self.handle.wait()
-        self.then()
 
 
 def _first_difference(sigs):
