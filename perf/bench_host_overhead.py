@@ -67,14 +67,20 @@ _ROWS_FLAG = "--rows-json"
 # the steps
 # ----------------------------------------------------------------------------------------------
 
-def _tn_step(opt_name, dims=LAYERS, batch=BATCH, device="cuda"):
-    tn.manual_seed(0)
+def _mlp(nn, dims):
+    """Linear layers of widths ``dims`` with ReLU between them, from ``nn`` (tn.nn or
+    torch.nn: the two libraries' modules share these names)."""
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(tn.nn.Linear(a, b))
+        layers.append(nn.Linear(a, b))
         if i < len(dims) - 2:
-            layers.append(tn.nn.ReLU())
-    model = tn.nn.Sequential(*layers).to(device)
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _tn_step(opt_name, dims=LAYERS, batch=BATCH, device="cuda"):
+    tn.manual_seed(0)
+    model = _mlp(tn.nn, dims).to(device)
     opt = _optimizer(tn.optim, opt_name, model.parameters())
     rng = np.random.default_rng(0)
     x = C.to_tn(rng.random((batch, dims[0]), dtype=np.float32), device)
@@ -95,12 +101,7 @@ def _torch_step(opt_name, dims=TINY_LAYERS, batch=TINY_BATCH):
     # calls would only steal the core from whichever library runs next
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(dims) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
+    model = _mlp(torch.nn, dims)
     opt = _optimizer(torch.optim, opt_name, model.parameters())
     x = torch.rand(batch, dims[0])
     y = torch.randint(0, dims[-1], (batch,))
