@@ -146,7 +146,7 @@ def test_no_sync_accumulates_locally_then_averages_the_sum(cpu_job):
 
 
 def test_a_parameter_unused_on_a_rank_counts_as_zero_there(cpu_job):
-    (d0, a0), (d1, a1) = read(cpu_job, "unused", 0), read(cpu_job, "unused", 1)
+    (_, a0), (_, a1) = read(cpu_job, "unused", 0), read(cpu_job, "unused", 1)
     x, y = W.data()
     grads = []
     for rank, head in ((0, "a"), (1, "b")):     # each rank's own gradients, one process
